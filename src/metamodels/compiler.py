@@ -1,0 +1,267 @@
+"""The compiler wrapper: the only module that imports Tracr's compiler (and so JAX).
+
+``compile_program`` runs Tracr's own stages up to the craft model (validation,
+graph extraction, basis inference, craft blocks, layer allocation), then builds
+the final weight matrices directly in numpy, in exactly the layout of Tracr's
+``assemble.assemble_craft_model``. That skips Haiku's ``init`` (one-off XLA
+compilations that are >95% of Tracr's compile time) and gives identical
+parameters; ``reference_params`` runs Tracr's full path for comparison.
+
+Correctness traps handled here (see the shared notes):
+1. SelectorWidth at max_seq_len >= 10 is wrong at ``mlp_exactness=100``: the
+   default exactness is raised to 1000 from that length on.
+2. A numerical Map whose input derives from a numerical Aggregate compiles
+   wrongly (Tracr assumes the mean takes values {0, 1/n}); refused with a reason.
+3. PAD is not masked by Tracr's model: :mod:`metamodels.forward` runs unpadded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Collection, Sequence
+
+import numpy as np
+from tracr.compiler import (
+    basis_inference,
+    craft_graph_to_model,
+    expr_to_craft_graph,
+    nodes,
+    rasp_to_graph,
+    validating,
+)
+from tracr.craft import bases, transformers, vectorspace_fns
+from tracr.rasp import rasp
+
+from metamodels import compiled
+from metamodels.compiled import CompiledModel, CompileSettings, Value
+from metamodels.rasp import text
+from metamodels.rasp.program import Program
+
+DEFAULT_VOCAB: tuple[int, ...] = (1, 2, 3, 4, 5)
+DEFAULT_MAX_SEQ_LEN = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class CompileFailure:
+    """Why a program could not be compiled: the operation and the rule it breaks."""
+
+    op: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.op}: {self.reason}"
+
+
+class CompileError(ValueError):
+    """Raised by :func:`compile_program`; carries the :class:`CompileFailure`s."""
+
+    def __init__(self, failures: Sequence[CompileFailure]) -> None:
+        super().__init__("cannot compile: " + "; ".join(str(f) for f in failures))
+        self.failures = tuple(failures)
+
+
+def settings_for(
+    vocab: Collection[Value] = DEFAULT_VOCAB,
+    max_seq_len: int = DEFAULT_MAX_SEQ_LEN,
+    *,
+    causal: bool = False,
+    mlp_exactness: int | None = None,
+) -> CompileSettings:
+    """Validated compile settings; ``mlp_exactness=None`` picks 100, or 1000 from length 10 on (trap 1)."""
+    values = tuple(sorted(set(vocab), key=lambda v: (type(v).__name__, v)))
+    if not values:
+        raise ValueError("vocab must contain at least one token")
+    if not all(isinstance(v, (int, float, str)) for v in values):
+        raise ValueError(f"vocab tokens must be int, float or str, got {values!r}")
+    if not isinstance(max_seq_len, int) or max_seq_len < 1:
+        raise ValueError(f"max_seq_len must be a positive integer, got {max_seq_len!r}")
+    if mlp_exactness is None:
+        mlp_exactness = 1000 if max_seq_len >= 10 else 100
+    settings = CompileSettings(vocab=values, max_seq_len=max_seq_len, causal=causal, mlp_exactness=mlp_exactness)
+    if settings.bos in values or settings.pad in values:
+        raise ValueError(f"vocab must not contain the reserved tokens {settings.bos!r} and {settings.pad!r}")
+    return settings
+
+
+def validate(program: Program | rasp.SOp, inputs: Sequence[Sequence[Value]] = ()) -> list[CompileFailure]:
+    """Tracr's static checks, the known-miscompilation rule, and Tracr's dynamic checks on ``inputs``."""
+    sop = program.to_rasp() if isinstance(program, Program) else program
+    failures = [_failure(u) for u in validating.static_validate(sop)]
+    failures += _numerical_map_after_mean(sop)
+    seen: set[tuple[str, str]] = set()
+    for xs in inputs:
+        for unsupported in validating.dynamic_validate(sop, list(xs)):
+            failure = _failure(unsupported)
+            if (failure.op, failure.reason.split(" But")[0]) not in seen:
+                seen.add((failure.op, failure.reason.split(" But")[0]))
+                failures.append(failure)
+    return failures
+
+
+def _failure(unsupported: validating.TracrUnsupportedExpr) -> CompileFailure:
+    return CompileFailure(op=unsupported.expr.name, reason=unsupported.reason)
+
+
+def _numerical_map_after_mean(sop: rasp.SOp) -> list[CompileFailure]:
+    """Trap 2: value-set inference is wrong for numerical Maps downstream of a numerical mean."""
+    graph = rasp_to_graph.extract_rasp_graph(sop).graph
+    failures = []
+    for node_id in graph.nodes:
+        expr = graph.nodes[node_id][nodes.EXPR]
+        if isinstance(expr, rasp.Map) and rasp.is_numerical(expr.inner) and _derives_from_mean(expr.inner):
+            failures.append(CompileFailure(expr.name, "a Map of a numerical Aggregate's output compiles wrongly in Tracr (its value set is mis-inferred)"))
+    return failures
+
+
+def _derives_from_mean(expr: rasp.RASPExpr) -> bool:
+    if isinstance(expr, rasp.Aggregate):
+        return rasp.is_numerical(expr)
+    if isinstance(expr, (rasp.LinearSequenceMap, rasp.Map)) and rasp.is_numerical(expr):
+        return any(_derives_from_mean(c) for c in expr.children)
+    return False
+
+
+def compile_program(
+    program: Program | rasp.SOp,
+    vocab: Collection[Value] = DEFAULT_VOCAB,
+    max_seq_len: int = DEFAULT_MAX_SEQ_LEN,
+    *,
+    causal: bool = False,
+    mlp_exactness: int | None = None,
+) -> CompiledModel:
+    """Compile a program (or a Tracr ``rasp`` expression) to transformer weights.
+
+    Raises :class:`CompileError` naming each operation Tracr cannot compile and
+    why, and ValueError for bad settings.
+    """
+    result = try_compile(program, settings_for(vocab, max_seq_len, causal=causal, mlp_exactness=mlp_exactness))
+    if isinstance(result, CompileFailure):
+        raise CompileError([result])
+    return result
+
+
+def try_compile(program: Program | rasp.SOp, settings: CompileSettings) -> CompiledModel | CompileFailure:
+    """Compile with explicit settings; expected failures come back as a value."""
+    sop = program.to_rasp() if isinstance(program, Program) else program
+    failures = validate(sop)
+    if failures:
+        return failures[0]
+    try:
+        graph, sources, sink, craft_model = _craft(sop, settings)
+    except (NotImplementedError, ValueError, TypeError, KeyError) as e:  # Tracr's own refusals
+        return CompileFailure(op=sop.name, reason=f"{type(e).__name__}: {e}")
+    layer_of = _layer_allocation(graph, sources)
+    model = _assemble(craft_model, graph, sink, settings, layer_of)
+    if isinstance(program, Program):
+        model = dataclasses.replace(model, program_text=text.format_program(program))
+    return model
+
+
+def _craft(sop: rasp.SOp, settings: CompileSettings):
+    """Tracr's pipeline up to (and including) the craft model, as in ``compiling.py``."""
+    extracted = rasp_to_graph.extract_rasp_graph(sop)
+    graph, sources, sink = extracted.graph, extracted.sources, extracted.sink
+    if rasp.tokens.label not in graph.nodes:
+        raise ValueError("the program never reads `tokens`; Tracr needs it to build the embedding")
+    basis_inference.infer_bases(graph, sink, set(settings.vocab), settings.max_seq_len)
+    expr_to_craft_graph.add_craft_components_to_rasp_graph(
+        graph, bos_dir=bases.BasisDirection(rasp.tokens.label, settings.bos), mlp_exactness=settings.mlp_exactness
+    )
+    craft_model = craft_graph_to_model.craft_graph_to_model(graph, sources)
+    return graph, sources, sink, craft_model
+
+
+def _layer_allocation(graph, sources) -> dict[str, int]:
+    """Sublayer index of each operation, as Tracr allocated it (0 attn, 1 mlp, 2 attn, ...)."""
+    allocation = craft_graph_to_model._allocate_modules_to_layers(graph, sources)  # noqa: SLF001 - Tracr's own rule
+    return {graph.nodes[node_id][nodes.EXPR].name: int(layer) for node_id, layer in allocation.items()}
+
+
+def _assemble(craft_model, graph, sink, settings: CompileSettings, layer_of: dict[str, int]) -> CompiledModel:
+    """numpy twin of ``craft_model_to_transformer`` + ``assemble.assemble_craft_model``."""
+    tokens_values = graph.nodes[rasp.tokens.label][nodes.VALUE_SET] | {settings.bos, settings.pad}
+    tokens_space = bases.VectorSpaceWithBasis.from_values(rasp.tokens.label, tokens_values)
+    indices_space = bases.VectorSpaceWithBasis.from_values(rasp.indices.label, range(settings.max_seq_len))
+    output_space = bases.VectorSpaceWithBasis(sink[nodes.OUTPUT_BASIS])
+    residual = bases.join_vector_spaces(craft_model.residual_space, tokens_space, indices_space, output_space)
+    d = residual.num_dims
+
+    def project(space: bases.VectorSpaceWithBasis) -> np.ndarray:  # [D, dim(space)]
+        return vectorspace_fns.project(residual, space).matrix
+
+    n_layers, n_heads, key_size, mlp_hidden, module_names = _config(craft_model)
+    params = _embeddings(residual, tokens_space, indices_space)
+    for layer in range(n_layers):
+        for key, shape in compiled.layer_shapes(d, n_heads * key_size, mlp_hidden).items():
+            params[f"transformer/layer_{layer}/{key}"] = np.zeros(shape, np.float32)
+    for name, block in zip(module_names, craft_model.blocks):
+        if isinstance(block, transformers.MLP):
+            hidden = block.fst.output_space.num_dims
+            params[f"{name}/linear_1/w"][:, :hidden] = project(block.fst.input_space) @ block.fst.matrix
+            params[f"{name}/linear_2/w"][:hidden, :] = block.snd.matrix @ project(block.snd.output_space).T
+        else:
+            for h, head in enumerate(block.as_multi().heads()):
+                cols = slice(h * key_size, h * key_size + head.w_qk.matrix.shape[1])
+                params[f"{name}/query/w"][:, cols] = project(head.w_qk.left_space) @ head.w_qk.matrix
+                params[f"{name}/key/w"][:, cols] = project(head.w_qk.right_space)
+                vcols = slice(h * key_size, h * key_size + head.w_ov.matrix.shape[1])
+                params[f"{name}/value/w"][:, vcols] = project(head.w_ov.input_space) @ head.w_ov.matrix
+                params[f"{name}/linear/w"][vcols, :] = project(head.w_ov.output_space).T
+    categorical = rasp.is_categorical(sink[nodes.EXPR])
+    params["unembed"] = project(output_space).astype(np.float32)
+    return CompiledModel(
+        params=params,
+        settings=settings,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        key_size=key_size,
+        mlp_hidden=mlp_hidden,
+        input_values=tuple(direction.value for direction in tokens_space.basis),
+        output_encoding="categorical" if categorical else "numerical",
+        output_values=tuple(direction.value for direction in output_space.basis) if categorical else (),
+        residual_labels=tuple(str(direction) for direction in residual.basis),
+        layer_of=layer_of,
+    )
+
+
+def _config(craft_model) -> tuple[int, int, int, int, list[str]]:
+    """(n_layers, n_heads, key_size, mlp_hidden, module names), as ``assemble._get_model_config_and_module_names``."""
+    candidates = iter(f"transformer/layer_{i}/{t}" for i in range(len(craft_model.blocks)) for t in ("attn", "mlp"))
+    heads: list = []
+    mlps: list = []
+    names: list[str] = []
+    for block in craft_model.blocks:
+        kind = "mlp" if isinstance(block, transformers.MLP) else "attn"
+        (mlps if kind == "mlp" else heads).extend([block] if kind == "mlp" else list(block.as_multi().heads()))
+        name = next(candidates)
+        while not name.endswith(kind):
+            name = next(candidates)
+        names.append(name)
+    n_layers = int(names[-1].split("_")[1].split("/")[0]) + 1 if names else 0
+    n_heads = max((len(list(b.as_multi().heads())) for b in craft_model.blocks if not isinstance(b, transformers.MLP)), default=1)
+    key_size = max((max(h.w_qk.matrix.shape) for h in heads), default=1)
+    mlp_hidden = max((m.fst.output_space.num_dims for m in mlps), default=1)
+    return n_layers, n_heads, key_size, mlp_hidden, names
+
+
+def _embeddings(residual, tokens_space, indices_space) -> dict[str, np.ndarray]:
+    tokens_to_res = vectorspace_fns.project(tokens_space, residual)
+    one = bases.BasisDirection("one")
+    if one in residual:
+        one_to_res = vectorspace_fns.Linear.from_action(tokens_space, residual, lambda x: residual.vector_from_basis_direction(one))
+        tokens_to_res = vectorspace_fns.Linear.combine_in_parallel([tokens_to_res, one_to_res])
+    index_to_res = vectorspace_fns.project(indices_space, residual)
+    pos = np.concatenate([np.zeros((1, residual.num_dims)), index_to_res.matrix], axis=0)
+    return {"token_embed/embeddings": tokens_to_res.matrix.astype(np.float32), "pos_embed/embeddings": pos.astype(np.float32)}
+
+
+def reference_params(program: Program | rasp.SOp, settings: CompileSettings) -> dict[str, np.ndarray]:
+    """Tracr's own ``compile_rasp_to_model`` parameters, flattened to our keys (slow: seconds per program)."""
+    from tracr.compiler import compiling
+
+    sop = program.to_rasp() if isinstance(program, Program) else program
+    model = compiling.compile_rasp_to_model(
+        sop, set(settings.vocab), settings.max_seq_len, causal=settings.causal,
+        compiler_bos=settings.bos, compiler_pad=settings.pad, mlp_exactness=settings.mlp_exactness,
+    )  # fmt: skip
+    return {f"{module}/{name}": np.asarray(value) for module, inner in model.params.items() for name, value in inner.items()}

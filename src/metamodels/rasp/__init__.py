@@ -1,0 +1,1 @@
+"""RASP programs: the program model, readable text, and the function library."""

@@ -1,0 +1,176 @@
+"""Readable program text: the papers' form, printed and parsed back exactly.
+
+    sel_1 = Select(tokens, tokens, LT)
+    sop_1 = SelectorWidth(sel_1)
+    sop_2 = numerical(Map(lambda x: x == 1, tokens))
+    return sop_1
+
+The text is Python syntax; parsing goes through :mod:`ast`, so errors carry a
+line and column. ``numerical(...)`` marks numerical encoding (categorical is the
+default, ``categorical(...)`` is accepted); an ``input: tokens, indices`` header
+and ``#`` comments are allowed.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from metamodels.rasp import functions
+from metamodels.rasp.program import Op, Program
+
+
+class ProgramSyntaxError(ValueError):
+    """A program text that cannot be read; ``str()`` is one line with the position."""
+
+    def __init__(self, message: str, line: int, column: int) -> None:
+        super().__init__(f"line {line}, column {column}: {message}")
+        self.line, self.column = line, column
+
+
+def format_program(program: Program) -> str:
+    """The readable text of ``program``; ``parse_program`` reads it back equal."""
+    lines = [f"{op.name} = {_format_op(op)}" for op in program.ops]
+    return "\n".join(lines + [f"return {program.output}"]) + "\n"
+
+
+def _format_number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+def _format_op(op: Op) -> str:
+    args = ", ".join(op.args)
+    if op.kind in ("Map", "SequenceMap"):
+        call = f"{op.kind}({functions.by_name(op.fn).text}, {args})"  # type: ignore[arg-type]
+    elif op.kind == "LinearSequenceMap":
+        call = f"{op.kind}({args}, {', '.join(_format_number(c) for c in op.coeffs)})"  # type: ignore[union-attr]
+    elif op.kind == "Select":
+        call = f"Select({args}, {op.predicate})"
+    else:
+        call = f"{op.kind}({args})"
+    return f"numerical({call})" if op.encoding == "numerical" else call
+
+
+_HEADER = re.compile(r"^\s*input\s*:.*$", re.MULTILINE)
+
+
+def parse_program(text: str) -> Program:
+    """Read a program from its readable text.
+
+    Raises :class:`ProgramSyntaxError` (a ValueError) naming the line and column
+    of the first problem: Python syntax, an unknown op/function/predicate, an
+    undefined variable, a type error, or a missing ``return``.
+    """
+    text = _HEADER.sub("", text)
+    try:
+        module = ast.parse(text)
+    except SyntaxError as e:
+        raise ProgramSyntaxError(e.msg, e.lineno or 1, e.offset or 1) from None
+    ops: list[Op] = []
+    output: str | None = None
+    for stmt in module.body:
+        if output is not None:
+            raise _error(stmt, "statements after 'return'")
+        if isinstance(stmt, ast.Return) and isinstance(stmt.value, ast.Name):
+            output = stmt.value.id
+        elif isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+            op = _parse_op(stmt.targets[0].id, stmt.value)
+            _check_against(ops, op, stmt)
+            ops.append(op)
+        else:
+            raise _error(stmt, "expected 'NAME = Op(...)' or 'return NAME'")
+    if output is None:
+        raise ProgramSyntaxError("missing 'return NAME' at the end", len(text.splitlines()) or 1, 1)
+    try:
+        return Program(ops=tuple(ops), output=output)
+    except ValueError as e:
+        raise _error(module.body[-1], str(e)) from None
+
+
+def _check_against(previous: list[Op], op: Op, stmt: ast.stmt) -> None:
+    try:
+        Program(ops=tuple(previous) + (op,), output=op.name if op.is_sop else "tokens")
+    except ValueError as e:
+        if op.is_sop or "output" not in str(e):
+            raise _error(stmt, str(e)) from None
+
+
+def _error(node: ast.AST, message: str) -> ProgramSyntaxError:
+    return ProgramSyntaxError(message, getattr(node, "lineno", 1), getattr(node, "col_offset", 0) + 1)
+
+
+def _callee(call: ast.expr) -> str | None:
+    if isinstance(call, ast.Call):
+        if isinstance(call.func, ast.Name):
+            return call.func.id
+        if isinstance(call.func, ast.Attribute):
+            return call.func.attr
+    return None
+
+
+def _parse_op(name: str, value: ast.expr) -> Op:
+    encoding = "categorical"
+    if _callee(value) in ("numerical", "categorical"):
+        assert isinstance(value, ast.Call)
+        if len(value.args) != 1 or value.keywords:
+            raise _error(value, f"{_callee(value)}(...) takes exactly one operation")
+        encoding, value = _callee(value), value.args[0]  # type: ignore[assignment]
+    kind = _callee(value)
+    if kind is None:
+        raise _error(value, "expected an operation call such as Map(...), Select(...), Aggregate(...)")
+    assert isinstance(value, ast.Call)
+    args = list(value.args)
+    keywords = {k.arg: k.value for k in value.keywords}
+    try:
+        if kind in ("Map", "SequenceMap"):
+            if not args or not isinstance(args[0], ast.Lambda):
+                raise _error(value, f"{kind} needs a lambda as its first argument")
+            fn = functions.by_text(ast.unparse(args[0]))
+            if fn is None:
+                raise _error(args[0], f"function {ast.unparse(args[0])!r} is not in the library")
+            return Op(name, kind, _names(args[1:], value), encoding, fn=fn.name)  # type: ignore[arg-type]
+        if kind == "LinearSequenceMap":
+            if len(args) != 4:
+                raise _error(value, "LinearSequenceMap takes (x, y, factor_x, factor_y)")
+            coeffs = tuple(_number(a) for a in args[2:])
+            return Op(name, kind, _names(args[:2], value), encoding, coeffs=coeffs)  # type: ignore[arg-type]
+        if kind == "Select":
+            if "predicate" in keywords:
+                args.append(keywords.pop("predicate"))
+            if len(args) != 3:
+                raise _error(value, "Select takes (keys, queries, PREDICATE)")
+            return Op(name, kind, _names(args[:2], value), None, predicate=_predicate(args[2]))
+        if kind in ("Aggregate", "SelectorWidth"):
+            default = keywords.pop("default", None)
+            if default is not None and ast.literal_eval(default) != (0 if encoding == "numerical" else None):
+                raise _error(default, "Tracr supports only default=None (categorical) or default=0 (numerical)")
+            return Op(name, kind, _names(args, value), encoding)  # type: ignore[arg-type]
+    except ValueError as e:
+        if isinstance(e, ProgramSyntaxError):
+            raise
+        raise _error(value, str(e)) from None
+    raise _error(value, f"unknown operation {kind!r}; expected Map, SequenceMap, LinearSequenceMap, Select, Aggregate or SelectorWidth")
+
+
+def _names(args: list[ast.expr], call: ast.expr) -> tuple[str, ...]:
+    for a in args:
+        if not isinstance(a, ast.Name):
+            raise _error(a, "expected a variable name")
+    return tuple(a.id for a in args)  # type: ignore[attr-defined]
+
+
+def _number(node: ast.expr) -> float:
+    try:
+        value = ast.literal_eval(node)
+    except ValueError:
+        value = None
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise _error(node, "expected a number")
+    return float(value)
+
+
+def _predicate(node: ast.expr) -> str:
+    name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
+    if name not in functions.PREDICATES:
+        raise _error(node, f"unknown predicate {ast.unparse(node)!r}; expected one of {', '.join(functions.PREDICATES)}")
+    return name  # type: ignore[return-value]
