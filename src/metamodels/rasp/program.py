@@ -106,6 +106,17 @@ class Program:
         """Number of sequence operations (Selects and inputs not counted)."""
         return sum(op.is_sop for op in self.ops)
 
+    def without_dead_code(self) -> Program:
+        """The program restricted to the operations its output depends on."""
+        live: set[str] = set()
+        stack = [self.output]
+        while stack:
+            name = stack.pop()
+            if name not in live and name not in INPUTS:
+                live.add(name)
+                stack.extend(self.by_name[name].args)
+        return Program(ops=tuple(op for op in self.ops if op.name in live), output=self.output)
+
     def encoding_of(self, name: str) -> Encoding:
         return "categorical" if name in INPUTS else self.by_name[name].encoding  # type: ignore[return-value]
 

@@ -1,0 +1,292 @@
+"""rasp-gen: random, valid, non-trivial RASP programs with explicit marginals.
+
+A program is sampled op by op, tracking the variables available and their
+encoding and value set, so that every choice respects Tracr's rules (Select keys
+and queries categorical; numerical Aggregate inputs in {0, 1}; categorical
+SequenceMap, numerical LinearSequenceMap; no negative outputs from numerical
+MLPs; no numerical Map downstream of a numerical mean). Candidates are then
+judged on a fixed battery of inputs and rejected, with the reason counted, if
+Tracr's validation fails or the output is the identity, (near-)constant or
+mostly undefined. Program ``index`` of ``seed`` is always the same program.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Iterator, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from metamodels import battery, compiler
+from metamodels.compiled import Value
+from metamodels.rasp import canonical, functions
+from metamodels.rasp.program import INPUTS, Op, Program
+
+SOP_KINDS: tuple[str, ...] = ("Map", "SequenceMap", "LinearSequenceMap", "Aggregate", "SelectorWidth")
+REJECTIONS: tuple[str, ...] = ("no_valid_choice", "dead_code", "no_tokens", "tracr_invalid", "eval_error", "identity", "constant", "undefined", "duplicate")  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerConfig:
+    """The sampler's distribution, stated explicitly. Weights need not sum to one.
+
+    ``numerical`` is the probability that a Map / Aggregate / SelectorWidth is
+    numerical when both encodings are possible. ``function_weights`` of None means
+    uniform over the library. A program is rejected as (near-)constant if one
+    value fills more than ``max_constant_fraction`` of all output positions, and
+    as undefined if more than ``max_undefined_fraction`` of them are None.
+    """
+
+    vocab: tuple[Value, ...] = compiler.DEFAULT_VOCAB
+    max_seq_len: int = compiler.DEFAULT_MAX_SEQ_LEN
+    min_ops: int = 1
+    max_ops: int = 10
+    op_weights: tuple[tuple[str, float], ...] = (("Map", 3.0), ("SequenceMap", 2.0), ("LinearSequenceMap", 0.5), ("Aggregate", 3.0), ("SelectorWidth", 1.5))  # fmt: skip
+    predicate_weights: tuple[tuple[str, float], ...] = (("EQ", 2.0), ("NEQ", 1.0), ("LT", 1.0), ("LEQ", 1.0), ("GT", 1.0), ("GEQ", 1.0), ("TRUE", 1.0))  # fmt: skip
+    numerical: tuple[tuple[str, float], ...] = (("Map", 0.25), ("Aggregate", 0.5), ("SelectorWidth", 0.0))
+    function_weights: tuple[tuple[str, float], ...] | None = None
+    linear_coeffs: tuple[float, ...] = (-1.0, 1.0, 2.0)
+    max_value_set: int = 24
+    max_constant_fraction: float = 0.95
+    max_undefined_fraction: float = 0.5
+    battery_per_length: int = 8
+    max_attempts: int = 1000
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_ops <= self.max_ops:
+            raise ValueError(f"need 1 <= min_ops <= max_ops, got {self.min_ops}..{self.max_ops}")
+        for name, _ in self.op_weights:
+            if name not in SOP_KINDS:
+                raise ValueError(f"op_weights: unknown op {name!r}; expected one of {SOP_KINDS}")
+        for name, _ in self.predicate_weights:
+            if name not in functions.PREDICATES:
+                raise ValueError(f"predicate_weights: unknown predicate {name!r}; expected one of {functions.PREDICATES}")
+        for name, _ in self.function_weights or ():
+            functions.by_name(name)
+
+    @property
+    def battery(self) -> list[tuple[Value, ...]]:
+        return battery.make_battery(self.vocab, self.max_seq_len, per_length=self.battery_per_length, seed=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampled:
+    """One accepted program, with the (seed, index) that regenerates it and what it took."""
+
+    program: Program
+    seed: int
+    index: int
+    target_ops: int
+    rejected: dict[str, int]
+
+
+@dataclasses.dataclass
+class _Var:
+    encoding: str
+    values: frozenset
+    from_mean: bool = False
+
+
+def sample(config: SamplerConfig, seed: int, index: int) -> Sampled:
+    """Program ``index`` of stream ``seed`` (canonical form), deterministic.
+
+    Raises RuntimeError if no candidate is accepted in ``config.max_attempts``.
+    """
+    rng = np.random.default_rng([seed, index])
+    target = int(rng.integers(config.min_ops, config.max_ops + 1))
+    inputs = config.battery
+    rejected: collections.Counter[str] = collections.Counter()
+    for _ in range(config.max_attempts):
+        program = _propose(config, rng, target)
+        reason = "no_valid_choice" if program is None else _judge(config, program, target, inputs)
+        if reason is None:
+            return Sampled(canonical.canonicalize(program), seed, index, target, dict(rejected))  # type: ignore[arg-type]
+        rejected[reason] += 1
+    raise RuntimeError(f"no program with {target} ops accepted in {config.max_attempts} attempts: {dict(rejected)}")
+
+
+def sample_unique(config: SamplerConfig, n: int, seed: int, *, progress: bool = False) -> tuple[list[Sampled], dict[str, int]]:
+    """``n`` programs with distinct canonical hashes (indices 0, 1, ... skipping duplicates) and rejection counts."""
+    seen: set[str] = set()
+    out: list[Sampled] = []
+    rejected: collections.Counter[str] = collections.Counter()
+    with tqdm(total=n, desc="sampling", unit="prog", disable=not progress) as bar:
+        for index in _count():
+            if len(out) == n:
+                break
+            s = sample(config, seed, index)
+            rejected.update(s.rejected)
+            digest = canonical.canonical_hash(s.program)
+            if digest in seen:
+                rejected["duplicate"] += 1
+                continue
+            seen.add(digest)
+            out.append(s)
+            bar.update()
+    return out, dict(rejected)
+
+
+def _count() -> Iterator[int]:
+    i = 0
+    while True:
+        yield i
+        i += 1
+
+
+def _choice(rng: np.random.Generator, weighted: Sequence[tuple[str, float]]) -> str:
+    names, weights = zip(*weighted)
+    p = np.asarray(weights, dtype=float)
+    return names[int(rng.choice(len(names), p=p / p.sum()))]
+
+
+def _propose(config: SamplerConfig, rng: np.random.Generator, target: int) -> Program | None:
+    """A candidate with ``target`` sequence operations whose last op is the output."""
+    env: dict[str, _Var] = {
+        "tokens": _Var("categorical", frozenset(config.vocab)),
+        "indices": _Var("categorical", frozenset(range(config.max_seq_len))),
+    }
+    used: set[str] = set()
+    ops: list[Op] = []
+    for i in range(target):
+        for _ in range(20):
+            new = _propose_op(config, rng, env, used, f"v{i}")
+            if new is not None:
+                break
+        else:
+            return None
+        new_ops, var = new
+        ops.extend(new_ops)
+        for op in new_ops:
+            used.update(op.args)
+        env[new_ops[-1].name] = var
+    return Program(ops=tuple(ops), output=ops[-1].name)
+
+
+def _pick(rng: np.random.Generator, env: dict[str, _Var], used: set[str], ok) -> str | None:
+    """A variable satisfying ``ok``, favouring ones not yet used (so programs stay connected)."""
+    names = [n for n, v in env.items() if ok(v)]
+    if not names:
+        return None
+    weights = np.array([1.0 if n in used or n in INPUTS else 40.0 for n in names])
+    return names[int(rng.choice(len(names), p=weights / weights.sum()))]
+
+
+def _functions(config: SamplerConfig, arity: int) -> list[tuple[str, float]]:
+    weights = dict(config.function_weights) if config.function_weights is not None else None
+    return [(f.name, 1.0 if weights is None else weights.get(f.name, 0.0)) for f in functions.FUNCTIONS.values() if f.arity == arity and (weights is None or weights.get(f.name, 0.0) > 0)]
+
+
+def _apply(fn: functions.Function, *value_sets: frozenset) -> frozenset | None:
+    try:
+        if len(value_sets) == 1:
+            return frozenset(fn.fn(x) for x in value_sets[0])
+        return frozenset(fn.fn(x, y) for x in value_sets[0] for y in value_sets[1])
+    except (TypeError, ValueError, ZeroDivisionError, ArithmeticError):
+        return None
+
+
+def _propose_op(config: SamplerConfig, rng: np.random.Generator, env: dict[str, _Var], used: set[str], name: str):
+    kind = _choice(rng, config.op_weights)
+    numerical_p = dict(config.numerical).get(kind, 0.0)
+    numerical = bool(rng.random() < numerical_p)
+    cat = lambda v: v.encoding == "categorical"  # noqa: E731
+    if kind == "Map":
+        x = _pick(rng, env, used, lambda v: cat(v) or not v.from_mean)
+        if x is None:
+            return None
+        fn = functions.by_name(_choice(rng, _functions(config, 1)))
+        values = _apply(fn, env[x].values)
+        if values is None or (numerical and not all(_nonnegative_number(v) for v in values)):
+            return None
+        op = Op(name, "Map", (x,), "numerical" if numerical else "categorical", fn=fn.name)
+        return _checked(config, [op], _Var(op.encoding, values))  # type: ignore[arg-type]
+    if kind == "SequenceMap":
+        x = _pick(rng, env, used, cat)
+        y = _pick(rng, {k: v for k, v in env.items() if k != x}, used, cat)
+        fn = functions.by_name(_choice(rng, _functions(config, 2)))
+        values = _apply(fn, env[x].values, env[y].values) if y else None
+        return _checked(config, [Op(name, "SequenceMap", (x, y), fn=fn.name)], _Var("categorical", values)) if values else None  # type: ignore[arg-type]
+    if kind == "LinearSequenceMap":
+        num = lambda v: v.encoding == "numerical"  # noqa: E731
+        x = _pick(rng, env, used, num)
+        y = _pick(rng, {k: v for k, v in env.items() if k != x}, used, num)
+        if x is None or y is None:
+            return None
+        a, b = (float(rng.choice(config.linear_coeffs)) for _ in range(2))
+        values = frozenset(a * u + b * w for u in env[x].values for w in env[y].values)
+        if not all(v >= 0 for v in values):
+            return None
+        op = Op(name, "LinearSequenceMap", (x, y), "numerical", coeffs=(a, b))
+        return _checked(config, [op], _Var("numerical", values, env[x].from_mean or env[y].from_mean))
+    keys, queries = _pick(rng, env, used, cat), _pick(rng, env, used, cat)
+    select = Op(f"{name}_select", "Select", (keys, queries), None, predicate=_choice(rng, config.predicate_weights))  # type: ignore[arg-type]
+    if kind == "SelectorWidth":
+        op = Op(name, "SelectorWidth", (select.name,), "numerical" if numerical else "categorical")
+        return _checked(config, [select, op], _Var(op.encoding, frozenset(range(config.max_seq_len + 1))))  # type: ignore[arg-type]
+    if numerical:
+        sop = _pick(rng, env, used, lambda v: v.encoding == "numerical" and v.values <= {0, 1})
+        n = config.max_seq_len
+        values = frozenset(k / m for m in range(1, n + 1) for k in range(m + 1))
+        var = _Var("numerical", values, from_mean=True)
+    else:
+        sop = _pick(rng, env, used, cat)
+        var = _Var("categorical", env[sop].values) if sop else None
+    if sop is None:
+        return None
+    return _checked(config, [select, Op(name, "Aggregate", (select.name, sop), var.encoding)], var)  # type: ignore[arg-type,union-attr]
+
+
+def _nonnegative_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and v >= 0
+
+
+def _checked(config: SamplerConfig, ops: list[Op], var: _Var):
+    if not var.values or len(var.values) > config.max_value_set or None in var.values:
+        return None
+    return ops, var
+
+
+def _judge(config: SamplerConfig, program: Program, target: int, inputs: list[tuple[Value, ...]]) -> str | None:
+    """The rejection reason for a candidate, or None if it is accepted."""
+    if program.without_dead_code().n_ops != target:
+        return "dead_code"
+    live = program.without_dead_code()
+    if not _reads_tokens(live):
+        return "no_tokens"
+    try:
+        if compiler.validate(live, inputs):
+            return "tracr_invalid"
+        outputs = [live.evaluate(xs) for xs in inputs]
+    except (ValueError, TypeError, ArithmeticError):  # e.g. a Select comparing an undefined (None) value
+        return "eval_error"
+    if all(list(out) == list(xs) for out, xs in zip(outputs, inputs)) or all(list(out) == list(range(len(xs))) for out, xs in zip(outputs, inputs)):
+        return "identity"
+    flat = [v for out in outputs for v in out]
+    if sum(v is None for v in flat) > config.max_undefined_fraction * len(flat):
+        return "undefined"
+    most_common = collections.Counter(v for v in flat if v is not None).most_common(1)
+    if not most_common or most_common[0][1] > config.max_constant_fraction * len(flat):
+        return "constant"
+    return None
+
+
+def _reads_tokens(program: Program) -> bool:
+    return any("tokens" in op.args for op in program.ops)
+
+
+def histograms(programs: Sequence[Program]) -> dict[str, collections.Counter]:
+    """Realised marginals: op kinds, encodings, predicates, functions, ops per program."""
+    h: dict[str, collections.Counter] = {k: collections.Counter() for k in ("ops per program", "op kind", "encoding", "predicate", "function")}
+    for p in programs:
+        h["ops per program"][p.n_ops] += 1
+        for op in p.ops:
+            if op.kind == "Select":
+                h["predicate"][op.predicate] += 1
+                continue
+            h["op kind"][op.kind] += 1
+            h["encoding"][f"{op.kind}:{op.encoding}"] += 1
+            if op.fn:
+                h["function"][op.fn] += 1
+    return h
