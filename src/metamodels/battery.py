@@ -8,7 +8,7 @@ and random sequences. Exhaustive when the whole input space is small.
 from __future__ import annotations
 
 import itertools
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -43,3 +43,14 @@ def make_battery(
         for xs in edge + [tuple(values[i] for i in rng.integers(0, len(values), n)) for _ in range(per_length)]:
             battery[xs] = None
     return list(battery)
+
+
+def expected_output(evaluate: Callable[[list[Value]], list[Value]], xs: Sequence[Value], causal: bool) -> list[Value]:
+    """What a model compiled from a program should output on ``xs``.
+
+    ``evaluate`` is the program's RASP evaluation. A causal model sees only the
+    prefix: its output at position i is the program's output at i on ``xs[:i+1]``.
+    """
+    if not causal:
+        return list(evaluate(list(xs)))
+    return [evaluate(list(xs[: i + 1]))[i] for i in range(len(xs))]

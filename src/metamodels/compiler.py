@@ -11,15 +11,19 @@ Correctness traps handled here (see the shared notes):
 1. SelectorWidth at max_seq_len >= 10 is wrong at ``mlp_exactness=100``: the
    default exactness is raised to 1000 from that length on.
 2. A numerical Map whose input derives from a numerical Aggregate compiles
-   wrongly (Tracr assumes the mean takes values {0, 1/n}); refused with a reason.
+   wrongly: Tracr infers the mean's value set as {v / n} instead of {k / n}.
+   We correct those value sets after Tracr's basis inference (only programs with
+   this pattern get parameters that differ from Tracr's, and they are right).
 3. PAD is not masked by Tracr's model: :mod:`metamodels.forward` runs unpadded.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Collection, Sequence
 
+import networkx as nx
 import numpy as np
 from tracr.compiler import (
     basis_inference,
@@ -31,6 +35,7 @@ from tracr.compiler import (
 )
 from tracr.craft import bases, transformers, vectorspace_fns
 from tracr.rasp import rasp
+from tracr.utils import errors
 
 from metamodels import compiled
 from metamodels.compiled import CompiledModel, CompileSettings, Value
@@ -84,10 +89,9 @@ def settings_for(
 
 
 def validate(program: Program | rasp.SOp, inputs: Sequence[Sequence[Value]] = ()) -> list[CompileFailure]:
-    """Tracr's static checks, the known-miscompilation rule, and Tracr's dynamic checks on ``inputs``."""
+    """Tracr's static checks, and Tracr's dynamic checks on each of ``inputs``."""
     sop = program.to_rasp() if isinstance(program, Program) else program
     failures = [_failure(u) for u in validating.static_validate(sop)]
-    failures += _numerical_map_after_mean(sop)
     seen: set[tuple[str, str]] = set()
     for xs in inputs:
         for unsupported in validating.dynamic_validate(sop, list(xs)):
@@ -100,25 +104,6 @@ def validate(program: Program | rasp.SOp, inputs: Sequence[Sequence[Value]] = ()
 
 def _failure(unsupported: validating.TracrUnsupportedExpr) -> CompileFailure:
     return CompileFailure(op=unsupported.expr.name, reason=unsupported.reason)
-
-
-def _numerical_map_after_mean(sop: rasp.SOp) -> list[CompileFailure]:
-    """Trap 2: value-set inference is wrong for numerical Maps downstream of a numerical mean."""
-    graph = rasp_to_graph.extract_rasp_graph(sop).graph
-    failures = []
-    for node_id in graph.nodes:
-        expr = graph.nodes[node_id][nodes.EXPR]
-        if isinstance(expr, rasp.Map) and rasp.is_numerical(expr.inner) and _derives_from_mean(expr.inner):
-            failures.append(CompileFailure(expr.name, "a Map of a numerical Aggregate's output compiles wrongly in Tracr (its value set is mis-inferred)"))
-    return failures
-
-
-def _derives_from_mean(expr: rasp.RASPExpr) -> bool:
-    if isinstance(expr, rasp.Aggregate):
-        return rasp.is_numerical(expr)
-    if isinstance(expr, (rasp.LinearSequenceMap, rasp.Map)) and rasp.is_numerical(expr):
-        return any(_derives_from_mean(c) for c in expr.children)
-    return False
 
 
 def compile_program(
@@ -164,11 +149,32 @@ def _craft(sop: rasp.SOp, settings: CompileSettings):
     if rasp.tokens.label not in graph.nodes:
         raise ValueError("the program never reads `tokens`; Tracr needs it to build the embedding")
     basis_inference.infer_bases(graph, sink, set(settings.vocab), settings.max_seq_len)
+    _correct_mean_value_sets(graph, sink, settings.max_seq_len)
     expr_to_craft_graph.add_craft_components_to_rasp_graph(
         graph, bos_dir=bases.BasisDirection(rasp.tokens.label, settings.bos), mlp_exactness=settings.mlp_exactness
     )
     craft_model = craft_graph_to_model.craft_graph_to_model(graph, sources)
     return graph, sources, sink, craft_model
+
+
+def _correct_mean_value_sets(graph, sink, max_seq_len: int) -> None:
+    """Trap 2: give numerical means their true value set {v * k / n} and update what depends on it."""
+    changed: set[str] = set()
+    for node_id in nx.dfs_postorder_nodes(graph.reverse(), sink[nodes.ID]):
+        node = graph.nodes[node_id]
+        expr = node[nodes.EXPR]
+        if isinstance(expr, rasp.Aggregate) and rasp.is_numerical(expr):
+            values = graph.nodes[expr.sop.label][nodes.VALUE_SET]
+            node[nodes.VALUE_SET] = {v * k / n for v in values for n in range(1, max_seq_len + 1) for k in range(n + 1)}
+        elif isinstance(expr, (rasp.Map, rasp.SequenceMap)) and any(c.label in changed for c in expr.children):
+            inputs = [graph.nodes[c.label][nodes.VALUE_SET] for c in expr.children]
+            f = errors.ignoring_arithmetic_errors(expr.f)
+            node[nodes.VALUE_SET] = {y for args in itertools.product(*inputs) if (y := f(*args)) is not None}
+            if rasp.is_categorical(expr):
+                node[nodes.OUTPUT_BASIS] = bases.VectorSpaceWithBasis.from_values(expr.label, node[nodes.VALUE_SET]).basis
+        else:
+            continue
+        changed.add(node_id)
 
 
 def _layer_allocation(graph, sources) -> dict[str, int]:

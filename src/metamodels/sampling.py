@@ -4,10 +4,21 @@ A program is sampled op by op, tracking the variables available and their
 encoding and value set, so that every choice respects Tracr's rules (Select keys
 and queries categorical; numerical Aggregate inputs in {0, 1}; categorical
 SequenceMap, numerical LinearSequenceMap; no negative outputs from numerical
-MLPs; no numerical Map downstream of a numerical mean). Candidates are then
+MLPs; no numerical Map downstream of a numerical mean; no Select key or
+numerical Aggregate input that is non-zero at the BOS position, see below).
+Candidates are then
 judged on a fixed battery of inputs and rejected, with the reason counted, if
 Tracr's validation fails or the output is the identity, (near-)constant or
 mostly undefined. Program ``index`` of ``seed`` is always the same program.
+
+A Tracr trap found here: a Map whose input is numerical compiles to an MLP with
+a bias-driven unit, so its output (and everything computed from it) is non-zero
+at the BOS position, where Tracr's attention assumes all zeros (a Select whose
+queries are such values spreads this to its output). A Select keyed on
+such a value can match BOS (SelectorWidth and Aggregate then count it), and a
+numerical Aggregate of such a value returns its BOS value when nothing is
+selected. Tracr's validator misses both; the sampler tracks "BOS-dirty" values
+and never uses them there.
 """
 
 from __future__ import annotations
@@ -86,7 +97,8 @@ class Sampled:
 class _Var:
     encoding: str
     values: frozenset
-    from_mean: bool = False
+    from_mean: bool = False  # derives from a numerical Aggregate (Tracr mis-infers its value set)
+    bos_dirty: bool = False  # non-zero at the BOS position (see module docstring)
 
 
 def sample(config: SamplerConfig, seed: int, index: int) -> Sampled:
@@ -201,13 +213,16 @@ def _propose_op(config: SamplerConfig, rng: np.random.Generator, env: dict[str, 
         if values is None or (numerical and not all(_nonnegative_number(v) for v in values)):
             return None
         op = Op(name, "Map", (x,), "numerical" if numerical else "categorical", fn=fn.name)
-        return _checked(config, [op], _Var(op.encoding, values))  # type: ignore[arg-type]
+        dirty = env[x].encoding == "numerical" or env[x].bos_dirty
+        return _checked(config, [op], _Var(op.encoding, values, bos_dirty=dirty))  # type: ignore[arg-type]
     if kind == "SequenceMap":
         x = _pick(rng, env, used, cat)
         y = _pick(rng, {k: v for k, v in env.items() if k != x}, used, cat)
         fn = functions.by_name(_choice(rng, _functions(config, 2)))
-        values = _apply(fn, env[x].values, env[y].values) if y else None
-        return _checked(config, [Op(name, "SequenceMap", (x, y), fn=fn.name)], _Var("categorical", values)) if values else None  # type: ignore[arg-type]
+        if x is None or y is None or (values := _apply(fn, env[x].values, env[y].values)) is None:
+            return None
+        var = _Var("categorical", values, bos_dirty=env[x].bos_dirty or env[y].bos_dirty)
+        return _checked(config, [Op(name, "SequenceMap", (x, y), fn=fn.name)], var)
     if kind == "LinearSequenceMap":
         num = lambda v: v.encoding == "numerical"  # noqa: E731
         x = _pick(rng, env, used, num)
@@ -219,20 +234,24 @@ def _propose_op(config: SamplerConfig, rng: np.random.Generator, env: dict[str, 
         if not all(v >= 0 for v in values):
             return None
         op = Op(name, "LinearSequenceMap", (x, y), "numerical", coeffs=(a, b))
-        return _checked(config, [op], _Var("numerical", values, env[x].from_mean or env[y].from_mean))
-    keys, queries = _pick(rng, env, used, cat), _pick(rng, env, used, cat)
+        var = _Var("numerical", values, env[x].from_mean or env[y].from_mean, env[x].bos_dirty or env[y].bos_dirty)
+        return _checked(config, [op], var)
+    keys, queries = _pick(rng, env, used, lambda v: cat(v) and not v.bos_dirty), _pick(rng, env, used, cat)
+    if keys is None or queries is None:
+        return None
     select = Op(f"{name}_select", "Select", (keys, queries), None, predicate=_choice(rng, config.predicate_weights))  # type: ignore[arg-type]
     if kind == "SelectorWidth":
         op = Op(name, "SelectorWidth", (select.name,), "numerical" if numerical else "categorical")
-        return _checked(config, [select, op], _Var(op.encoding, frozenset(range(config.max_seq_len + 1))))  # type: ignore[arg-type]
+        var = _Var(op.encoding, frozenset(range(config.max_seq_len + 1)), bos_dirty=env[queries].bos_dirty)  # type: ignore[arg-type]
+        return _checked(config, [select, op], var)
     if numerical:
-        sop = _pick(rng, env, used, lambda v: v.encoding == "numerical" and v.values <= {0, 1})
+        sop = _pick(rng, env, used, lambda v: v.encoding == "numerical" and v.values <= {0, 1} and not v.bos_dirty)
         n = config.max_seq_len
         values = frozenset(k / m for m in range(1, n + 1) for k in range(m + 1))
-        var = _Var("numerical", values, from_mean=True)
+        var = _Var("numerical", values, from_mean=True, bos_dirty=env[queries].bos_dirty)
     else:
         sop = _pick(rng, env, used, cat)
-        var = _Var("categorical", env[sop].values) if sop else None
+        var = _Var("categorical", env[sop].values, bos_dirty=env[sop].bos_dirty or env[queries].bos_dirty) if sop else None
     if sop is None:
         return None
     return _checked(config, [select, Op(name, "Aggregate", (select.name, sop), var.encoding)], var)  # type: ignore[arg-type,union-attr]

@@ -1,0 +1,74 @@
+"""metamodels: meta-models that decompile transformer weights into RASP programs.
+
+The public API (stable; see the README's changelog for any change):
+
+- ``parse_program(text) -> Program``, ``format_program(program) -> str``
+- ``program_from_rasp(sop) -> Program`` and ``Program.to_rasp()``
+- ``compile_program(program, vocab, max_seq_len, *, causal, mlp_exactness) -> CompiledModel``
+- ``canonicalize(program)``, ``tokenize(program)``, ``detokenize(ids)``
+- ``load_model(path)``, ``save_model(model, path)``, ``run_model(model, inputs)``
+
+Heavy modules (Tracr's compiler, JAX) are imported on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from metamodels.rasp.canonical import canonicalize
+from metamodels.rasp.program import Op, Program, program_from_rasp
+from metamodels.rasp.text import ProgramSyntaxError, format_program, parse_program
+
+if TYPE_CHECKING:
+    from metamodels.compiled import CompiledModel
+
+__version__ = "0.1.0"
+__all__ = [
+    "Op", "Program", "ProgramSyntaxError", "parse_program", "format_program", "program_from_rasp", "canonicalize",
+    "compile_program", "tokenize", "detokenize", "load_model", "save_model", "run_model",
+]  # fmt: skip
+
+
+def compile_program(program: Any, vocab: Any = None, max_seq_len: int | None = None, **kwargs: Any) -> CompiledModel:
+    """Compile a Program (or Tracr rasp expression); see :func:`metamodels.compiler.compile_program`."""
+    from metamodels import compiler
+
+    return compiler.compile_program(
+        program, compiler.DEFAULT_VOCAB if vocab is None else vocab,
+        compiler.DEFAULT_MAX_SEQ_LEN if max_seq_len is None else max_seq_len, **kwargs,
+    )  # fmt: skip
+
+
+def tokenize(program: Program) -> list[int]:
+    """Token ids of the program's canonical form; see :mod:`metamodels.tokens`."""
+    from metamodels import tokens
+
+    return tokens.tokenize(program)
+
+
+def detokenize(ids: list[int]) -> Program:
+    """The program a token sequence describes; see :mod:`metamodels.tokens`."""
+    from metamodels import tokens
+
+    return tokens.detokenize(ids)
+
+
+def load_model(path: Any) -> CompiledModel:
+    """Read a model file; see :mod:`metamodels.modelfile`."""
+    from metamodels import modelfile
+
+    return modelfile.load(path)
+
+
+def save_model(model: CompiledModel, path: Any) -> None:
+    """Write a model file; see :mod:`metamodels.modelfile`."""
+    from metamodels import modelfile
+
+    modelfile.save(model, path)
+
+
+def run_model(model: CompiledModel, inputs: list) -> list:
+    """Decoded outputs of a compiled model on each input sequence; see :mod:`metamodels.forward`."""
+    from metamodels import forward
+
+    return forward.run(model, inputs)

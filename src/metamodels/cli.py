@@ -1,0 +1,167 @@
+"""The ``metamodels`` command line: one subcommand per user-facing path.
+
+Thin by design: parse arguments, call one stage or orchestrator, print. User
+mistakes (bad files, bad programs, bad inputs) print one ``error:`` line and exit
+with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+EXAMPLES = Path(__file__).parent / "examples"
+
+
+def _range(text: str) -> tuple[int, int]:
+    lo, _, hi = text.partition("-")
+    try:
+        a, b = int(lo), int(hi or lo)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or A-B, got {text!r}") from None
+    if not 1 <= a <= b:
+        raise argparse.ArgumentTypeError(f"expected 1 <= A <= B, got {text!r}")
+    return a, b
+
+
+def _value(text: str) -> int | float | str:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _vocab(text: str) -> tuple:
+    """'1,2,3' -> (1, 2, 3); 'a,b' -> ('a', 'b'); '1-5' -> (1, ..., 5)."""
+    if "," not in text and "-" in text.strip("-"):
+        lo, hi = _range(text) if not text.startswith("-") else (None, None)
+        if lo is not None:
+            return tuple(range(lo, hi + 1))
+    values = tuple(_value(t.strip()) for t in text.split(",") if t.strip())
+    if not values:
+        raise argparse.ArgumentTypeError("the vocabulary is empty")
+    return values
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="metamodels", description="Sample RASP programs, compile them with Tracr, run the compiled transformers.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("sample", help="sample random RASP programs (rasp-gen)", description="Sample random, valid, non-trivial, deduplicated RASP programs and print them in readable form.")
+    p.add_argument("--n", type=int, default=5, help="number of programs (default 5)")
+    p.add_argument("--ops", type=_range, default=(1, 10), help="operations per program, N or A-B (default 1-10)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; program i of seed s is always the same (default 0)")
+    p.add_argument("--vocab", type=_vocab, default=None, help="input vocabulary, e.g. 1,2,3 or 1-5 or a,b,c (default 1-5)")
+    p.add_argument("--max-seq-len", type=int, default=None, help="maximum input length (default 5)")
+    p.add_argument("--stats", action="store_true", help="print realised histograms and rejection counts instead of programs")
+    p.add_argument("-o", "--out", type=Path, help="write each program to OUT/program_<index>.rasp instead of printing")
+
+    p = sub.add_parser("compile", help="compile a program file to a model file", description="Compile a RASP program file with Tracr into a safetensors model file.")
+    p.add_argument("program", type=Path, help="program file in readable form (see examples/)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output model file (.safetensors)")
+    p.add_argument("--vocab", type=_vocab, default=None, help="input vocabulary, e.g. 1,2,3 or 1-5 or a,b,c (default 1-5)")
+    p.add_argument("--max-seq-len", type=int, default=None, help="maximum input length (default 5)")
+    p.add_argument("--causal", action="store_true", help="compile a causally masked model")
+    p.add_argument("--mlp-exactness", type=int, default=None, help="Tracr's MLP approximation parameter (default 100, 1000 from length 10)")
+
+    p = sub.add_parser("run", help="run a model file on one input", description="Run a compiled model on one input sequence and print the decoded output.")
+    p.add_argument("model", type=Path, help="model file (.safetensors)")
+    p.add_argument("tokens", nargs="+", help="input tokens, e.g. 3 1 2")
+    p.add_argument("--program", action="store_true", help="also print the RASP evaluation of the model's source program")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return {"sample": _sample, "compile": _compile, "run": _run}[args.command](args)
+    except (ValueError, OSError) as e:  # user mistakes: our errors are ValueErrors that say what to fix
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from metamodels import sampling
+    from metamodels.rasp import text
+
+    if args.n < 1:
+        raise ValueError(f"--n must be at least 1, got {args.n}")
+    overrides = {k: v for k, v in (("vocab", args.vocab), ("max_seq_len", args.max_seq_len)) if v is not None}
+    config = sampling.SamplerConfig(min_ops=args.ops[0], max_ops=args.ops[1], **overrides)
+    samples, rejected = sampling.sample_unique(config, args.n, args.seed, progress=sys.stderr.isatty() or args.n >= 50)
+    if args.stats:
+        print(f"{len(samples)} programs (seed {args.seed}, ops {args.ops[0]}-{args.ops[1]})")
+        for name, counter in sampling.histograms([s.program for s in samples]).items():
+            _table(name, counter)
+        _table("rejected candidates", {k: rejected.get(k, 0) for k in sampling.REJECTIONS})
+        return 0
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+    for s in samples:
+        body = f"# seed {s.seed}, index {s.index}, {s.program.n_ops} ops\n{text.format_program(s.program)}"
+        if args.out:
+            (args.out / f"program_{s.index}.rasp").write_text(body)
+        else:
+            print(body)
+    return 0
+
+
+def _table(title: str, counter) -> None:
+    total = sum(counter.values()) or 1
+    print(f"\n{title}:")
+    for key, count in sorted(counter.items(), key=lambda kv: (-kv[1], str(kv[0]))):
+        print(f"  {str(key):<32} {count:>7}  {100 * count / total:5.1f}%  {'#' * round(40 * count / total)}")
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from metamodels import compiler, modelfile
+
+    program = _read_program(args.program)
+    model = compiler.compile_program(
+        program, args.vocab or compiler.DEFAULT_VOCAB, args.max_seq_len or compiler.DEFAULT_MAX_SEQ_LEN,
+        causal=args.causal, mlp_exactness=args.mlp_exactness,
+    )  # fmt: skip
+    modelfile.save(model, args.out)
+    print(f"{args.out}: {model.n_layers} layers, d_model {model.d_model}, {model.n_params} weights, vocab {list(model.settings.vocab)}, max_seq_len {model.settings.max_seq_len}")
+    return 0
+
+
+def _read_program(path: Path):
+    from metamodels.rasp import text
+
+    try:
+        source = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: cannot read ({e})") from None
+    try:
+        return text.parse_program(source)
+    except text.ProgramSyntaxError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from metamodels import forward, modelfile
+    from metamodels.rasp import text
+
+    model = modelfile.load(args.model)
+    by_text = {str(v): v for v in model.settings.vocab}
+    unknown = [t for t in args.tokens if t not in by_text]
+    if unknown:
+        raise ValueError(f"token(s) {unknown} not in the model's vocabulary {list(model.settings.vocab)}")
+    xs = [by_text[t] for t in args.tokens]
+    print(" ".join(_show(v) for v in forward.run(model, [xs])[0]))
+    if args.program and model.program_text:
+        print(" ".join(_show(v) for v in text.parse_program(model.program_text).evaluate(xs)), "(RASP evaluation)")
+    return 0
+
+
+def _show(v: object) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""Program tokens: the layer-structured vocabulary and grammar of paper 000.
+
+A program is written sublayer by sublayer (attention of layer 0, MLP of layer 0,
+attention of layer 1, ...) exactly where Tracr places each operation::
+
+    BOS  sop_0 categorical SelectorWidth tokens tokens LT EOO  EOL   (attention 0)
+         EOL                                                          (MLP 0)
+         sop_1 categorical SelectAggregate sop_0 indices EQ tokens EOO  EOL
+         EOL  EOS
+
+Select is fused into the operation that uses it (``SelectAggregate keys queries
+PREDICATE sop``, ``SelectorWidth keys queries PREDICATE``); every sublayer is
+closed by EOL, empty ones included; variables are named ``sop_k`` in order of
+definition; the output is the one variable nothing else reads. Operations are
+in canonical order (see :mod:`metamodels.rasp.canonical`), so
+``detokenize(tokenize(p)) == canonicalize(p)``.
+
+:class:`Grammar` reads a token sequence one token at a time and knows the set of
+valid next tokens (defined variables, arity, encodings and types, which
+operations each sublayer holds), for constrained decoding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Iterable, Sequence
+
+from metamodels.rasp import canonical, functions, layers
+from metamodels.rasp.program import INPUTS, Op, Program
+
+SPECIAL: tuple[str, ...] = ("PAD", "BOS", "EOS", "EOO", "EOL")
+MAX_VARS = 32
+MAX_SUBLAYERS = 32
+ENCODINGS: tuple[str, ...] = ("categorical", "numerical")
+ATTN_OPS: tuple[str, ...] = ("SelectAggregate", "SelectorWidth")
+MLP_OPS: tuple[str, ...] = ("Map", "SequenceMap", "LinearSequenceMap")
+COEFFS: tuple[float, ...] = (-3.0, -2.0, -1.0, -0.5, 0.5, 1.0, 2.0, 3.0)
+
+
+def _coeff_token(c: float) -> str:
+    return f"c:{int(c) if float(c).is_integer() else c}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Vocabulary:
+    """Token strings and their ids; ``version`` names the exact list (saved with every artifact)."""
+
+    tokens: tuple[str, ...]
+
+    @property
+    def version(self) -> str:
+        return "v1-" + hashlib.sha256("\n".join(self.tokens).encode()).hexdigest()[:10]
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def id(self, token: str) -> int:
+        return self._ids[token]
+
+    @property
+    def _ids(self) -> dict[str, int]:
+        return _ids_of(self.tokens)
+
+
+_ID_CACHE: dict[tuple[str, ...], dict[str, int]] = {}
+
+
+def _ids_of(tokens: tuple[str, ...]) -> dict[str, int]:
+    if tokens not in _ID_CACHE:
+        _ID_CACHE[tokens] = {t: i for i, t in enumerate(tokens)}
+    return _ID_CACHE[tokens]
+
+
+def default_vocabulary() -> Vocabulary:
+    """SPECIAL, inputs, sop_0..sop_31, encodings, op kinds, predicates, functions, coefficients."""
+    return Vocabulary(
+        SPECIAL + INPUTS + tuple(f"sop_{i}" for i in range(MAX_VARS)) + ENCODINGS + ATTN_OPS + MLP_OPS
+        + functions.PREDICATES + tuple(f"fn:{name}" for name in functions.FUNCTIONS) + tuple(_coeff_token(c) for c in COEFFS)
+    )  # fmt: skip
+
+
+VOCAB = default_vocabulary()
+
+
+class TokenError(ValueError):
+    """An invalid token sequence; names the position and what was expected there."""
+
+    def __init__(self, position: int, token: str, expected: Iterable[str]) -> None:
+        shown = sorted(expected)
+        more = f" (and {len(shown) - 12} more)" if len(shown) > 12 else ""
+        super().__init__(f"token {position} ({token!r}): expected one of {shown[:12]}{more}")
+        self.position, self.token = position, token
+
+
+# ----------------------------------------------------------------------------- tokenize
+
+
+def tokenize_strings(program: Program) -> list[str]:
+    """Token strings of the canonical form of ``program``."""
+    program = canonical.canonicalize(program)
+    sublayer = layers.assign_sublayers(program)
+    n_sublayers = 2 * layers.n_layers(program)
+    if program.n_ops > MAX_VARS or n_sublayers > MAX_SUBLAYERS:
+        raise ValueError(f"program too large to tokenize: {program.n_ops} ops (max {MAX_VARS}), {n_sublayers} sublayers (max {MAX_SUBLAYERS})")
+    out = ["BOS"]
+    for s in range(n_sublayers):
+        for op in program.ops:
+            if op.is_sop and sublayer[op.name] == s:
+                out += _op_tokens(program, op)
+        out.append("EOL")
+    return out + ["EOS"]
+
+
+def _op_tokens(program: Program, op: Op) -> list[str]:
+    head = [op.name, op.encoding]
+    if op.kind == "Map":
+        return head + ["Map", f"fn:{op.fn}", op.args[0], "EOO"]  # type: ignore[list-item]
+    if op.kind == "SequenceMap":
+        return head + ["SequenceMap", f"fn:{op.fn}", *op.args, "EOO"]  # type: ignore[list-item]
+    if op.kind == "LinearSequenceMap":
+        bad = [c for c in op.coeffs if c not in COEFFS]  # type: ignore[union-attr]
+        if bad:
+            raise ValueError(f"{op.name}: LinearSequenceMap factor(s) {bad} have no token; representable: {COEFFS}")
+        return head + ["LinearSequenceMap", *op.args, *(_coeff_token(c) for c in op.coeffs), "EOO"]  # type: ignore[list-item,union-attr]
+    select = program.by_name[op.args[0]]
+    fused = [*select.args, select.predicate]
+    if op.kind == "Aggregate":
+        return head + ["SelectAggregate", *fused, op.args[1], "EOO"]  # type: ignore[list-item]
+    return head + ["SelectorWidth", *fused, "EOO"]  # type: ignore[list-item]
+
+
+def tokenize(program: Program, vocab: Vocabulary = VOCAB) -> list[int]:
+    """Token ids of the canonical form of ``program`` (BOS ... EOS)."""
+    return [vocab.id(t) for t in tokenize_strings(program)]
+
+
+def detokenize(ids: Sequence[int], vocab: Vocabulary = VOCAB) -> Program:
+    """The program a complete token sequence describes; TokenError if it is invalid.
+
+    Trailing PAD tokens after EOS are ignored.
+    """
+    grammar = Grammar()
+    for position, i in enumerate(ids):
+        if grammar.done:
+            if vocab.tokens[i] != "PAD":
+                raise TokenError(position, vocab.tokens[i], ["PAD"])
+            continue
+        if not 0 <= i < len(vocab):
+            raise TokenError(position, str(i), ["a token id below " + str(len(vocab))])
+        grammar.step(vocab.tokens[i], position)
+    if not grammar.done:
+        raise TokenError(len(ids), "<end>", grammar.allowed())
+    return grammar.program()
+
+
+# ----------------------------------------------------------------------------- grammar
+
+
+@dataclasses.dataclass
+class _Var:
+    encoding: str
+    sublayer: int
+
+
+class Grammar:
+    """Incremental parser of program tokens that knows every valid next token.
+
+    Enforced: BOS first; fresh variables named in order; encodings and op kinds
+    that Tracr supports in the current sublayer (attention: SelectAggregate,
+    SelectorWidth; MLP: Map, SequenceMap (categorical), LinearSequenceMap
+    (numerical)); arguments defined in an earlier sublayer and of the right
+    encoding (Select keys/queries categorical, Aggregate input of the op's
+    encoding); library functions of the right arity;
+    EOS only after a complete, non-empty layer when exactly one variable is
+    unread. Not enforced: that each op sits at exactly the sublayer Tracr would
+    choose, and the canonical order inside a sublayer.
+    """
+
+    def __init__(self) -> None:
+        self.vars: dict[str, _Var] = {name: _Var("categorical", -1) for name in INPUTS}
+        self.used: set[str] = set()
+        self.sublayer = 0
+        self.ops_in_sublayer: dict[int, int] = {}
+        self.ops: list[Op] = []
+        self.current: list[str] = []  # tokens of the op being read
+        self.started = False
+        self.done = False
+        self.position = 0  # tokens consumed
+
+    # -- what may come next
+    def allowed(self) -> set[str]:
+        if not self.started:
+            return {"BOS"}
+        if self.done:
+            return set()
+        if not self.current:
+            return self._between_ops()
+        return self._in_op()
+
+    def _between_ops(self) -> set[str]:
+        out = set()
+        n_defined = len(self.vars) - len(INPUTS)
+        if n_defined < MAX_VARS:
+            out.add(f"sop_{n_defined}")
+        if self.sublayer + 1 < MAX_SUBLAYERS or self.sublayer % 2 == 1:
+            out.add("EOL")
+        sinks = [v for v in self.vars if v not in INPUTS and v not in self.used]
+        layer_done = self.sublayer % 2 == 0 and self.sublayer >= 2 and not self.ops_in_sublayer.get(self.sublayer)
+        last_layer_used = self.ops_in_sublayer.get(self.sublayer - 1) or self.ops_in_sublayer.get(self.sublayer - 2)
+        if layer_done and last_layer_used and len(sinks) == 1:
+            out.add("EOS")
+        return out
+
+    def _args(self, ok) -> set[str]:
+        return {n for n, v in self.vars.items() if v.sublayer < self.sublayer and ok(v)}
+
+    def _in_op(self) -> set[str]:
+        cur, attn = self.current, self.sublayer % 2 == 0
+        cat = lambda v: v.encoding == "categorical"  # noqa: E731
+        if len(cur) == 1:
+            return set(ENCODINGS)
+        if len(cur) == 2:
+            if attn:
+                return set(ATTN_OPS)
+            return {"Map", "SequenceMap"} if cur[1] == "categorical" else {"Map", "LinearSequenceMap"}
+        kind, slots = cur[2], cur[3:]
+        if kind == "Map":
+            if not slots:
+                return {f"fn:{f.name}" for f in functions.MAP_FUNCTIONS}
+            return self._args(lambda v: True) if len(slots) == 1 else {"EOO"}
+        if kind == "SequenceMap":
+            if not slots:
+                return {f"fn:{f.name}" for f in functions.SEQUENCE_MAP_FUNCTIONS}
+            return self._args(cat) if len(slots) < 3 else {"EOO"}
+        if kind == "LinearSequenceMap":
+            if len(slots) < 2:
+                return self._args(lambda v: v.encoding == "numerical")
+            return {_coeff_token(c) for c in COEFFS} if len(slots) < 4 else {"EOO"}
+        if len(slots) < 2:
+            return self._args(cat)
+        if len(slots) == 2:
+            return set(functions.PREDICATES)
+        if kind == "SelectAggregate" and len(slots) == 3:
+            return self._args(lambda v: v.encoding == cur[1])
+        return {"EOO"}
+
+    # -- consuming tokens
+    def step(self, token: str, position: int | None = None) -> None:
+        """Consume one token string; TokenError if it is not allowed here."""
+        allowed = self.allowed()
+        if token not in allowed:
+            raise TokenError(self.position if position is None else position, token, allowed)
+        self.position += 1
+        if token == "BOS":
+            self.started = True
+        elif token == "EOS":
+            self.done = True
+        elif token == "EOL" and not self.current:
+            self.sublayer += 1
+        elif token == "EOO":
+            self._finish_op()
+        else:
+            self.current.append(token)
+
+    def _finish_op(self) -> None:
+        name, encoding, kind, *slots = self.current
+        self.current = []
+        if kind == "Map":
+            ops = [Op(name, "Map", (slots[1],), encoding, fn=slots[0][3:])]  # type: ignore[arg-type]
+        elif kind == "SequenceMap":
+            ops = [Op(name, "SequenceMap", (slots[1], slots[2]), encoding, fn=slots[0][3:])]  # type: ignore[arg-type]
+        elif kind == "LinearSequenceMap":
+            ops = [Op(name, "LinearSequenceMap", (slots[0], slots[1]), encoding, coeffs=(float(slots[2][2:]), float(slots[3][2:])))]  # type: ignore[arg-type]
+        else:
+            select = Op(f"sel_{name.removeprefix('sop_')}", "Select", (slots[0], slots[1]), None, predicate=slots[2])
+            args = (select.name, slots[3]) if kind == "SelectAggregate" else (select.name,)
+            ops = [select, Op(name, "Aggregate" if kind == "SelectAggregate" else "SelectorWidth", args, encoding)]  # type: ignore[arg-type]
+        reads = [a for op in ops for a in op.args if a in self.vars]
+        self.used.update(reads)
+        self.vars[name] = _Var(encoding, self.sublayer)
+        self.ops_in_sublayer[self.sublayer] = self.ops_in_sublayer.get(self.sublayer, 0) + 1
+        self.ops.extend(ops)
+
+    def program(self) -> Program:
+        """The program read so far (complete sequences only)."""
+        if not self.done:
+            raise ValueError("the token sequence is not complete (no EOS yet)")
+        sink = next(v for v in self.vars if v not in INPUTS and v not in self.used)
+        return Program(ops=tuple(self.ops), output=sink)

@@ -1,0 +1,63 @@
+"""Named programs shared by the tests (Tracr's test_cases.py is the model).
+
+``HAND_WRITTEN``: readable programs in our text form, each with its settings.
+``tracr_cases()``: every program of Tracr's own integration cases (its lib:
+sort, sort_unique, length, reverse, hist, frac_prevs, pair_balance, shuffle_dyck,
+...), with the vocabulary and length Tracr tests them at, one entry per program.
+``sampled(n, ...)``: programs from our sampler, fixed seeds.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from metamodels import sampling
+
+HAND_WRITTEN: dict[str, tuple[str, tuple, int]] = {
+    "paper_sort": (
+        "smaller = Select(tokens, tokens, LT)\ntarget = SelectorWidth(smaller)\n"
+        "sel = Select(target, indices, EQ)\nsort = Aggregate(sel, tokens)\nreturn sort\n",
+        (1, 2, 3, 4, 5), 5,
+    ),
+    "frac_prevs": (
+        "is_one = numerical(Map(lambda x: x == 1, tokens))\nprevs = Select(indices, indices, LEQ)\n"
+        "frac = numerical(Aggregate(prevs, is_one))\nreturn frac\n",
+        (1, 2, 3), 8,
+    ),
+    "length_10": ("all = Select(tokens, tokens, TRUE)\nlength = SelectorWidth(all)\nreturn length\n", (1, 2), 10),
+    "linear": (
+        "a = numerical(Map(lambda x: x == 1, tokens))\nb = numerical(Map(lambda x: x > 2, indices))\n"
+        "c = numerical(LinearSequenceMap(a, b, 2, 1))\nreturn c\n",
+        (1, 2, 3), 5,
+    ),
+    "letters": (
+        "s = Select(tokens, tokens, EQ)\nn = SelectorWidth(s)\nm = SequenceMap(lambda x, y: x + y, n, indices)\nreturn m\n",
+        ("a", "b", "c"), 6,
+    ),
+}  # fmt: skip
+
+
+@functools.cache
+def tracr_cases() -> dict[str, tuple]:
+    """name -> (rasp program, vocab, max_seq_len, causal): one per distinct Tracr test program."""
+    import logging
+
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    from tracr.compiler import test_cases
+
+    out: dict[str, tuple] = {}
+    for causal, cases in ((False, test_cases.TEST_CASES), (True, test_cases.CAUSAL_TEST_CASES)):
+        for case in cases:
+            base = case["testcase_name"].rstrip("_0123456789") + ("_causal" if causal else "")
+            name, i = base, 1
+            while name in out:
+                i += 1
+                name = f"{base}_{i}"
+            out[name] = (case["program"], tuple(sorted(case["vocab"], key=str)), case["max_seq_len"], causal)
+    return out
+
+
+@functools.cache
+def sampled(n: int, seed: int = 0, min_ops: int = 1, max_ops: int = 10) -> tuple[sampling.Sampled, ...]:
+    config = sampling.SamplerConfig(min_ops=min_ops, max_ops=max_ops)
+    return tuple(sampling.sample_unique(config, n, seed)[0])

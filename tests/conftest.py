@@ -1,0 +1,3 @@
+import logging
+
+logging.getLogger("absl").setLevel(logging.ERROR)
