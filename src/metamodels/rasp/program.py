@@ -159,7 +159,8 @@ def _to_rasp(program: Program) -> rasp.SOp:
 def program_from_rasp(sop: rasp.SOp) -> Program:
     """Convert a Tracr ``rasp`` expression into a :class:`Program`.
 
-    Names are the expressions' labels. Functions are recognised by the
+    Ops come in a dependency-first order (rasp records no definition order).
+    Names are the expressions' names (labels where two share a name). Functions are recognised by the
     ``fn_name`` annotation that :meth:`Program.to_rasp` writes, else by the source
     text of their lambda. Raises ValueError naming the expression when a
     function, predicate or construct is outside what a Program can express.
@@ -208,11 +209,13 @@ def _function_name(expr: rasp.Map | rasp.SequenceMap) -> str:
         start = source.index("lambda")
     except (OSError, TypeError, ValueError):
         source, start = "", -1
-    # The lambda is the longest prefix of the source line that parses.
+    # The lambda is the longest prefix of its source line that parses as a lambda.
     for end in range(len(source), start, -1):
-        if start < 0:
-            break
-        found = functions.by_text(source[start:end])
+        try:
+            found = functions.by_text(functions.normalise_lambda(source[start:end]))
+        except SyntaxError:
+            continue
         if found is not None:
             return found.name
-    raise ValueError(f"{expr.label}: its function is not in the library (see metamodels.rasp.functions)")
+        break
+    raise ValueError(f"{expr.name}: its function is not in the library (see metamodels.rasp.functions)")

@@ -92,7 +92,9 @@ def _check_against(previous: list[Op], op: Op, stmt: ast.stmt) -> None:
         Program(ops=tuple(previous) + (op,), output=op.name if op.is_sop else "tokens")
     except ValueError as e:
         if op.is_sop or "output" not in str(e):
-            raise _error(stmt, str(e)) from None
+            # Point at the offending argument when the message names one.
+            culprit = next((n for n in ast.walk(stmt) if isinstance(n, ast.Name) and f"'{n.id}'" in str(e)), stmt)
+            raise _error(culprit, str(e)) from None
 
 
 def _error(node: ast.AST, message: str) -> ProgramSyntaxError:
