@@ -57,7 +57,11 @@ def tracr_cases() -> dict[str, tuple]:
     return out
 
 
-@functools.cache
-def sampled(n: int, seed: int = 0, min_ops: int = 1, max_ops: int = 10) -> tuple[sampling.Sampled, ...]:
-    config = sampling.SamplerConfig(min_ops=min_ops, max_ops=max_ops)
-    return tuple(sampling.sample_unique(config, n, seed)[0])
+_SAMPLED: dict[int, tuple[sampling.Sampled, ...]] = {}
+
+
+def sampled(n: int, seed: int = 0) -> tuple[sampling.Sampled, ...]:
+    """The first ``n`` unique programs (1-10 ops) of ``seed``; shared across tests (a prefix is reused)."""
+    if len(_SAMPLED.get(seed, ())) < n:
+        _SAMPLED[seed] = tuple(sampling.sample_unique(sampling.SamplerConfig(), n, seed)[0])
+    return _SAMPLED[seed][:n]

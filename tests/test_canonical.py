@@ -32,7 +32,7 @@ def _swap_commutative(program: Program) -> Program:
 
 def test_hash_invariant_to_renaming_and_commutative_swaps():
     rng = np.random.default_rng(0)
-    for s in cases.sampled(300, seed=2):
+    for s in cases.sampled(300, seed=0):
         h = canonical.canonical_hash(s.program)
         assert canonical.canonical_hash(_rename(s.program, rng)) == h
         assert canonical.canonical_hash(_swap_commutative(s.program)) == h
@@ -40,7 +40,7 @@ def test_hash_invariant_to_renaming_and_commutative_swaps():
 
 
 def test_functionally_different_programs_get_different_hashes():
-    programs = [s.program for s in cases.sampled(300, seed=2)]
+    programs = [s.program for s in cases.sampled(300, seed=0)]
     assert len({canonical.canonical_hash(p) for p in programs}) == len(programs)
 
 
@@ -66,7 +66,7 @@ def test_dead_code_removed_and_shared_selects_copied():
 
 
 def test_canonical_form_computes_the_same_function():
-    for s in cases.sampled(100, seed=3):
+    for s in cases.sampled(100, seed=0):
         q = canonical.canonicalize(_swap_commutative(s.program))
         for xs in ([1, 2, 3], [5, 4, 4, 1]):
             assert q.evaluate(xs) == s.program.evaluate(xs)

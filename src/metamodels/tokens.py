@@ -36,6 +36,8 @@ ENCODINGS: tuple[str, ...] = ("categorical", "numerical")
 ATTN_OPS: tuple[str, ...] = ("SelectAggregate", "SelectorWidth")
 MLP_OPS: tuple[str, ...] = ("Map", "SequenceMap", "LinearSequenceMap")
 COEFFS: tuple[float, ...] = (-3.0, -2.0, -1.0, -0.5, 0.5, 1.0, 2.0, 3.0)
+# Argument slots after the op-kind token (functions, variables, predicates, factors).
+_ARITY = {"Map": 2, "SequenceMap": 3, "LinearSequenceMap": 4, "SelectAggregate": 4, "SelectorWidth": 3}
 
 
 def _coeff_token(c: float) -> str:
@@ -173,7 +175,9 @@ class Grammar:
     encoding (Select keys/queries categorical, Aggregate input of the op's
     encoding); library functions of the right arity;
     EOS only after a complete, non-empty layer when exactly one variable is
-    unread. Not enforced: that each op sits at exactly the sublayer Tracr would
+    unread (at MAX_VARS variables or MAX_SUBLAYERS sublayers EOS is allowed with
+    several unread, the last defined being the output, so decoding never reaches
+    a dead end). Not enforced: that each op sits at exactly the sublayer Tracr would
     choose, and the canonical order inside a sublayer.
     """
 
@@ -201,14 +205,16 @@ class Grammar:
     def _between_ops(self) -> set[str]:
         out = set()
         n_defined = len(self.vars) - len(INPUTS)
-        if n_defined < MAX_VARS:
+        full = n_defined == MAX_VARS or self.sublayer == MAX_SUBLAYERS
+        if not full:
             out.add(f"sop_{n_defined}")
-        if self.sublayer + 1 < MAX_SUBLAYERS or self.sublayer % 2 == 1:
+        if self.sublayer < MAX_SUBLAYERS and (n_defined > 0 or self.sublayer + 1 < MAX_SUBLAYERS):
             out.add("EOL")
         sinks = [v for v in self.vars if v not in INPUTS and v not in self.used]
-        layer_done = self.sublayer % 2 == 0 and self.sublayer >= 2 and not self.ops_in_sublayer.get(self.sublayer)
+        layer_closed = self.sublayer % 2 == 0 and self.sublayer >= 2 and not self.ops_in_sublayer.get(self.sublayer)
         last_layer_used = self.ops_in_sublayer.get(self.sublayer - 1) or self.ops_in_sublayer.get(self.sublayer - 2)
-        if layer_done and last_layer_used and len(sinks) == 1:
+        # At the size limits, stop whatever is left rather than reach a dead end.
+        if layer_closed and sinks and (full or (last_layer_used and len(sinks) == 1)):
             out.add("EOS")
         return out
 
@@ -216,34 +222,39 @@ class Grammar:
         return {n for n, v in self.vars.items() if v.sublayer < self.sublayer and ok(v)}
 
     def _in_op(self) -> set[str]:
-        cur, attn = self.current, self.sublayer % 2 == 0
-        cat = lambda v: v.encoding == "categorical"  # noqa: E731
+        cur = self.current
         if len(cur) == 1:
-            return set(ENCODINGS)
+            return {e for e in ENCODINGS if self._kinds(e)}
         if len(cur) == 2:
-            if attn:
-                return set(ATTN_OPS)
-            return {"Map", "SequenceMap"} if cur[1] == "categorical" else {"Map", "LinearSequenceMap"}
-        kind, slots = cur[2], cur[3:]
+            return self._kinds(cur[1])
+        return self._slot(cur[1], cur[2], len(cur) - 3)
+
+    def _kinds(self, encoding: str) -> set[str]:
+        """Op kinds of this sublayer whose every argument slot can be filled now."""
+        candidates = ATTN_OPS if self.sublayer % 2 == 0 else MLP_OPS
+        return {k for k in candidates if all(self._slot(encoding, k, i) for i in range(_ARITY[k]))}
+
+    def _slot(self, encoding: str, kind: str, i: int) -> set[str]:
+        """Valid tokens for argument slot ``i`` of a ``kind`` op with ``encoding`` (EOO after the last)."""
+        cat = lambda v: v.encoding == "categorical"  # noqa: E731
+        num = lambda v: v.encoding == "numerical"  # noqa: E731
+        if i >= _ARITY[kind]:
+            return {"EOO"} if i == _ARITY[kind] else set()
         if kind == "Map":
-            if not slots:
-                return {f"fn:{f.name}" for f in functions.MAP_FUNCTIONS}
-            return self._args(lambda v: True) if len(slots) == 1 else {"EOO"}
+            return {f"fn:{f.name}" for f in functions.MAP_FUNCTIONS} if i == 0 else self._args(lambda v: True)
         if kind == "SequenceMap":
-            if not slots:
-                return {f"fn:{f.name}" for f in functions.SEQUENCE_MAP_FUNCTIONS}
-            return self._args(cat) if len(slots) < 3 else {"EOO"}
+            if encoding != "categorical":
+                return set()
+            return {f"fn:{f.name}" for f in functions.SEQUENCE_MAP_FUNCTIONS} if i == 0 else self._args(cat)
         if kind == "LinearSequenceMap":
-            if len(slots) < 2:
-                return self._args(lambda v: v.encoding == "numerical")
-            return {_coeff_token(c) for c in COEFFS} if len(slots) < 4 else {"EOO"}
-        if len(slots) < 2:
+            if encoding != "numerical":
+                return set()
+            return self._args(num) if i < 2 else {_coeff_token(c) for c in COEFFS}
+        if i < 2:
             return self._args(cat)
-        if len(slots) == 2:
+        if i == 2:
             return set(functions.PREDICATES)
-        if kind == "SelectAggregate" and len(slots) == 3:
-            return self._args(lambda v: v.encoding == cur[1])
-        return {"EOO"}
+        return self._args(lambda v: v.encoding == encoding)  # the aggregated sop
 
     # -- consuming tokens
     def step(self, token: str, position: int | None = None) -> None:
@@ -286,5 +297,5 @@ class Grammar:
         """The program read so far (complete sequences only)."""
         if not self.done:
             raise ValueError("the token sequence is not complete (no EOS yet)")
-        sink = next(v for v in self.vars if v not in INPUTS and v not in self.used)
+        sink = [v for v in self.vars if v not in INPUTS and v not in self.used][-1]
         return Program(ops=tuple(self.ops), output=sink)
