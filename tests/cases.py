@@ -17,24 +17,28 @@ HAND_WRITTEN: dict[str, tuple[str, tuple, int]] = {
     "paper_sort": (
         "smaller = Select(tokens, tokens, LT)\ntarget = SelectorWidth(smaller)\n"
         "sel = Select(target, indices, EQ)\nsort = Aggregate(sel, tokens)\nreturn sort\n",
-        (1, 2, 3, 4, 5), 5,
+        (1, 2, 3, 4, 5),
+        5,
     ),
     "frac_prevs": (
         "is_one = numerical(Map(lambda x: x == 1, tokens))\nprevs = Select(indices, indices, LEQ)\n"
         "frac = numerical(Aggregate(prevs, is_one))\nreturn frac\n",
-        (1, 2, 3), 8,
+        (1, 2, 3),
+        8,
     ),
     "length_10": ("all = Select(tokens, tokens, TRUE)\nlength = SelectorWidth(all)\nreturn length\n", (1, 2), 10),
     "linear": (
         "a = numerical(Map(lambda x: x == 1, tokens))\nb = numerical(Map(lambda x: x > 2, indices))\n"
         "c = numerical(LinearSequenceMap(a, b, 2, 1))\nreturn c\n",
-        (1, 2, 3), 5,
+        (1, 2, 3),
+        5,
     ),
     "letters": (
         "s = Select(tokens, tokens, EQ)\nn = SelectorWidth(s)\nm = SequenceMap(lambda x, y: x + y, n, indices)\nreturn m\n",
-        ("a", "b", "c"), 6,
+        ("a", "b", "c"),
+        6,
     ),
-}  # fmt: skip
+}
 
 
 @functools.cache

@@ -90,14 +90,18 @@ def test_selector_width_at_length_10_is_exact_by_default():
 
 def test_numerical_map_after_mean_is_compiled_correctly():
     """Trap 2: Tracr's own weights give 0.25 for (4/9)**2-like values; ours follow RASP."""
-    source = cases.HAND_WRITTEN["frac_prevs"][0].replace("return frac", "sq = numerical(Map(lambda x: x * x, frac))\nreturn sq")
+    source = cases.HAND_WRITTEN["frac_prevs"][0].replace(
+        "return frac", "sq = numerical(Map(lambda x: x * x, frac))\nreturn sq"
+    )
     program = text.parse_program(source)
     model = compiler.compile_program(program, (1, 2, 3), 8)
     xs = (1, 2, 1, 3, 1, 1, 2, 2)  # prefix fractions include 2/3, 3/5, 4/7, ...
     assert forward.outputs_match(forward.run(model, [xs])[0], program.evaluate(xs))
     reference = compiler.reference_params(program, model.settings)
     tracr_model = dataclasses.replace(
-        model, params={**reference, "unembed": model.params["unembed"]}, mlp_hidden=reference["transformer/layer_0/mlp/linear_1/b"].shape[0]
+        model,
+        params={**reference, "unembed": model.params["unembed"]},
+        mlp_hidden=reference["transformer/layer_0/mlp/linear_1/b"].shape[0],
     )
     assert not forward.outputs_match(forward.run(tracr_model, [xs])[0], program.evaluate(xs))
 
@@ -110,7 +114,12 @@ def test_uncompilable_op_is_named():
 
 @pytest.mark.parametrize(
     ("vocab", "max_seq_len", "message"),
-    [((), 5, "at least one token"), ((1, 2), 0, "max_seq_len"), (("compiler_bos",), 3, "reserved"), (([1],), 3, "int, float or str")],
+    [
+        ((), 5, "at least one token"),
+        ((1, 2), 0, "max_seq_len"),
+        (("compiler_bos",), 3, "reserved"),
+        (([1],), 3, "int, float or str"),
+    ],
 )
 def test_bad_settings_are_rejected(vocab, max_seq_len, message):
     with pytest.raises(ValueError, match=message):

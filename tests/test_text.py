@@ -47,7 +47,12 @@ return agg
         ("s = Select(tokens, tokens, ALMOST)\nw = SelectorWidth(s)\nreturn w\n", 1, 28, "unknown predicate"),
         ("a = Frobnicate(tokens)\nreturn a\n", 1, 5, "unknown operation 'Frobnicate'"),
         ("a = Map(lambda x: x + 1, tokens)\na = Map(lambda x: x + 1, a)\nreturn a\n", 2, 1, "not a fresh identifier"),
-        ("s = Select(tokens, tokens, LT)\nw = Aggregate(tokens, s)\nreturn w\n", 2, 15, "is a sop, expected a selector"),
+        (
+            "s = Select(tokens, tokens, LT)\nw = Aggregate(tokens, s)\nreturn w\n",
+            2,
+            15,
+            "is a sop, expected a selector",
+        ),
         ("a = numerical(Aggregate(s, tokens, default=1))\nreturn a\n", 1, 44, "default=0"),
     ],
 )

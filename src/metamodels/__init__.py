@@ -24,9 +24,20 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 __all__ = [
-    "Op", "Program", "ProgramSyntaxError", "parse_program", "format_program", "program_from_rasp", "canonicalize",
-    "compile_program", "tokenize", "detokenize", "load_model", "save_model", "run_model",
-]  # fmt: skip
+    "Op",
+    "Program",
+    "ProgramSyntaxError",
+    "parse_program",
+    "format_program",
+    "program_from_rasp",
+    "canonicalize",
+    "compile_program",
+    "tokenize",
+    "detokenize",
+    "load_model",
+    "save_model",
+    "run_model",
+]
 
 
 def compile_program(program: Any, vocab: Any = None, max_seq_len: int | None = None, **kwargs: Any) -> CompiledModel:
@@ -34,9 +45,11 @@ def compile_program(program: Any, vocab: Any = None, max_seq_len: int | None = N
     from metamodels import compiler
 
     return compiler.compile_program(
-        program, compiler.DEFAULT_VOCAB if vocab is None else vocab,
-        compiler.DEFAULT_MAX_SEQ_LEN if max_seq_len is None else max_seq_len, **kwargs,
-    )  # fmt: skip
+        program,
+        compiler.DEFAULT_VOCAB if vocab is None else vocab,
+        compiler.DEFAULT_MAX_SEQ_LEN if max_seq_len is None else max_seq_len,
+        **kwargs,
+    )
 
 
 def tokenize(program: Program) -> list[int]:

@@ -8,7 +8,7 @@ and random sequences. Exhaustive when the whole input space is small.
 from __future__ import annotations
 
 import itertools
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -36,8 +36,12 @@ def make_battery(
     battery: dict[tuple[Value, ...], None] = {}
     for n in range(1, max_seq_len + 1):
         cycle = [values[i % len(values)] for i in range(n)]
-        edge = [tuple(values[0] for _ in range(n)), tuple(values[-1] for _ in range(n)),
-                tuple(sorted(cycle, key=values.index)), tuple(sorted(cycle, key=values.index, reverse=True))]  # fmt: skip
+        edge = [
+            tuple(values[0] for _ in range(n)),
+            tuple(values[-1] for _ in range(n)),
+            tuple(sorted(cycle, key=values.index)),
+            tuple(sorted(cycle, key=values.index, reverse=True)),
+        ]
         if n <= len(values):
             edge.append(tuple(values[i] for i in rng.permutation(len(values))[:n]))
         for xs in edge + [tuple(values[i] for i in rng.integers(0, len(values), n)) for _ in range(per_length)]:

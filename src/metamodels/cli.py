@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 EXAMPLES = Path(__file__).parent / "examples"
 
@@ -48,37 +48,74 @@ def _vocab(text: str) -> tuple:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="metamodels", description="Sample RASP programs, compile them with Tracr, run the compiled transformers.")
+    parser = argparse.ArgumentParser(
+        prog="metamodels", description="Sample RASP programs, compile them with Tracr, run the compiled transformers."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("sample", help="sample random RASP programs (rasp-gen)", description="Sample random, valid, non-trivial, deduplicated RASP programs and print them in readable form.")
+    p = sub.add_parser(
+        "sample",
+        help="sample random RASP programs (rasp-gen)",
+        description="Sample random, valid, non-trivial, deduplicated RASP programs and print them in readable form.",
+    )
     p.add_argument("--n", type=int, default=5, help="number of programs (default 5)")
     p.add_argument("--ops", type=_range, default=(1, 10), help="operations per program, N or A-B (default 1-10)")
-    p.add_argument("--seed", type=int, default=0, help="random seed; program i of seed s is always the same (default 0)")
-    p.add_argument("--vocab", type=_vocab, default=None, help="input vocabulary, e.g. 1,2,3 or 1-5 or a,b,c (default 1-5)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="random seed; program i of seed s is always the same (default 0)"
+    )
+    p.add_argument(
+        "--vocab", type=_vocab, default=None, help="input vocabulary, e.g. 1,2,3 or 1-5 or a,b,c (default 1-5)"
+    )
     p.add_argument("--max-seq-len", type=int, default=None, help="maximum input length (default 5)")
-    p.add_argument("--stats", action="store_true", help="print realised histograms and rejection counts instead of programs")
+    p.add_argument(
+        "--stats", action="store_true", help="print realised histograms and rejection counts instead of programs"
+    )
     p.add_argument("-o", "--out", type=Path, help="write each program to OUT/program_<index>.rasp instead of printing")
 
-    p = sub.add_parser("compile", help="compile a program file to a model file", description="Compile a RASP program file with Tracr into a safetensors model file.")
+    p = sub.add_parser(
+        "compile",
+        help="compile a program file to a model file",
+        description="Compile a RASP program file with Tracr into a safetensors model file.",
+    )
     p.add_argument("program", type=Path, help="program file in readable form (see examples/)")
     p.add_argument("-o", "--out", type=Path, required=True, help="output model file (.safetensors)")
-    p.add_argument("--vocab", type=_vocab, default=None, help="input vocabulary, e.g. 1,2,3 or 1-5 or a,b,c (default 1-5)")
+    p.add_argument(
+        "--vocab", type=_vocab, default=None, help="input vocabulary, e.g. 1,2,3 or 1-5 or a,b,c (default 1-5)"
+    )
     p.add_argument("--max-seq-len", type=int, default=None, help="maximum input length (default 5)")
     p.add_argument("--causal", action="store_true", help="compile a causally masked model")
-    p.add_argument("--mlp-exactness", type=int, default=None, help="Tracr's MLP approximation parameter (default 100, 1000 from length 10)")
+    p.add_argument(
+        "--mlp-exactness",
+        type=int,
+        default=None,
+        help="Tracr's MLP approximation parameter (default 100, 1000 from length 10)",
+    )
 
-    p = sub.add_parser("run", help="run a model file on one input", description="Run a compiled model on one input sequence and print the decoded output.")
+    p = sub.add_parser(
+        "demo",
+        help="compile the paper's sort program and a sampled one, run both",
+        description="The main job until a pretrained meta-model ships: compile paper 000's sort program (Figure 2) and a freshly sampled program with Tracr, run both compiled transformers, and check them against RASP evaluation.",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled program (default 0)")
+    p.add_argument("--ops", type=_range, default=(4, 6), help="operations of the sampled program (default 4-6)")
+
+    p = sub.add_parser(
+        "run",
+        help="run a model file on one input",
+        description="Run a compiled model on one input sequence and print the decoded output.",
+    )
     p.add_argument("model", type=Path, help="model file (.safetensors)")
     p.add_argument("tokens", nargs="+", help="input tokens, e.g. 3 1 2")
-    p.add_argument("--program", action="store_true", help="also print the RASP evaluation of the model's source program")
+    p.add_argument(
+        "--program", action="store_true", help="also print the RASP evaluation of the model's source program"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"sample": _sample, "compile": _compile, "run": _run}[args.command](args)
+        return {"sample": _sample, "compile": _compile, "run": _run, "demo": _demo}[args.command](args)
     except (ValueError, OSError) as e:  # user mistakes: our errors are ValueErrors that say what to fix
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -122,11 +159,16 @@ def _compile(args: argparse.Namespace) -> int:
 
     program = _read_program(args.program)
     model = compiler.compile_program(
-        program, args.vocab or compiler.DEFAULT_VOCAB, args.max_seq_len or compiler.DEFAULT_MAX_SEQ_LEN,
-        causal=args.causal, mlp_exactness=args.mlp_exactness,
-    )  # fmt: skip
+        program,
+        args.vocab or compiler.DEFAULT_VOCAB,
+        args.max_seq_len or compiler.DEFAULT_MAX_SEQ_LEN,
+        causal=args.causal,
+        mlp_exactness=args.mlp_exactness,
+    )
     modelfile.save(model, args.out)
-    print(f"{args.out}: {model.n_layers} layers, d_model {model.d_model}, {model.n_params} weights, vocab {list(model.settings.vocab)}, max_seq_len {model.settings.max_seq_len}")
+    print(
+        f"{args.out}: {model.n_layers} layers, d_model {model.d_model}, {model.n_params} weights, vocab {list(model.settings.vocab)}, max_seq_len {model.settings.max_seq_len}"
+    )
     return 0
 
 
@@ -141,6 +183,32 @@ def _read_program(path: Path):
         return text.parse_program(source)
     except text.ProgramSyntaxError as e:
         raise ValueError(f"{path}: {e}") from None
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from metamodels import battery, compiler, forward, sampling
+    from metamodels.rasp import text
+
+    sampled = sampling.sample(sampling.SamplerConfig(min_ops=args.ops[0], max_ops=args.ops[1]), args.seed, 0).program
+    for title, program in (
+        ("paper 000, Figure 2: sort", _read_program(EXAMPLES / "sort.rasp")),
+        (f"sampled (seed {args.seed}, index 0)", sampled),
+    ):
+        model = compiler.compile_program(program)
+        inputs = [
+            xs
+            for xs in battery.make_battery(model.settings.vocab, model.settings.max_seq_len)
+            if len(set(xs)) == len(xs)
+        ]
+        agree = sum(
+            forward.outputs_match(out, program.evaluate(xs)) for xs, out in zip(inputs, forward.run(model, inputs))
+        )
+        xs = inputs[-1]
+        print(f"== {title}\n{text.format_program(program)}")
+        print(f"compiled: {model.n_layers} layers, d_model {model.d_model}, {model.n_params} weights")
+        print(f"model({' '.join(map(str, xs))}) = {' '.join(_show(v) for v in forward.run(model, [xs])[0])}")
+        print(f"agrees with RASP evaluation on {agree}/{len(inputs)} inputs with distinct tokens\n")
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:

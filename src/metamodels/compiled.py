@@ -27,9 +27,19 @@ import numpy as np
 
 Value = int | float | str | bool
 LAYER_KEYS: tuple[str, ...] = (
-    "attn/query/w", "attn/query/b", "attn/key/w", "attn/key/b", "attn/value/w", "attn/value/b",
-    "attn/linear/w", "attn/linear/b", "mlp/linear_1/w", "mlp/linear_1/b", "mlp/linear_2/w", "mlp/linear_2/b",
-)  # fmt: skip
+    "attn/query/w",
+    "attn/query/b",
+    "attn/key/w",
+    "attn/key/b",
+    "attn/value/w",
+    "attn/value/b",
+    "attn/linear/w",
+    "attn/linear/b",
+    "mlp/linear_1/w",
+    "mlp/linear_1/b",
+    "mlp/linear_2/w",
+    "mlp/linear_2/b",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,4 +109,6 @@ class CompiledModel:
 def layer_shapes(d_model: int, heads_by_key: int, mlp_hidden: int) -> dict[str, tuple[int, ...]]:
     """Shapes of one layer's parameters, keyed as in LAYER_KEYS (``heads_by_key`` = H*K)."""
     d, hk, m = d_model, heads_by_key, mlp_hidden
-    return dict(zip(LAYER_KEYS, [(d, hk), (hk,), (d, hk), (hk,), (d, hk), (hk,), (hk, d), (d,), (d, m), (m,), (m, d), (d,)]))
+    return dict(
+        zip(LAYER_KEYS, [(d, hk), (hk,), (d, hk), (hk,), (d, hk), (hk,), (hk, d), (d,), (d, m), (m,), (m, d), (d,)])
+    )

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Collection, Sequence
+from collections.abc import Collection, Sequence
 
 import networkx as nx
 import numpy as np
@@ -171,7 +171,9 @@ def _correct_mean_value_sets(graph, sink, max_seq_len: int) -> None:
             f = errors.ignoring_arithmetic_errors(expr.f)
             node[nodes.VALUE_SET] = {y for args in itertools.product(*inputs) if (y := f(*args)) is not None}
             if rasp.is_categorical(expr):
-                node[nodes.OUTPUT_BASIS] = bases.VectorSpaceWithBasis.from_values(expr.label, node[nodes.VALUE_SET]).basis
+                node[nodes.OUTPUT_BASIS] = bases.VectorSpaceWithBasis.from_values(
+                    expr.label, node[nodes.VALUE_SET]
+                ).basis
         else:
             continue
         changed.add(node_id)
@@ -244,7 +246,9 @@ def _config(craft_model) -> tuple[int, int, int, int, list[str]]:
             name = next(candidates)
         names.append(name)
     n_layers = int(names[-1].split("_")[1].split("/")[0]) + 1 if names else 0
-    n_heads = max((len(list(b.as_multi().heads())) for b in craft_model.blocks if not isinstance(b, transformers.MLP)), default=1)
+    n_heads = max(
+        (len(list(b.as_multi().heads())) for b in craft_model.blocks if not isinstance(b, transformers.MLP)), default=1
+    )
     key_size = max((max(h.w_qk.matrix.shape) for h in heads), default=1)
     mlp_hidden = max((m.fst.output_space.num_dims for m in mlps), default=1)
     return n_layers, n_heads, key_size, mlp_hidden, names
@@ -254,11 +258,16 @@ def _embeddings(residual, tokens_space, indices_space) -> dict[str, np.ndarray]:
     tokens_to_res = vectorspace_fns.project(tokens_space, residual)
     one = bases.BasisDirection("one")
     if one in residual:
-        one_to_res = vectorspace_fns.Linear.from_action(tokens_space, residual, lambda x: residual.vector_from_basis_direction(one))
+        one_to_res = vectorspace_fns.Linear.from_action(
+            tokens_space, residual, lambda x: residual.vector_from_basis_direction(one)
+        )
         tokens_to_res = vectorspace_fns.Linear.combine_in_parallel([tokens_to_res, one_to_res])
     index_to_res = vectorspace_fns.project(indices_space, residual)
     pos = np.concatenate([np.zeros((1, residual.num_dims)), index_to_res.matrix], axis=0)
-    return {"token_embed/embeddings": tokens_to_res.matrix.astype(np.float32), "pos_embed/embeddings": pos.astype(np.float32)}
+    return {
+        "token_embed/embeddings": tokens_to_res.matrix.astype(np.float32),
+        "pos_embed/embeddings": pos.astype(np.float32),
+    }
 
 
 def reference_params(program: Program | rasp.SOp, settings: CompileSettings) -> dict[str, np.ndarray]:
@@ -267,7 +276,14 @@ def reference_params(program: Program | rasp.SOp, settings: CompileSettings) -> 
 
     sop = program.to_rasp() if isinstance(program, Program) else program
     model = compiling.compile_rasp_to_model(
-        sop, set(settings.vocab), settings.max_seq_len, causal=settings.causal,
-        compiler_bos=settings.bos, compiler_pad=settings.pad, mlp_exactness=settings.mlp_exactness,
-    )  # fmt: skip
-    return {f"{module}/{name}": np.asarray(value) for module, inner in model.params.items() for name, value in inner.items()}
+        sop,
+        set(settings.vocab),
+        settings.max_seq_len,
+        causal=settings.causal,
+        compiler_bos=settings.bos,
+        compiler_pad=settings.pad,
+        mlp_exactness=settings.mlp_exactness,
+    )
+    return {
+        f"{module}/{name}": np.asarray(value) for module, inner in model.params.items() for name, value in inner.items()
+    }

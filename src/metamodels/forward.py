@@ -6,7 +6,7 @@ mask PAD, so padding would change numerical Aggregates that attend everywhere.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -41,8 +41,19 @@ def residuals(model: CompiledModel, ids: np.ndarray) -> list[np.ndarray]:
     h, k = model.n_heads, model.key_size
     mask = np.tril(np.ones((t, t), dtype=bool)) if model.settings.causal else np.ones((t, t), dtype=bool)
     for layer in range(model.n_layers):
-        p = {key: model.layer(layer, key) for key in ("attn/query/w", "attn/query/b", "attn/key/w", "attn/key/b",
-                                                      "attn/value/w", "attn/value/b", "attn/linear/w", "attn/linear/b")}  # fmt: skip
+        p = {
+            key: model.layer(layer, key)
+            for key in (
+                "attn/query/w",
+                "attn/query/b",
+                "attn/key/w",
+                "attn/key/b",
+                "attn/value/w",
+                "attn/value/b",
+                "attn/linear/w",
+                "attn/linear/b",
+            )
+        }
         q = (x @ p["attn/query/w"] + p["attn/query/b"]).reshape(b, t, h, k)
         kk = (x @ p["attn/key/w"] + p["attn/key/b"]).reshape(b, t, h, k)
         v = (x @ p["attn/value/w"] + p["attn/value/b"]).reshape(b, t, h, k)

@@ -47,14 +47,23 @@ def versions() -> dict[str, str]:
 def save(model: CompiledModel, path: str | Path) -> None:
     """Write ``model`` to ``path`` (safetensors)."""
     config = {
-        "n_layers": model.n_layers, "n_heads": model.n_heads, "key_size": model.key_size, "mlp_hidden": model.mlp_hidden,
-        "input_values": list(model.input_values), "settings": dataclasses.asdict(model.settings),
-        "output_encoding": model.output_encoding, "output_values": list(model.output_values),
-        "residual_labels": list(model.residual_labels), "layer_of": model.layer_of,
-        "program_text": model.program_text, "versions": versions(),
-    }  # fmt: skip
+        "n_layers": model.n_layers,
+        "n_heads": model.n_heads,
+        "key_size": model.key_size,
+        "mlp_hidden": model.mlp_hidden,
+        "input_values": list(model.input_values),
+        "settings": dataclasses.asdict(model.settings),
+        "output_encoding": model.output_encoding,
+        "output_values": list(model.output_values),
+        "residual_labels": list(model.residual_labels),
+        "layer_of": model.layer_of,
+        "program_text": model.program_text,
+        "versions": versions(),
+    }
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": json.dumps(config)}
-    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in model.params.items()}, str(path), metadata=metadata)
+    save_file(
+        {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in model.params.items()}, str(path), metadata=metadata
+    )
 
 
 def load(path: str | Path) -> CompiledModel:
@@ -69,21 +78,30 @@ def load(path: str | Path) -> CompiledModel:
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelFileError(f"{path}: not a readable safetensors file ({e})") from None
     if metadata.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: not a metamodels model file (format {metadata.get('format')!r}, expected {FORMAT!r})")
+        raise ModelFileError(
+            f"{path}: not a metamodels model file (format {metadata.get('format')!r}, expected {FORMAT!r})"
+        )
     if metadata.get("format_version") != FORMAT_VERSION:
-        raise ModelFileError(f"{path}: format version {metadata.get('format_version')!r} is not supported (expected {FORMAT_VERSION})")
+        raise ModelFileError(
+            f"{path}: format version {metadata.get('format_version')!r} is not supported (expected {FORMAT_VERSION})"
+        )
     try:
         config = json.loads(metadata["config"])
         settings = config["settings"]
         model = CompiledModel(
             params=params,
             settings=CompileSettings(**{**settings, "vocab": tuple(settings["vocab"])}),
-            n_layers=int(config["n_layers"]), n_heads=int(config["n_heads"]),
-            key_size=int(config["key_size"]), mlp_hidden=int(config["mlp_hidden"]),
-            input_values=tuple(config["input_values"]), output_encoding=config["output_encoding"],
-            output_values=tuple(config["output_values"]), residual_labels=tuple(config.get("residual_labels", ())),
-            layer_of={str(k): int(v) for k, v in config.get("layer_of", {}).items()}, program_text=config.get("program_text"),
-        )  # fmt: skip
+            n_layers=int(config["n_layers"]),
+            n_heads=int(config["n_heads"]),
+            key_size=int(config["key_size"]),
+            mlp_hidden=int(config["mlp_hidden"]),
+            input_values=tuple(config["input_values"]),
+            output_encoding=config["output_encoding"],
+            output_values=tuple(config["output_values"]),
+            residual_labels=tuple(config.get("residual_labels", ())),
+            layer_of={str(k): int(v) for k, v in config.get("layer_of", {}).items()},
+            program_text=config.get("program_text"),
+        )
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
         raise ModelFileError(f"{path}: invalid metadata ({type(e).__name__}: {e})") from None
     check(model, str(path))
@@ -97,7 +115,9 @@ def check(model: CompiledModel, where: str = "model") -> None:
     expected = model.expected_shapes()
     missing, extra = sorted(set(expected) - set(model.params)), sorted(set(model.params) - set(expected))
     if missing or extra:
-        raise ModelFileError(f"{where}: parameters do not match the configuration (missing {missing[:5]}, unexpected {extra[:5]})")
+        raise ModelFileError(
+            f"{where}: parameters do not match the configuration (missing {missing[:5]}, unexpected {extra[:5]})"
+        )
     for key, shape in expected.items():
         array = model.params[key]
         if tuple(array.shape) != shape:
@@ -108,6 +128,8 @@ def check(model: CompiledModel, where: str = "model") -> None:
         raise ModelFileError(f"{where}: unknown output encoding {model.output_encoding!r}")
     settings = model.settings
     if settings.bos not in model.input_values or settings.pad not in model.input_values:
-        raise ModelFileError(f"{where}: the input vocabulary lacks the BOS/PAD tokens {settings.bos!r}/{settings.pad!r}")
+        raise ModelFileError(
+            f"{where}: the input vocabulary lacks the BOS/PAD tokens {settings.bos!r}/{settings.pad!r}"
+        )
     if any(isinstance(v, float) and not math.isfinite(v) for v in model.output_values):
         raise ModelFileError(f"{where}: output decoding table contains non-finite values")

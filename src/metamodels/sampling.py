@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -36,7 +36,17 @@ from metamodels.rasp import canonical, functions
 from metamodels.rasp.program import INPUTS, Op, Program
 
 SOP_KINDS: tuple[str, ...] = ("Map", "SequenceMap", "LinearSequenceMap", "Aggregate", "SelectorWidth")
-REJECTIONS: tuple[str, ...] = ("no_valid_choice", "dead_code", "no_tokens", "tracr_invalid", "eval_error", "identity", "constant", "undefined", "duplicate")  # fmt: skip
+REJECTIONS: tuple[str, ...] = (
+    "no_valid_choice",
+    "dead_code",
+    "no_tokens",
+    "tracr_invalid",
+    "eval_error",
+    "identity",
+    "constant",
+    "undefined",
+    "duplicate",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,8 +64,22 @@ class SamplerConfig:
     max_seq_len: int = compiler.DEFAULT_MAX_SEQ_LEN
     min_ops: int = 1
     max_ops: int = 10
-    op_weights: tuple[tuple[str, float], ...] = (("Map", 3.0), ("SequenceMap", 2.0), ("LinearSequenceMap", 0.5), ("Aggregate", 3.0), ("SelectorWidth", 1.5))  # fmt: skip
-    predicate_weights: tuple[tuple[str, float], ...] = (("EQ", 2.0), ("NEQ", 1.0), ("LT", 1.0), ("LEQ", 1.0), ("GT", 1.0), ("GEQ", 1.0), ("TRUE", 1.0))  # fmt: skip
+    op_weights: tuple[tuple[str, float], ...] = (
+        ("Map", 3.0),
+        ("SequenceMap", 2.0),
+        ("LinearSequenceMap", 0.5),
+        ("Aggregate", 3.0),
+        ("SelectorWidth", 1.5),
+    )
+    predicate_weights: tuple[tuple[str, float], ...] = (
+        ("EQ", 2.0),
+        ("NEQ", 1.0),
+        ("LT", 1.0),
+        ("LEQ", 1.0),
+        ("GT", 1.0),
+        ("GEQ", 1.0),
+        ("TRUE", 1.0),
+    )
     numerical: tuple[tuple[str, float], ...] = (("Map", 0.25), ("Aggregate", 0.5), ("SelectorWidth", 0.0))
     function_weights: tuple[tuple[str, float], ...] | None = None
     linear_coeffs: tuple[float, ...] = (-1.0, 1.0, 2.0)
@@ -73,7 +97,9 @@ class SamplerConfig:
                 raise ValueError(f"op_weights: unknown op {name!r}; expected one of {SOP_KINDS}")
         for name, _ in self.predicate_weights:
             if name not in functions.PREDICATES:
-                raise ValueError(f"predicate_weights: unknown predicate {name!r}; expected one of {functions.PREDICATES}")
+                raise ValueError(
+                    f"predicate_weights: unknown predicate {name!r}; expected one of {functions.PREDICATES}"
+                )
         for name, _ in self.function_weights or ():
             functions.by_name(name)
 
@@ -119,7 +145,9 @@ def sample(config: SamplerConfig, seed: int, index: int) -> Sampled:
     raise RuntimeError(f"no program with {target} ops accepted in {config.max_attempts} attempts: {dict(rejected)}")
 
 
-def sample_unique(config: SamplerConfig, n: int, seed: int, *, progress: bool = False) -> tuple[list[Sampled], dict[str, int]]:
+def sample_unique(
+    config: SamplerConfig, n: int, seed: int, *, progress: bool = False
+) -> tuple[list[Sampled], dict[str, int]]:
     """``n`` programs with distinct canonical hashes (indices 0, 1, ... skipping duplicates) and rejection counts."""
     seen: set[str] = set()
     out: list[Sampled] = []
@@ -187,7 +215,11 @@ def _pick(rng: np.random.Generator, env: dict[str, _Var], used: set[str], ok) ->
 
 def _functions(config: SamplerConfig, arity: int) -> list[tuple[str, float]]:
     weights = dict(config.function_weights) if config.function_weights is not None else None
-    return [(f.name, 1.0 if weights is None else weights.get(f.name, 0.0)) for f in functions.FUNCTIONS.values() if f.arity == arity and (weights is None or weights.get(f.name, 0.0) > 0)]
+    return [
+        (f.name, 1.0 if weights is None else weights.get(f.name, 0.0))
+        for f in functions.FUNCTIONS.values()
+        if f.arity == arity and (weights is None or weights.get(f.name, 0.0) > 0)
+    ]
 
 
 def _apply(fn: functions.Function, *value_sets: frozenset) -> frozenset | None:
@@ -251,7 +283,11 @@ def _propose_op(config: SamplerConfig, rng: np.random.Generator, env: dict[str, 
         var = _Var("numerical", values, from_mean=True, bos_dirty=env[queries].bos_dirty)
     else:
         sop = _pick(rng, env, used, cat)
-        var = _Var("categorical", env[sop].values, bos_dirty=env[sop].bos_dirty or env[queries].bos_dirty) if sop else None
+        var = (
+            _Var("categorical", env[sop].values, bos_dirty=env[sop].bos_dirty or env[queries].bos_dirty)
+            if sop
+            else None
+        )
     if sop is None:
         return None
     return _checked(config, [select, Op(name, "Aggregate", (select.name, sop), var.encoding)], var)  # type: ignore[arg-type,union-attr]
@@ -280,7 +316,9 @@ def _judge(config: SamplerConfig, program: Program, target: int, inputs: list[tu
         outputs = [live.evaluate(xs) for xs in inputs]
     except (ValueError, TypeError, ArithmeticError):  # e.g. a Select comparing an undefined (None) value
         return "eval_error"
-    if all(list(out) == list(xs) for out, xs in zip(outputs, inputs)) or all(list(out) == list(range(len(xs))) for out, xs in zip(outputs, inputs)):
+    if all(list(out) == list(xs) for out, xs in zip(outputs, inputs)) or all(
+        list(out) == list(range(len(xs))) for out, xs in zip(outputs, inputs)
+    ):
         return "identity"
     flat = [v for out in outputs for v in out]
     if sum(v is None for v in flat) > config.max_undefined_fraction * len(flat):
@@ -297,7 +335,9 @@ def _reads_tokens(program: Program) -> bool:
 
 def histograms(programs: Sequence[Program]) -> dict[str, collections.Counter]:
     """Realised marginals: op kinds, encodings, predicates, functions, ops per program."""
-    h: dict[str, collections.Counter] = {k: collections.Counter() for k in ("ops per program", "op kind", "encoding", "predicate", "function")}
+    h: dict[str, collections.Counter] = {
+        k: collections.Counter() for k in ("ops per program", "op kind", "encoding", "predicate", "function")
+    }
     for p in programs:
         h["ops per program"][p.n_ops] += 1
         for op in p.ops:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from metamodels.rasp import canonical, functions, layers
 from metamodels.rasp.program import INPUTS, Op, Program
@@ -77,9 +77,16 @@ def _ids_of(tokens: tuple[str, ...]) -> dict[str, int]:
 def default_vocabulary() -> Vocabulary:
     """SPECIAL, inputs, sop_0..sop_31, encodings, op kinds, predicates, functions, coefficients."""
     return Vocabulary(
-        SPECIAL + INPUTS + tuple(f"sop_{i}" for i in range(MAX_VARS)) + ENCODINGS + ATTN_OPS + MLP_OPS
-        + functions.PREDICATES + tuple(f"fn:{name}" for name in functions.FUNCTIONS) + tuple(_coeff_token(c) for c in COEFFS)
-    )  # fmt: skip
+        SPECIAL
+        + INPUTS
+        + tuple(f"sop_{i}" for i in range(MAX_VARS))
+        + ENCODINGS
+        + ATTN_OPS
+        + MLP_OPS
+        + functions.PREDICATES
+        + tuple(f"fn:{name}" for name in functions.FUNCTIONS)
+        + tuple(_coeff_token(c) for c in COEFFS)
+    )
 
 
 VOCAB = default_vocabulary()
@@ -104,7 +111,9 @@ def tokenize_strings(program: Program) -> list[str]:
     sublayer = layers.assign_sublayers(program)
     n_sublayers = 2 * layers.n_layers(program)
     if program.n_ops > MAX_VARS or n_sublayers > MAX_SUBLAYERS:
-        raise ValueError(f"program too large to tokenize: {program.n_ops} ops (max {MAX_VARS}), {n_sublayers} sublayers (max {MAX_SUBLAYERS})")
+        raise ValueError(
+            f"program too large to tokenize: {program.n_ops} ops (max {MAX_VARS}), {n_sublayers} sublayers (max {MAX_SUBLAYERS})"
+        )
     out = ["BOS"]
     for s in range(n_sublayers):
         for op in program.ops:
@@ -282,7 +291,15 @@ class Grammar:
         elif kind == "SequenceMap":
             ops = [Op(name, "SequenceMap", (slots[1], slots[2]), encoding, fn=slots[0][3:])]  # type: ignore[arg-type]
         elif kind == "LinearSequenceMap":
-            ops = [Op(name, "LinearSequenceMap", (slots[0], slots[1]), encoding, coeffs=(float(slots[2][2:]), float(slots[3][2:])))]  # type: ignore[arg-type]
+            ops = [
+                Op(
+                    name,
+                    "LinearSequenceMap",
+                    (slots[0], slots[1]),
+                    encoding,
+                    coeffs=(float(slots[2][2:]), float(slots[3][2:])),
+                )
+            ]  # type: ignore[arg-type]
         else:
             select = Op(f"sel_{name.removeprefix('sop_')}", "Select", (slots[0], slots[1]), None, predicate=slots[2])
             args = (select.name, slots[3]) if kind == "SelectAggregate" else (select.name,)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 Value = object
 Arity = Literal[1, 2]

@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-from typing import Literal, Sequence, get_args
+from collections.abc import Sequence
+from typing import Literal, get_args
 
 from tracr.rasp import rasp
 
@@ -60,7 +61,9 @@ class Op:
         if (self.kind == "Select") != (self.predicate is not None):
             raise ValueError(f"{self.name}: a predicate is required for Select only")
         if self.predicate is not None and self.predicate not in functions.PREDICATES:
-            raise ValueError(f"{self.name}: unknown predicate {self.predicate!r}; expected one of {functions.PREDICATES}")
+            raise ValueError(
+                f"{self.name}: unknown predicate {self.predicate!r}; expected one of {functions.PREDICATES}"
+            )
         if (self.kind == "LinearSequenceMap") != (self.coeffs is not None):
             raise ValueError(f"{self.name}: coefficients are required for LinearSequenceMap only")
 
@@ -87,7 +90,13 @@ class Program:
         for op in self.ops:
             if not op.name.isidentifier() or op.name in kinds:
                 raise ValueError(f"variable {op.name!r} is not a fresh identifier")
-            wanted = ("selector", "sop") if op.kind == "Aggregate" else ("selector",) if op.kind == "SelectorWidth" else ("sop", "sop")
+            wanted = (
+                ("selector", "sop")
+                if op.kind == "Aggregate"
+                else ("selector",)
+                if op.kind == "SelectorWidth"
+                else ("sop", "sop")
+            )
             for arg, want in zip(op.args, wanted):
                 if arg not in kinds:
                     raise ValueError(f"{op.name}: argument {arg!r} is not defined before use")

@@ -151,7 +151,10 @@ def _parse_op(name: str, value: ast.expr) -> Op:
         if isinstance(e, ProgramSyntaxError):
             raise
         raise _error(value, str(e)) from None
-    raise _error(value, f"unknown operation {kind!r}; expected Map, SequenceMap, LinearSequenceMap, Select, Aggregate or SelectorWidth")
+    raise _error(
+        value,
+        f"unknown operation {kind!r}; expected Map, SequenceMap, LinearSequenceMap, Select, Aggregate or SelectorWidth",
+    )
 
 
 def _names(args: list[ast.expr], call: ast.expr) -> tuple[str, ...]:
@@ -174,5 +177,7 @@ def _number(node: ast.expr) -> float:
 def _predicate(node: ast.expr) -> str:
     name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
     if name not in functions.PREDICATES:
-        raise _error(node, f"unknown predicate {ast.unparse(node)!r}; expected one of {', '.join(functions.PREDICATES)}")
+        raise _error(
+            node, f"unknown predicate {ast.unparse(node)!r}; expected one of {', '.join(functions.PREDICATES)}"
+        )
     return name  # type: ignore[return-value]
