@@ -39,6 +39,7 @@ from tracr.utils import errors
 
 from metamodels import compiled
 from metamodels.compiled import CompiledModel, CompileSettings, Value
+from metamodels.rasp import program as program_module
 from metamodels.rasp import text
 from metamodels.rasp.program import Program
 
@@ -73,11 +74,11 @@ def settings_for(
     mlp_exactness: int | None = None,
 ) -> CompileSettings:
     """Validated compile settings; ``mlp_exactness=None`` picks 100, or 1000 from length 10 on (trap 1)."""
+    if not all(isinstance(v, (int, float, str)) for v in vocab):
+        raise ValueError(f"vocab tokens must be int, float or str, got {list(vocab)!r}")
     values = tuple(sorted(set(vocab), key=lambda v: (type(v).__name__, v)))
     if not values:
         raise ValueError("vocab must contain at least one token")
-    if not all(isinstance(v, (int, float, str)) for v in values):
-        raise ValueError(f"vocab tokens must be int, float or str, got {values!r}")
     if not isinstance(max_seq_len, int) or max_seq_len < 1:
         raise ValueError(f"max_seq_len must be a positive integer, got {max_seq_len!r}")
     if mlp_exactness is None:
@@ -89,17 +90,20 @@ def settings_for(
 
 
 def validate(program: Program | rasp.SOp, inputs: Sequence[Sequence[Value]] = ()) -> list[CompileFailure]:
-    """Tracr's static checks, and Tracr's dynamic checks on each of ``inputs``."""
+    """Tracr's static checks, then its dynamic checks on each of ``inputs`` (first failure per op)."""
     sop = program.to_rasp() if isinstance(program, Program) else program
     failures = [_failure(u) for u in validating.static_validate(sop)]
-    seen: set[tuple[str, str]] = set()
     for xs in inputs:
-        for unsupported in validating.dynamic_validate(sop, list(xs)):
-            failure = _failure(unsupported)
-            if (failure.op, failure.reason.split(" But")[0]) not in seen:
-                seen.add((failure.op, failure.reason.split(" But")[0]))
-                failures.append(failure)
+        evaluator = _MemoValidator()
+        evaluator.evaluate(sop, list(xs))
+        for unsupported in evaluator.unsupported_exprs:
+            if all(f.op != unsupported.expr.name for f in failures):
+                failures.append(_failure(unsupported))
     return failures
+
+
+class _MemoValidator(program_module.Memoized, validating.DynamicValidationEvaluator):
+    """Tracr's dynamic validation, memoized."""
 
 
 def _failure(unsupported: validating.TracrUnsupportedExpr) -> CompileFailure:
@@ -116,7 +120,7 @@ def compile_program(
 ) -> CompiledModel:
     """Compile a program (or a Tracr ``rasp`` expression) to transformer weights.
 
-    Raises :class:`CompileError` naming each operation Tracr cannot compile and
+    Raises :class:`CompileError` naming the operation Tracr cannot compile and
     why, and ValueError for bad settings.
     """
     result = try_compile(program, settings_for(vocab, max_seq_len, causal=causal, mlp_exactness=mlp_exactness))

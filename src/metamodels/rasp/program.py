@@ -135,7 +135,28 @@ class Program:
 
     def evaluate(self, xs: Sequence[object]) -> list[object]:
         """Reference semantics: Tracr's ``rasp.evaluate`` on one input sequence."""
-        return rasp.evaluate(self.to_rasp(), list(xs))  # type: ignore[return-value]
+        return MemoEvaluator().evaluate(self.to_rasp(), list(xs))  # type: ignore[return-value]
+
+
+class Memoized:
+    """Mixin for Tracr evaluators: compute each shared sub-expression once per call.
+
+    Tracr's own recursion re-evaluates a sub-expression once per path to it,
+    which is exponential in the depth of a DAG. Use one instance per input.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._memo: dict[int, object] = {}
+
+    def evaluate(self, expr: rasp.RASPExpr, xs: Sequence[object]):
+        if id(expr) not in self._memo:
+            self._memo[id(expr)] = super().evaluate(expr, xs)  # type: ignore[misc]
+        return self._memo[id(expr)]
+
+
+class MemoEvaluator(Memoized, rasp.DefaultRASPEvaluator):
+    """Tracr's reference evaluator, memoized."""
 
 
 @functools.lru_cache(maxsize=4096)

@@ -1,0 +1,171 @@
+"""Parquet storage of (program, compiled weights) examples: schema, shards, manifest.
+
+One row per example (see ``SCHEMA``). Weights are a list of
+``{name, shape, data}`` structs (float32, row-major), so any Parquet reader
+(pyarrow, pandas, ``datasets.load_dataset("parquet", ...)``) sees named arrays
+with their shapes; values of mixed type (vocabularies, decoding tables, battery
+inputs/outputs) are JSON strings. A directory holds ``shard_NNNNNN.parquet``
+files, each written atomically (temporary file, then rename), and
+``manifest.json``, rewritten atomically after every shard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from metamodels.compiled import CompiledModel, CompileSettings
+
+WEIGHT = pa.struct([("name", pa.string()), ("shape", pa.list_(pa.int32())), ("data", pa.list_(pa.float32()))])
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("seed", pa.int64()),
+        ("index", pa.int64()),
+        ("canonical_hash", pa.string()),
+        ("fingerprint", pa.string()),
+        ("split", pa.string()),
+        ("program", pa.string()),
+        ("tokens", pa.list_(pa.int16())),
+        ("vocab_version", pa.string()),
+        ("n_ops", pa.int16()),
+        ("n_layers", pa.int16()),
+        ("d_model", pa.int32()),
+        ("n_params", pa.int64()),
+        ("vocab", pa.string()),
+        ("max_seq_len", pa.int16()),
+        ("causal", pa.bool_()),
+        ("mlp_exactness", pa.int32()),
+        ("weights", pa.list_(WEIGHT)),
+        ("model_config", pa.string()),
+        ("battery_inputs", pa.string()),
+        ("battery_outputs", pa.string()),
+        ("provenance", pa.string()),
+    ]
+)
+MANIFEST = "manifest.json"
+
+
+class StoreError(ValueError):
+    """A dataset file that is missing, partial or malformed; names the file."""
+
+
+def shard_name(k: int) -> str:
+    return f"shard_{k:06d}.parquet"
+
+
+def model_row(model: CompiledModel) -> dict:
+    """The columns that hold a compiled model (weights, settings, metadata)."""
+    s = model.settings
+    config = {
+        "n_layers": model.n_layers, "n_heads": model.n_heads, "key_size": model.key_size, "mlp_hidden": model.mlp_hidden,
+        "input_values": list(model.input_values), "output_encoding": model.output_encoding,
+        "output_values": list(model.output_values), "residual_labels": list(model.residual_labels),
+        "layer_of": model.layer_of, "bos": s.bos, "pad": s.pad,
+    }  # fmt: skip
+    return {
+        "n_layers": model.n_layers,
+        "d_model": model.d_model,
+        "n_params": model.n_params,
+        "vocab": json.dumps(list(s.vocab)),
+        "max_seq_len": s.max_seq_len,
+        "causal": s.causal,
+        "mlp_exactness": s.mlp_exactness,
+        "weights": [{"name": k, "shape": list(v.shape), "data": v.ravel().tolist()} for k, v in model.params.items()],
+        "model_config": json.dumps(config),
+    }
+
+
+def model_from_row(row: dict) -> CompiledModel:
+    """Rebuild the CompiledModel stored in a row (as read by pyarrow's ``to_pylist``)."""
+    config = json.loads(row["model_config"])
+    settings = CompileSettings(
+        vocab=tuple(json.loads(row["vocab"])), max_seq_len=int(row["max_seq_len"]), causal=bool(row["causal"]),
+        mlp_exactness=int(row["mlp_exactness"]), bos=config["bos"], pad=config["pad"],
+    )  # fmt: skip
+    params = {w["name"]: np.asarray(w["data"], dtype=np.float32).reshape(w["shape"]) for w in row["weights"]}
+    return CompiledModel(
+        params=params, settings=settings, n_layers=config["n_layers"], n_heads=config["n_heads"],
+        key_size=config["key_size"], mlp_hidden=config["mlp_hidden"], input_values=tuple(config["input_values"]),
+        output_encoding=config["output_encoding"], output_values=tuple(config["output_values"]),
+        residual_labels=tuple(config["residual_labels"]), layer_of=config["layer_of"], program_text=row["program"],
+    )  # fmt: skip
+
+
+def write_shard(directory: Path, k: int, rows: Sequence[dict]) -> Path:
+    """Write rows atomically as shard k; returns its path."""
+    path = directory / shard_name(k)
+    tmp = directory / f".{shard_name(k)}.tmp"
+    pq.write_table(pa.Table.from_pylist(list(rows), schema=SCHEMA), tmp, compression="zstd")
+    os.replace(tmp, path)
+    return path
+
+
+def read_shard(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
+    """Read one shard, checking it is a complete Parquet file with our schema."""
+    try:
+        table = pq.read_table(path, columns=list(columns) if columns else None)
+    except (OSError, pa.ArrowInvalid) as e:
+        raise StoreError(f"{path}: not a readable Parquet shard ({e})") from None
+    missing = [f.name for f in SCHEMA if (columns is None or f.name in columns) and f.name not in table.schema.names]
+    if missing:
+        raise StoreError(f"{path}: missing columns {missing}")
+    return table
+
+
+def write_manifest(directory: Path, manifest: dict) -> None:
+    tmp = directory / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    os.replace(tmp, directory / MANIFEST)
+
+
+def read_manifest(directory: Path) -> dict | None:
+    """The manifest, or None for a directory without one; StoreError if it is malformed."""
+    path = directory / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+        manifest["shards"], manifest["config"]  # noqa: B018 - required keys
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise StoreError(f"{path}: malformed manifest ({type(e).__name__}: {e})") from None
+    return manifest
+
+
+def shard_paths(directory: Path) -> list[Path]:
+    """Committed shards, from the manifest, each checked to exist."""
+    manifest = read_manifest(Path(directory))
+    if manifest is None:
+        raise StoreError(f"{directory}: no {MANIFEST}; not a dataset directory (build one with `metamodels dataset build`)")
+    paths = [Path(directory) / s["file"] for s in manifest["shards"]]
+    for p in paths:
+        if not p.is_file():
+            raise StoreError(f"{p}: listed in the manifest but missing")
+    return paths
+
+
+def iter_rows(directory: Path, split: str | None = None, columns: Sequence[str] | None = None) -> Iterator[dict]:
+    """Rows of a dataset directory (optionally one split), shard by shard."""
+    for path in shard_paths(Path(directory)):
+        table = read_shard(path, columns)
+        for row in table.to_pylist():
+            if split is None or row.get("split") == split:
+                yield row
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardRecord:
+    """A manifest entry: the shard file, its row count and the sample indices it covers."""
+
+    file: str
+    rows: int
+    first_index: int
+    end_index: int
+    drops: dict[str, int]
