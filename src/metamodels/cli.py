@@ -8,6 +8,7 @@ with status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -100,6 +101,48 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ops", type=_range, default=(4, 6), help="operations of the sampled program (default 4-6)")
 
     p = sub.add_parser(
+        "dataset",
+        help="build and inspect (program, weights) datasets",
+        description="Datasets of compiled programs in sharded Parquet.",
+    )
+    dsub = p.add_subparsers(dest="dataset_command", required=True)
+    b = dsub.add_parser(
+        "build",
+        help="build (or resume) a dataset",
+        description="Sample, compile, check and store N deduplicated examples as Parquet shards. Running the same command again resumes an interrupted build.",
+    )
+    b.add_argument("out", type=Path, help="output directory")
+    b.add_argument("--n", type=int, required=True, help="number of examples to store")
+    b.add_argument("--ops", type=_range, default=(1, 9), help="operations per program, N or A-B (default 1-9)")
+    b.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    b.add_argument(
+        "--vocab-size",
+        type=_range,
+        default=(5, 5),
+        help="vocabulary size (1..size), fixed or A-B drawn per example (default 5)",
+    )
+    b.add_argument(
+        "--max-seq-len", type=_range, default=(5, 5), help="maximum length, fixed or A-B drawn per example (default 5)"
+    )
+    b.add_argument(
+        "--workers", type=int, default=max(1, (os.cpu_count() or 1)), help="local worker processes (default: all cores)"
+    )
+    b.add_argument(
+        "--ray", metavar="ADDRESS", help="run on an existing Ray cluster (e.g. 'auto' or 'ray://host:10001')"
+    )
+    b.add_argument("--shard-size", type=int, default=250, help="sample indices per shard (default 250)")
+    b.add_argument("--max-params", type=int, default=65536, help="drop models with more weights (default 65536)")
+    b.add_argument("--max-tokens", type=int, default=128, help="drop programs with more tokens (default 128)")
+    b.add_argument("--max-layers", type=int, default=10, help="drop models with more layers (default 10)")
+    st = dsub.add_parser(
+        "stats",
+        help="tables and plots of a dataset",
+        description="Print a dataset's statistics and write PNG plots (paper 000, Figures 6-7).",
+    )
+    st.add_argument("directory", type=Path, help="dataset directory")
+    st.add_argument("--plot", type=Path, help="PNG file for the plots (default DIRECTORY/stats.png)")
+
+    p = sub.add_parser(
         "run",
         help="run a model file on one input",
         description="Run a compiled model on one input sequence and print the decoded output.",
@@ -115,7 +158,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"sample": _sample, "compile": _compile, "run": _run, "demo": _demo}[args.command](args)
+        commands = {"sample": _sample, "compile": _compile, "run": _run, "demo": _demo, "dataset": _dataset}
+        return commands[args.command](args)
     except (ValueError, OSError) as e:  # user mistakes: our errors are ValueErrors that say what to fix
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -183,6 +227,26 @@ def _read_program(path: Path):
         return text.parse_program(source)
     except text.ProgramSyntaxError as e:
         raise ValueError(f"{path}: {e}") from None
+
+
+def _dataset(args: argparse.Namespace) -> int:
+    from metamodels.dataset import build, examples, stats
+
+    if args.dataset_command == "stats":
+        print(stats.report(args.directory, args.plot or args.directory / "stats.png"))
+        return 0
+    config = examples.BuildConfig(
+        n=args.n, seed=args.seed, min_ops=args.ops[0], max_ops=args.ops[1], vocab_size=args.vocab_size,
+        max_seq_len=args.max_seq_len, shard_size=args.shard_size, max_params=args.max_params,
+        max_tokens=args.max_tokens, max_layers=args.max_layers,
+    )  # fmt: skip
+    report = build.build_dataset(args.out, config, workers=args.workers, ray_address=args.ray, progress=True)
+    rate = (report.rows / report.seconds) if report.seconds else 0.0
+    print(
+        f"{args.out}: {report.rows} examples in {report.shards} shards ({report.seconds:.0f} s this run, {rate:.1f} examples/s)"
+    )
+    _table("dropped (all runs)", {k: report.drops.get(k, 0) for k in examples.DROPS})
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -143,7 +143,9 @@ def shard_paths(directory: Path) -> list[Path]:
     """Committed shards, from the manifest, each checked to exist."""
     manifest = read_manifest(Path(directory))
     if manifest is None:
-        raise StoreError(f"{directory}: no {MANIFEST}; not a dataset directory (build one with `metamodels dataset build`)")
+        raise StoreError(
+            f"{directory}: no {MANIFEST}; not a dataset directory (build one with `metamodels dataset build`)"
+        )
     paths = [Path(directory) / s["file"] for s in manifest["shards"]]
     for p in paths:
         if not p.is_file():

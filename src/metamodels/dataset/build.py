@@ -1,0 +1,207 @@
+"""build_dataset: sample -> compile -> check -> deduplicate -> split -> write shards.
+
+Shards are computed in parallel (a local process pool, or Ray tasks on an
+existing cluster) and committed strictly in order, so deduplication and the
+target count are decided exactly as in a serial run. Each shard is written
+atomically and recorded in the manifest; a killed build resumes from the
+manifest and produces the same rows as an uninterrupted one.
+
+Splits are assigned by functional fingerprint (settings + outputs on the
+battery), which implies the canonical hash: a program and every program that
+computes the same function at the same settings fall in one split, so no
+training example equals a test program by hash or by behaviour. Examples equal
+to a ``lib`` program (by canonical hash or fingerprint) are dropped.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import functools
+import multiprocessing
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from tqdm import tqdm
+
+from metamodels import modelfile
+from metamodels.dataset import examples, lib, store
+from metamodels.rasp import canonical
+
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildReport:
+    """What a build did: rows stored, shards, every drop counted by reason, wall time."""
+
+    rows: int
+    shards: int
+    drops: dict[str, int]
+    seconds: float
+    resumed_from_shard: int
+
+
+def provenance() -> dict:
+    """Package versions and the git commit of the code that builds."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=Path(__file__).parent
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {**modelfile.versions(), "git_commit": commit or "unknown"}
+
+
+def build_dataset(
+    out_dir: str | Path,
+    config: examples.BuildConfig,
+    *,
+    workers: int = 1,
+    ray_address: str | None = None,
+    progress: bool = False,
+    stop_after_shards: int | None = None,
+) -> BuildReport:
+    """Build (or resume) the dataset ``config`` describes in ``out_dir``.
+
+    ``stop_after_shards`` stops after committing that many new shards (for
+    tests of resumption). Raises ValueError if ``out_dir`` holds a different build.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = _open_manifest(out, config)
+    committed = manifest["shards"]
+    seen = {
+        h for rec in committed for h in store.read_shard(out / rec["file"], ["canonical_hash"]).column(0).to_pylist()
+    }
+    drops = collections.Counter({k: v for rec in committed for k, v in rec["drops"].items()})
+    total = sum(rec["rows"] for rec in committed)
+    started, first_new = time.perf_counter(), len(committed)
+    lib_hashes = {canonical.canonical_hash(p) for p in lib.lib_programs().values()}
+    results = _shard_results(config, first_new, workers, ray_address)
+    with tqdm(total=config.n, initial=total, desc="building", unit="ex", disable=not progress) as bar:
+        while total < config.n and (stop_after_shards is None or len(committed) - first_new < stop_after_shards):
+            k, (candidates, start, end) = next(results)
+            rows, shard_drops = [], examples.count_drops(candidates)
+            for row in (c for c in candidates if isinstance(c, dict)):
+                reason = _keep(row, seen, lib_hashes, total + len(rows), config.n)
+                if reason:
+                    shard_drops[reason] += 1
+                    continue
+                seen.add(row["canonical_hash"])
+                rows.append({**row, "split": _split(row["fingerprint"], config)})
+            store.write_shard(out, k, rows)
+            record = {"file": store.shard_name(k), "rows": len(rows), "first_index": start, "end_index": end}
+            committed.append({**record, "drops": dict(shard_drops)})
+            total += len(rows)
+            drops.update(shard_drops)
+            manifest["complete"] = total >= config.n
+            store.write_manifest(out, manifest)
+            bar.update(len(rows))
+    results.close()  # cancels work computed ahead
+    return BuildReport(total, len(committed), dict(drops), time.perf_counter() - started, first_new)
+
+
+def _open_manifest(out: Path, config: examples.BuildConfig) -> dict:
+    manifest = store.read_manifest(out)
+    wanted = dataclasses.asdict(config)
+    if manifest is None:
+        if any(out.glob("shard_*.parquet")):
+            raise ValueError(f"{out}: holds shards but no manifest; use an empty directory")
+        return {
+            "format_version": FORMAT_VERSION,
+            "config": wanted,
+            "shards": [],
+            "complete": False,
+            "provenance": provenance(),
+        }
+    stored = {k: tuple(v) if isinstance(v, list) else v for k, v in manifest["config"].items()}
+    if stored != {k: tuple(v) if isinstance(v, list) else v for k, v in wanted.items()}:
+        raise ValueError(f"{out}: holds a build with different settings {manifest['config']}; use another directory")
+    for rec in manifest["shards"]:
+        if not (out / rec["file"]).is_file():
+            raise store.StoreError(f"{out / rec['file']}: listed in the manifest but missing")
+    return manifest
+
+
+def _keep(row: dict, seen: set[str], lib_hashes: set[str], kept: int, n: int) -> str | None:
+    """Drop reason for a candidate row at this point of the ordered commit, or None to keep it."""
+    if row["canonical_hash"] in seen:
+        return "duplicate"
+    if row["canonical_hash"] in lib_hashes or row["fingerprint"] in _lib_fingerprints(row["vocab"], row["max_seq_len"]):
+        return "lib_leak"
+    if kept >= n:
+        return "beyond_target"
+    return None
+
+
+@functools.cache
+def _lib_fingerprints(vocab_json: str, max_seq_len: int) -> frozenset[str]:
+    """Fingerprints of the lib programs at one example's settings (their function on its battery)."""
+    import json
+
+    from metamodels.sampling import SamplerConfig
+
+    sampler = SamplerConfig(vocab=tuple(json.loads(vocab_json)), max_seq_len=max_seq_len)
+    out = set()
+    for program in lib.lib_programs().values():
+        try:
+            outputs = [program.evaluate(xs) for xs in sampler.battery]
+        except (ValueError, TypeError, ArithmeticError):
+            continue
+        out.add(examples.fingerprint((sampler.vocab, sampler.max_seq_len, False), outputs))
+    return frozenset(out)
+
+
+def _split(fingerprint: str, config: examples.BuildConfig) -> str:
+    bucket = int(fingerprint[:8], 16) % 1000
+    return (
+        "test"
+        if bucket < config.test_permille
+        else "val"
+        if bucket < config.test_permille + config.val_permille
+        else "train"
+    )
+
+
+def _shard_results(
+    config: examples.BuildConfig, first: int, workers: int, ray_address: str | None
+) -> Iterator[tuple[int, tuple]]:
+    """(k, make_shard result) for k = first, first+1, ..., computed ahead in parallel, yielded in order."""
+    prov = provenance()
+    if ray_address is not None:
+        import ray
+
+        ray.init(address=ray_address, ignore_reinit_error=True, log_to_driver=False)
+        remote = ray.remote(examples.make_shard)
+        yield from _in_order(first, lambda k: remote.remote(config, k, prov), ray.get, ahead=max(2, 2 * workers))
+        return
+    if workers <= 1:
+        for k in _count(first):
+            yield k, examples.make_shard(config, k, prov)
+        return
+    context = multiprocessing.get_context("spawn")  # JAX is multithreaded: never fork it
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
+    try:
+        yield from _in_order(
+            first, lambda k: pool.submit(examples.make_shard, config, k, prov), lambda f: f.result(), ahead=2 * workers
+        )
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _in_order(first: int, submit: Callable, result: Callable, ahead: int) -> Iterator[tuple[int, tuple]]:
+    pending = collections.deque((k, submit(k)) for k in range(first, first + ahead))
+    while pending:
+        k, handle = pending.popleft()
+        pending.append((k + ahead, submit(k + ahead)))
+        yield k, result(handle)
+
+
+def _count(start: int) -> Iterator[int]:
+    while True:
+        yield start
+        start += 1

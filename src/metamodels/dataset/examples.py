@@ -1,0 +1,124 @@
+"""One dataset example: sample -> compile -> differential check -> row (runs in workers).
+
+``make_shard(config, k)`` produces the candidate rows for the sample indices of
+shard k, each either a row or a drop reason; which of them are kept (dedup,
+leakage, the target count) is decided in order by the orchestrator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections import Counter
+
+import numpy as np
+
+from metamodels import compiler, forward, tokens
+from metamodels.dataset import store
+from metamodels.rasp import canonical, text
+from metamodels.sampling import SamplerConfig, sample
+
+DROPS: tuple[str, ...] = (
+    "sampler_exhausted", "compile_failed", "differential_mismatch", "too_many_params", "too_many_tokens",
+    "too_many_layers", "duplicate", "lib_leak", "beyond_target",
+)  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildConfig:
+    """Everything that determines a dataset's contents (stored in its manifest).
+
+    Compile settings are fixed (``vocab_size``/``max_seq_len`` as (a, a)) or drawn
+    per example uniformly from the inclusive ranges; the vocabulary is 1..size.
+    """
+
+    n: int
+    seed: int = 0
+    min_ops: int = 1
+    max_ops: int = 9
+    vocab_size: tuple[int, int] = (5, 5)
+    max_seq_len: tuple[int, int] = (5, 5)
+    shard_size: int = 250
+    max_params: int = 65536
+    max_tokens: int = 128
+    max_layers: int = 10
+    val_permille: int = 10
+    test_permille: int = 10
+
+    def __post_init__(self) -> None:
+        if self.n < 1 or self.shard_size < 1:
+            raise ValueError(f"n and shard_size must be positive, got n={self.n}, shard_size={self.shard_size}")
+        for name in ("vocab_size", "max_seq_len"):
+            lo, hi = getattr(self, name)
+            if not 1 <= lo <= hi:
+                raise ValueError(f"{name} range must satisfy 1 <= a <= b, got {lo}-{hi}")
+        SamplerConfig(min_ops=self.min_ops, max_ops=self.max_ops)  # validates the op range
+
+    def sampler(self, index: int) -> SamplerConfig:
+        """The sampler configuration (with this example's compile settings) of sample ``index``."""
+        rng = np.random.default_rng([self.seed, index, 1])
+        size = int(rng.integers(self.vocab_size[0], self.vocab_size[1] + 1))
+        length = int(rng.integers(self.max_seq_len[0], self.max_seq_len[1] + 1))
+        return SamplerConfig(
+            vocab=tuple(range(1, size + 1)), max_seq_len=length, min_ops=self.min_ops, max_ops=self.max_ops
+        )
+
+
+def fingerprint(settings_key: tuple, outputs: list[list]) -> str:
+    """Digest of a program's function: settings plus outputs on the battery (bools as ints, floats rounded)."""
+
+    def norm(v):
+        return int(v) if isinstance(v, bool) else round(v, 6) if isinstance(v, float) else v
+
+    payload = json.dumps([list(settings_key), [[norm(v) for v in out] for out in outputs]], default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def make_shard(config: BuildConfig, k: int, provenance: dict) -> tuple[list[dict | str], int, int]:
+    """Candidates for sample indices [k*S, (k+1)*S): a row dict or a drop reason each."""
+    start, end = k * config.shard_size, (k + 1) * config.shard_size
+    return [make_example(config, index, provenance) for index in range(start, end)], start, end
+
+
+def make_example(config: BuildConfig, index: int, provenance: dict) -> dict | str:
+    """Row of sample ``index``, or the reason it is dropped."""
+    sampler = config.sampler(index)
+    try:
+        program = sample(sampler, config.seed, index).program
+    except RuntimeError:
+        return "sampler_exhausted"
+    model = compiler.try_compile(program, compiler.settings_for(sampler.vocab, sampler.max_seq_len))
+    if isinstance(model, compiler.CompileFailure):
+        return "compile_failed"
+    ids = tokens.tokenize(program)
+    if model.n_params > config.max_params:
+        return "too_many_params"
+    if len(ids) > config.max_tokens:
+        return "too_many_tokens"
+    if model.n_layers > config.max_layers:
+        return "too_many_layers"
+    inputs = sampler.battery
+    expected = [program.evaluate(xs) for xs in inputs]
+    if not all(forward.outputs_match(got, want) for got, want in zip(forward.run(model, inputs), expected)):
+        return "differential_mismatch"
+    settings = (sampler.vocab, sampler.max_seq_len, False)
+    return {
+        "id": f"{config.seed}-{index}",
+        "seed": config.seed,
+        "index": index,
+        "canonical_hash": canonical.canonical_hash(program),
+        "fingerprint": fingerprint(settings, expected),
+        "program": text.format_program(program),
+        "tokens": ids,
+        "vocab_version": tokens.VOCAB.version,
+        "n_ops": program.n_ops,
+        **store.model_row(model),
+        "battery_inputs": json.dumps([list(xs) for xs in inputs]),
+        "battery_outputs": json.dumps(expected),
+        "provenance": json.dumps(provenance),
+    }
+
+
+def count_drops(candidates: list[dict | str]) -> Counter:
+    return Counter(c for c in candidates if isinstance(c, str))

@@ -1,0 +1,94 @@
+"""Dataset statistics: a text table and PNG plots like paper 000, Figures 6-7."""
+
+from __future__ import annotations
+
+import collections
+import json
+from pathlib import Path
+
+import numpy as np
+
+from metamodels import tokens
+from metamodels.dataset import store
+
+COLUMNS = ("split", "n_ops", "n_layers", "n_params", "tokens", "vocab", "max_seq_len")
+
+
+def collect(directory: Path) -> dict[str, collections.Counter]:
+    """Histograms over the whole dataset, read column-wise (no weights loaded)."""
+    h: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    names = tokens.VOCAB.tokens
+    for path in store.shard_paths(Path(directory)):
+        table = store.read_shard(path, COLUMNS).to_pydict()
+        for i in range(table["split"].__len__()):
+            h["split"][table["split"][i]] += 1
+            h["ops per program"][table["n_ops"][i]] += 1
+            h["layers"][table["n_layers"][i]] += 1
+            h["parameters (log2 bucket)"][int(np.log2(max(1, table["n_params"][i])))] += 1
+            h["program tokens (bucket of 10)"][len(table["tokens"][i]) // 10 * 10] += 1
+            h["vocab size x max_seq_len"][f"{len(json.loads(table['vocab'][i]))}x{table['max_seq_len'][i]}"] += 1
+            strings = [names[t] for t in table["tokens"][i]]
+            for j, t in enumerate(strings):
+                if t in tokens.ATTN_OPS or t in tokens.MLP_OPS:
+                    h["op kind"][t] += 1
+                    h["encoding"][f"{t}:{strings[j - 1]}"] += 1
+                elif t in ("EQ", "NEQ", "LT", "LEQ", "GT", "GEQ", "TRUE", "FALSE"):
+                    h["predicate"][t] += 1
+                elif t.startswith("fn:"):
+                    h["function"][t[3:]] += 1
+    return dict(h)
+
+
+def report(directory: Path, plot_path: Path | None) -> str:
+    """The statistics as text; writes the plots to ``plot_path`` when given."""
+    manifest = store.read_manifest(Path(directory)) or {}
+    h = collect(directory)
+    drops = collections.Counter()
+    for rec in manifest.get("shards", []):
+        drops.update(rec["drops"])
+    lines = [
+        f"{directory}: {sum(h['split'].values())} examples, {len(manifest.get('shards', []))} shards, complete: {manifest.get('complete')}"
+    ]
+    for title, counter in [*h.items(), ("dropped", drops)]:
+        total = sum(counter.values()) or 1
+        lines.append(f"\n{title}:")
+        for key, count in sorted(
+            counter.items(), key=lambda kv: (str(type(kv[0])), kv[0]) if title != "function" else (-kv[1], kv[0])
+        ):
+            lines.append(f"  {str(key):<28} {count:>8}  {100 * count / total:5.1f}%")
+    if plot_path is not None:
+        _plot(h, Path(plot_path))
+        lines.append(f"\nplots: {plot_path}")
+    return "\n".join(lines)
+
+
+def _plot(h: dict[str, collections.Counter], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        "ops per program",
+        "layers",
+        "parameters (log2 bucket)",
+        "program tokens (bucket of 10)",
+        "op kind",
+        "predicate",
+        "encoding",
+        "function",
+    ]
+    fig, axes = plt.subplots(2, 4, figsize=(20, 8))
+    for ax, title in zip(axes.ravel(), panels):
+        counter = h.get(title, collections.Counter())
+        keys = (
+            sorted(counter, key=lambda k: (-counter[k], str(k)))
+            if title in ("function", "encoding")
+            else sorted(counter)
+        )
+        ax.bar([str(k) for k in keys], [counter[k] for k in keys], color="#4472c4")
+        ax.set_title(title)
+        ax.tick_params(axis="x", labelrotation=90 if len(keys) > 8 else 0, labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
