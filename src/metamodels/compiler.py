@@ -139,6 +139,9 @@ def try_compile(program: Program | rasp.SOp, settings: CompileSettings) -> Compi
         graph, sources, sink, craft_model = _craft(sop, settings)
     except (NotImplementedError, ValueError, TypeError, KeyError) as e:  # Tracr's own refusals
         return CompileFailure(op=sop.name, reason=f"{type(e).__name__}: {e}")
+    too_wide = _value_wider_than_key(craft_model, graph)
+    if too_wide is not None:
+        return too_wide
     layer_of = _layer_allocation(graph, sources)
     model = _assemble(craft_model, graph, sink, settings, layer_of)
     if isinstance(program, Program):
@@ -181,6 +184,24 @@ def _correct_mean_value_sets(graph, sink, max_seq_len: int) -> None:
         else:
             continue
         changed.add(node_id)
+
+
+def _value_wider_than_key(craft_model, graph) -> CompileFailure | None:
+    """Tracr's assembly crashes when a head's value space is wider than the layer's key size."""
+    _, _, key_size, _, _ = _config(craft_model)
+    for block in craft_model.blocks:
+        if isinstance(block, transformers.MLP):
+            continue
+        for head in block.as_multi().heads():
+            if head.w_ov.matrix.shape[1] > key_size:
+                label = head.w_ov.output_space.basis[0].name
+                name = graph.nodes[label][nodes.EXPR].name if label in graph.nodes else label
+                return CompileFailure(
+                    op=name,
+                    reason=f"its attention head moves {head.w_ov.matrix.shape[1]} values but the key size is {key_size}; "
+                    "Tracr cannot assemble a head whose value space is wider than its key space",
+                )
+    return None
 
 
 def _layer_allocation(graph, sources) -> dict[str, int]:

@@ -20,7 +20,7 @@ from metamodels.rasp import canonical, text
 from metamodels.sampling import SamplerConfig, sample
 
 DROPS: tuple[str, ...] = (
-    "sampler_exhausted", "compile_failed", "differential_mismatch", "too_many_params", "too_many_tokens",
+    "sampler_exhausted", "compile_failed", "compile_crashed", "differential_mismatch", "too_many_params", "too_many_tokens",
     "too_many_layers", "duplicate", "lib_leak", "beyond_target",
 )  # fmt: skip
 
@@ -88,7 +88,10 @@ def make_example(config: BuildConfig, index: int, provenance: dict) -> dict | st
         program = sample(sampler, config.seed, index).program
     except RuntimeError:
         return "sampler_exhausted"
-    model = compiler.try_compile(program, compiler.settings_for(sampler.vocab, sampler.max_seq_len))
+    try:
+        model = compiler.try_compile(program, compiler.settings_for(sampler.vocab, sampler.max_seq_len))
+    except Exception:  # noqa: BLE001 - a crash inside Tracr is counted (and visible in stats), not fatal to a build
+        return "compile_crashed"
     if isinstance(model, compiler.CompileFailure):
         return "compile_failed"
     ids = tokens.tokenize(program)
