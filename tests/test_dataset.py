@@ -153,3 +153,14 @@ def test_per_example_settings_are_drawn_from_ranges(tmp_path):
     rows = list(store.iter_rows(tmp_path))
     shapes = {(len(json.loads(r["vocab"])), r["max_seq_len"]) for r in rows}
     assert len(shapes) > 1 and all(3 <= v <= 6 and 4 <= n <= 7 for v, n in shapes)
+
+
+def test_stats_table_and_plots(tmp_path):
+    from metamodels.dataset import stats
+
+    text_report = stats.report(FIXTURE, tmp_path / "stats.png")
+    rows = sum(r["rows"] for r in store.read_manifest(FIXTURE)["shards"])
+    assert f"{rows} examples" in text_report
+    for section in ("ops per program", "layers", "parameters", "op kind", "predicate", "function", "dropped"):
+        assert section in text_report
+    assert (tmp_path / "stats.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -48,6 +48,14 @@ def _vocab(text: str) -> tuple:
     return values
 
 
+def _add_settings(p: argparse.ArgumentParser) -> None:
+    """The compile settings shared by commands that sample or compile one configuration."""
+    p.add_argument(
+        "--vocab", type=_vocab, default=None, help="input vocabulary, e.g. 1,2,3 or 1-5 or a,b,c (default 1-5)"
+    )
+    p.add_argument("--max-seq-len", type=int, default=None, help="maximum input length (default 5)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metamodels", description="Sample RASP programs, compile them with Tracr, run the compiled transformers."
@@ -64,10 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--seed", type=int, default=0, help="random seed; program i of seed s is always the same (default 0)"
     )
-    p.add_argument(
-        "--vocab", type=_vocab, default=None, help="input vocabulary, e.g. 1,2,3 or 1-5 or a,b,c (default 1-5)"
-    )
-    p.add_argument("--max-seq-len", type=int, default=None, help="maximum input length (default 5)")
+    _add_settings(p)
     p.add_argument(
         "--stats", action="store_true", help="print realised histograms and rejection counts instead of programs"
     )
@@ -80,10 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("program", type=Path, help="program file in readable form (see examples/)")
     p.add_argument("-o", "--out", type=Path, required=True, help="output model file (.safetensors)")
-    p.add_argument(
-        "--vocab", type=_vocab, default=None, help="input vocabulary, e.g. 1,2,3 or 1-5 or a,b,c (default 1-5)"
-    )
-    p.add_argument("--max-seq-len", type=int, default=None, help="maximum input length (default 5)")
+    _add_settings(p)
     p.add_argument("--causal", action="store_true", help="compile a causally masked model")
     p.add_argument(
         "--mlp-exactness",

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from metamodels import compiled
 from metamodels.compiled import CompiledModel, Value
 
 
@@ -41,19 +42,7 @@ def residuals(model: CompiledModel, ids: np.ndarray) -> list[np.ndarray]:
     h, k = model.n_heads, model.key_size
     mask = np.tril(np.ones((t, t), dtype=bool)) if model.settings.causal else np.ones((t, t), dtype=bool)
     for layer in range(model.n_layers):
-        p = {
-            key: model.layer(layer, key)
-            for key in (
-                "attn/query/w",
-                "attn/query/b",
-                "attn/key/w",
-                "attn/key/b",
-                "attn/value/w",
-                "attn/value/b",
-                "attn/linear/w",
-                "attn/linear/b",
-            )
-        }
+        p = {key: model.layer(layer, key) for key in compiled.LAYER_KEYS}
         q = (x @ p["attn/query/w"] + p["attn/query/b"]).reshape(b, t, h, k)
         kk = (x @ p["attn/key/w"] + p["attn/key/b"]).reshape(b, t, h, k)
         v = (x @ p["attn/value/w"] + p["attn/value/b"]).reshape(b, t, h, k)
@@ -65,8 +54,8 @@ def residuals(model: CompiledModel, ids: np.ndarray) -> list[np.ndarray]:
         attn = np.einsum("bhtT,bThd->bthd", weights, v).reshape(b, t, h * k)
         x = x + attn @ p["attn/linear/w"] + p["attn/linear/b"]
         out.append(x)
-        hidden = np.maximum(x @ model.layer(layer, "mlp/linear_1/w") + model.layer(layer, "mlp/linear_1/b"), 0)
-        x = x + hidden @ model.layer(layer, "mlp/linear_2/w") + model.layer(layer, "mlp/linear_2/b")
+        hidden = np.maximum(x @ p["mlp/linear_1/w"] + p["mlp/linear_1/b"], 0)
+        x = x + hidden @ p["mlp/linear_2/w"] + p["mlp/linear_2/b"]
         out.append(x)
     return out
 
