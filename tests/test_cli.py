@@ -77,3 +77,14 @@ def test_help_explains_every_command():
     assert result.returncode == 0
     for command in ("sample", "compile", "run"):
         assert command in result.stdout
+
+
+def test_sample_marginals_from_a_config_file(tmp_path, capsys):
+    config = tmp_path / "config.json"
+    config.write_text('{"op_weights": {"SelectorWidth": 1}, "predicate_weights": {"LT": 1}}')
+    assert cli.main(["sample", "--n", "4", "--ops", "1-2", "--config", str(config), "--stats"]) == 0
+    stats = capsys.readouterr().out
+    assert "SelectorWidth" in stats and "Map " not in stats and "EQ " not in stats
+    config.write_text('{"op_weight": {}}')
+    assert cli.main(["sample", "--config", str(config)]) == 2
+    assert "unknown sampler config field(s) ['op_weight']" in capsys.readouterr().err

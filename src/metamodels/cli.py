@@ -77,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
         "--stats", action="store_true", help="print realised histograms and rejection counts instead of programs"
     )
     p.add_argument("-o", "--out", type=Path, help="write each program to OUT/program_<index>.rasp instead of printing")
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="JSON file of SamplerConfig fields, e.g. "
+        '{"op_weights": {"Map": 1, "Aggregate": 2}, "numerical": {"Map": 0.5}, "predicate_weights": {"EQ": 1}}',
+    )
 
     p = sub.add_parser(
         "compile",
@@ -174,7 +180,8 @@ def _sample(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise ValueError(f"--n must be at least 1, got {args.n}")
     overrides = {k: v for k, v in (("vocab", args.vocab), ("max_seq_len", args.max_seq_len)) if v is not None}
-    config = sampling.SamplerConfig(min_ops=args.ops[0], max_ops=args.ops[1], **overrides)
+    from_file = sampling.config_fields(_read_json(args.config)) if args.config else {}
+    config = sampling.SamplerConfig(**{"min_ops": args.ops[0], "max_ops": args.ops[1], **from_file, **overrides})
     samples, rejected = sampling.sample_unique(config, args.n, args.seed, progress=sys.stderr.isatty() or args.n >= 50)
     if args.stats:
         print(f"{len(samples)} programs (seed {args.seed}, ops {args.ops[0]}-{args.ops[1]})")
@@ -191,6 +198,15 @@ def _sample(args: argparse.Namespace) -> int:
         else:
             print(body)
     return 0
+
+
+def _read_json(path: Path) -> object:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: cannot read JSON ({e})") from None
 
 
 def _table(title: str, counter) -> None:

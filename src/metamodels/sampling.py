@@ -108,6 +108,24 @@ class SamplerConfig:
         return battery.make_battery(self.vocab, self.max_seq_len, per_length=self.battery_per_length, seed=0)
 
 
+def config_fields(data: object) -> dict:
+    """SamplerConfig keyword arguments from JSON-style data ({name: weight} maps allowed for weights)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a sampler config must be a JSON object, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(SamplerConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown sampler config field(s) {unknown}; expected some of {sorted(known)}")
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            value = tuple((str(k), float(v)) for k, v in value.items())
+        elif isinstance(value, list):
+            value = tuple(value)
+        out[key] = value
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class Sampled:
     """One accepted program, with the (seed, index) that regenerates it and what it took."""
