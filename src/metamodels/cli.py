@@ -151,6 +151,21 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--plot", type=Path, help="PNG file for the plots (default DIRECTORY/stats.png)")
 
     p = sub.add_parser(
+        "verify",
+        help="check a program against a model file",
+        description="Run the program (RASP evaluation) and the model (forward pass) on every input (or a large random set) "
+        "and compare; then recompile the program and compare weights up to permutations. Exit status 0 if no input "
+        "refutes the program, 1 if one does.",
+    )
+    p.add_argument("program", type=Path, help="program file in readable form")
+    p.add_argument("model", type=Path, help="model file (.safetensors)")
+    p.add_argument(
+        "--inputs", type=int, default=100_000, help="exhaustive up to this many inputs, else this many random ones"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    p = sub.add_parser(
         "run",
         help="run a model file on one input",
         description="Run a compiled model on one input sequence and print the decoded output.",
@@ -166,7 +181,14 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        commands = {"sample": _sample, "compile": _compile, "run": _run, "demo": _demo, "dataset": _dataset}
+        commands = {
+            "sample": _sample,
+            "compile": _compile,
+            "run": _run,
+            "demo": _demo,
+            "dataset": _dataset,
+            "verify": _verify,
+        }
         return commands[args.command](args)
     except (ValueError, OSError) as e:  # user mistakes: our errors are ValueErrors that say what to fix
         print(f"error: {e}", file=sys.stderr)
@@ -265,6 +287,33 @@ def _dataset(args: argparse.Namespace) -> int:
     )
     _table("dropped (all runs)", {k: report.drops.get(k, 0) for k in examples.DROPS})
     return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    import json
+
+    from metamodels import modelfile, verify
+
+    program, model = _read_program(args.program), modelfile.load(args.model)
+    report = verify.verify(program, model, max_inputs=args.inputs, seed=args.seed)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=1, default=str))
+        return 1 if report.verdict == "refuted" else 0
+    how = "all" if report.exhaustive else "random"
+    print(
+        f"verdict: {report.verdict} ({report.n_inputs} inputs, {how}; {report.outside_domain} outside the program's domain)"
+    )
+    print(
+        f"positions: {report.compared_positions} compared, {report.disagreeing_positions} disagree, {report.undefined_positions} undefined in the program"
+    )
+    print("agreement by position: " + " ".join(f"{a:.3f}" for a in report.agreement_by_position))
+    for c in report.counterexamples:
+        print(f"  counterexample {list(c.input)}: model {list(c.model_output)}, program {list(c.program_output)}")
+    if report.weights is not None:
+        print(
+            f"weights: {'match' if report.weights.match else 'no match' if report.weights.match is False else 'not checked'} ({report.weights.reason})"
+        )
+    return 1 if report.verdict == "refuted" else 0
 
 
 def _demo(args: argparse.Namespace) -> int:

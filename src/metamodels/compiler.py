@@ -106,6 +106,14 @@ class _MemoValidator(program_module.Memoized, validating.DynamicValidationEvalua
     """Tracr's dynamic validation, memoized."""
 
 
+def evaluate_validated(program: Program | rasp.SOp, xs: Sequence[Value]) -> tuple[list[Value], bool]:
+    """RASP evaluation of one input and whether Tracr's dynamic validation accepts it, in one pass."""
+    sop = program.to_rasp() if isinstance(program, Program) else program
+    evaluator = _MemoValidator()
+    output = evaluator.evaluate(sop, list(xs))
+    return list(output), not evaluator.unsupported_exprs  # type: ignore[arg-type]
+
+
 def _failure(unsupported: validating.TracrUnsupportedExpr) -> CompileFailure:
     return CompileFailure(op=unsupported.expr.name, reason=unsupported.reason)
 
