@@ -45,10 +45,14 @@ def main() -> None:
         done += 1
     reference = done / (time.perf_counter() - start)
 
-    print(f"ours:      {report.rows} examples in {report.seconds:.1f} s = {ours:.1f} examples/s ({args.workers} workers, end to end)")
+    print(
+        f"ours:      {report.rows} examples in {report.seconds:.1f} s = {ours:.1f} examples/s ({args.workers} workers, end to end)"
+    )
     print(f"reference: {done} examples = {reference:.2f} examples/s (sample + Tracr compile_rasp_to_model, 1 process)")
     print(f"ratio: {ours / reference:.0f}x")
-    print(f"peak RSS: main {main_rss:.2f} GiB, largest worker {child_rss:.2f} GiB, total <= {main_rss + args.workers * child_rss:.2f} GiB")
+    print(
+        f"peak RSS: main {main_rss:.2f} GiB, largest worker {child_rss:.2f} GiB, total <= {main_rss + args.workers * child_rss:.2f} GiB"
+    )
     print(f"drops: {report.drops}")
 
 
