@@ -166,6 +166,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
     p = sub.add_parser(
+        "densify",
+        help="make a model file's weights dense (PCA compression + random rotation)",
+        description="Compress the residual stream by PCA to the smallest width that keeps the decoded outputs unchanged on "
+        "at least --fidelity of held-out inputs, then apply a random rotation. The result is an ordinary model file.",
+    )
+    p.add_argument("model", type=Path, help="model file (.safetensors)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output model file")
+    p.add_argument(
+        "--fidelity",
+        type=float,
+        default=0.99,
+        help="fraction of held-out inputs whose output must not change (default 0.99)",
+    )
+    p.add_argument("--d-model", type=int, help="compress to exactly this width instead")
+    p.add_argument("--seed", type=int, default=0, help="seed of the rotation and the inputs (default 0)")
+
+    p = sub.add_parser(
         "run",
         help="run a model file on one input",
         description="Run a compiled model on one input sequence and print the decoded output.",
@@ -188,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "demo": _demo,
             "dataset": _dataset,
             "verify": _verify,
+            "densify": _densify,
         }
         return commands[args.command](args)
     except (ValueError, OSError) as e:  # user mistakes: our errors are ValueErrors that say what to fix
@@ -314,6 +332,22 @@ def _verify(args: argparse.Namespace) -> int:
             f"weights: {'match' if report.weights.match else 'no match' if report.weights.match is False else 'not checked'} ({report.weights.reason})"
         )
     return 1 if report.verdict == "refuted" else 0
+
+
+def _densify(args: argparse.Namespace) -> int:
+    from metamodels import densify, modelfile
+
+    if not 0.0 < args.fidelity <= 1.0:
+        raise ValueError(f"--fidelity must be in (0, 1], got {args.fidelity}")
+    result = densify.densify(
+        modelfile.load(args.model), target_fidelity=args.fidelity, d_model=args.d_model, seed=args.seed
+    )
+    modelfile.save(result.model, args.out)
+    held = result.model.densified["heldout_inputs"]
+    print(
+        f"{args.out}: d_model {result.original_d_model} -> {result.d_model}, fidelity {result.fidelity:.4f} on {held} held-out inputs"
+    )
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:

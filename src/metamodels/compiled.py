@@ -64,6 +64,7 @@ class CompiledModel:
     output ``unembed`` has one column and ``output_values`` is empty.
     ``layer_of`` maps each sequence operation's name to its sublayer index
     (0 = attention of layer 0, 1 = MLP of layer 0, 2 = attention of layer 1, ...).
+    ``residual_labels`` is empty once the residual basis is no longer Tracr's.
     """
 
     params: dict[str, np.ndarray]
@@ -78,6 +79,7 @@ class CompiledModel:
     residual_labels: tuple[str, ...] = ()
     layer_of: dict[str, int] = dataclasses.field(default_factory=dict)
     program_text: str | None = None
+    densified: dict | None = None  # how the residual stream was compressed/rotated (see densify.py)
 
     @property
     def d_model(self) -> int:

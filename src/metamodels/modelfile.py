@@ -7,7 +7,8 @@ Metadata (safetensors' string map): ``format`` = ``metamodels.compiled-transform
 (``n_layers``, ``n_heads``, ``key_size``, ``mlp_hidden``), the input vocabulary in
 embedding-row order (``input_values``, BOS and PAD included), the compile
 ``settings``, ``output_encoding`` and the decoding table ``output_values``,
-``residual_labels``, ``layer_of``, the source ``program_text`` when known, and
+``residual_labels``, ``layer_of``, the source ``program_text`` when known,
+``densified`` (how a dense model was made, see densify.py) and
 ``versions``. Loading never executes code and checks every shape and value.
 """
 
@@ -58,6 +59,7 @@ def save(model: CompiledModel, path: str | Path) -> None:
         "residual_labels": list(model.residual_labels),
         "layer_of": model.layer_of,
         "program_text": model.program_text,
+        "densified": model.densified,
         "versions": versions(),
     }
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": json.dumps(config)}
@@ -101,6 +103,7 @@ def load(path: str | Path) -> CompiledModel:
             residual_labels=tuple(config.get("residual_labels", ())),
             layer_of={str(k): int(v) for k, v in config.get("layer_of", {}).items()},
             program_text=config.get("program_text"),
+            densified=config.get("densified"),
         )
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
         raise ModelFileError(f"{path}: invalid metadata ({type(e).__name__}: {e})") from None

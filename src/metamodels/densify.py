@@ -1,0 +1,149 @@
+"""Dense weights: PCA-compress and randomly rotate a compiled model's residual stream.
+
+Tracr models are sparse, one variable per residual direction. ``densify`` makes
+them dense without changing what they compute (paper 000, section 3.2):
+
+- **Compression.** Residual activations (every sublayer, position and input of a
+  fitting set) are decomposed by (uncentred) PCA; the top d' directions V
+  [D, d'] become the new residual basis: every matrix that writes to the
+  residual stream (embeddings, attention output, MLP output) is multiplied by V
+  on the right, every matrix that reads from it (query, key, value, MLP input,
+  read-out) by Vᵀ on the left. d' is the smallest for which the decoded outputs
+  are unchanged on at least ``fidelity`` of held-out inputs (not the fitting ones).
+- **Rotation.** A random orthogonal A [d', d'] (seeded) is applied the same way;
+  this is exactly output-preserving.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from metamodels import battery, forward
+from metamodels.compiled import CompiledModel, Value
+
+_WRITES = ("token_embed/embeddings", "pos_embed/embeddings")
+_LAYER_WRITES = ("attn/linear/w", "attn/linear/b", "mlp/linear_2/w", "mlp/linear_2/b")
+_LAYER_READS = ("attn/query/w", "attn/key/w", "attn/value/w", "mlp/linear_1/w")
+
+
+def change_basis(model: CompiledModel, basis: np.ndarray) -> CompiledModel:
+    """Re-express the residual stream in ``basis`` [D, d'] (orthonormal columns): x' = x @ basis."""
+    basis = basis.astype(np.float32)
+    p = dict(model.params)
+    for key in _WRITES:
+        p[key] = p[key] @ basis
+    p["unembed"] = basis.T @ p["unembed"]
+    for layer in range(model.n_layers):
+        for key in _LAYER_WRITES:
+            name = f"transformer/layer_{layer}/{key}"
+            p[name] = p[name] @ basis
+        for key in _LAYER_READS:
+            name = f"transformer/layer_{layer}/{key}"
+            p[name] = basis.T @ p[name]
+    return dataclasses.replace(model, params=p, residual_labels=())
+
+
+def random_rotation(dim: int, seed: int) -> np.ndarray:
+    """A Haar-random orthogonal matrix [dim, dim]."""
+    q, r = np.linalg.qr(np.random.default_rng(seed).standard_normal((dim, dim)))
+    return q * np.sign(np.diag(r))
+
+
+def rotate(model: CompiledModel, seed: int) -> CompiledModel:
+    """The same model in a random orthonormal residual basis (exactly output-preserving)."""
+    return change_basis(model, random_rotation(model.d_model, seed))
+
+
+def principal_directions(model: CompiledModel, inputs: Sequence[Sequence[Value]]) -> tuple[np.ndarray, np.ndarray]:
+    """(V [D, D] right singular vectors, singular values [D]) of the residual activations on ``inputs``."""
+    rows = []
+    for length in sorted({len(xs) for xs in inputs}):
+        ids = np.stack([forward.encode(model, xs) for xs in inputs if len(xs) == length])
+        rows += [r.reshape(-1, model.d_model) for r in forward.residuals(model, ids)]
+    activations = np.concatenate(rows).astype(np.float64)  # [samples, D]
+    _, s, vt = np.linalg.svd(activations, full_matrices=False)
+    return vt.T, s
+
+
+def fidelity(model: CompiledModel, other: CompiledModel, inputs: Sequence[Sequence[Value]]) -> float:
+    """Fraction of inputs on which ``other`` decodes like ``model`` at every position ``model`` decides.
+
+    A categorical position is decided when its top read-out score leads the
+    next by more than 0.5 (Tracr's outputs are one-hot; a tie, e.g. an Aggregate
+    that selects nothing, decodes arbitrarily and is not counted).
+    """
+    agree = 0
+    for length in sorted({len(xs) for xs in inputs}):
+        batch = [xs for xs in inputs if len(xs) == length]
+        ids = np.stack([forward.encode(model, xs) for xs in batch])
+        a, b = forward.logits(model, ids), forward.logits(other, ids)
+        if model.output_encoding == "numerical":
+            same = np.abs(a - b)[:, 1:, 0] <= 1e-3 * np.maximum(1.0, np.abs(a[:, 1:, 0]))
+        else:
+            top2 = np.sort(a, axis=-1)[..., -2:] if a.shape[-1] > 1 else np.concatenate([np.zeros_like(a), a], -1)
+            decided = (top2[..., 1] - top2[..., 0] > 0.5)[:, 1:]
+            same = (a.argmax(-1) == b.argmax(-1))[:, 1:] | ~decided
+        agree += int(same.all(axis=1).sum())
+    return agree / len(inputs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Densified:
+    """A densified model and how it was made."""
+
+    model: CompiledModel
+    d_model: int
+    original_d_model: int
+    fidelity: float
+    seed: int
+
+
+def densify(
+    model: CompiledModel,
+    *,
+    target_fidelity: float = 0.99,
+    d_model: int | None = None,
+    seed: int = 0,
+    fit_per_length: int = 128,
+    heldout_max: int = 20_000,
+) -> Densified:
+    """Compress to the smallest d' meeting ``target_fidelity`` on held-out inputs (or to ``d_model``), then rotate.
+
+    Held-out inputs are every input when there are at most ``heldout_max``, else
+    that many random ones drawn apart from the fitting set.
+    """
+    vocab, n = model.settings.vocab, model.settings.max_seq_len
+    fit = battery.make_battery(vocab, n, per_length=fit_per_length, seed=seed)
+    if battery.input_space_size(vocab, n) <= heldout_max:
+        heldout = battery.make_battery(vocab, n, exhaustive_up_to=heldout_max)
+    else:
+        fitted = set(fit)
+        drawn = battery.make_battery(vocab, n, per_length=heldout_max // n, seed=seed + 10_000)
+        heldout = [xs for xs in drawn if xs not in fitted]
+    basis, _ = principal_directions(model, fit)
+    if d_model is not None and not 1 <= d_model <= model.d_model:
+        raise ValueError(f"d_model must be between 1 and {model.d_model}, got {d_model}")
+
+    def score(k: int) -> float:
+        return fidelity(model, change_basis(model, basis[:, :k]), heldout)
+
+    if d_model is None:  # smallest k meeting the bar (binary search; the full basis always does)
+        lo, hi = 1, model.d_model
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if score(mid) >= target_fidelity else (mid + 1, hi)
+        d_model = lo
+    compressed = change_basis(model, basis[:, :d_model])
+    dense = change_basis(compressed, random_rotation(d_model, seed))
+    kept = score(d_model)
+    info = {
+        "d_model": d_model,
+        "original_d_model": model.d_model,
+        "fidelity": kept,
+        "heldout_inputs": len(heldout),
+        "seed": seed,
+    }
+    return Densified(dataclasses.replace(dense, densified=info), d_model, model.d_model, kept, seed)
