@@ -72,8 +72,9 @@ def fidelity(model: CompiledModel, other: CompiledModel, inputs: Sequence[Sequen
     """Fraction of inputs on which ``other`` decodes like ``model`` at every position ``model`` decides.
 
     A categorical position is decided when its top read-out score leads the
-    next by more than 0.5 (Tracr's outputs are one-hot; a tie, e.g. an Aggregate
-    that selects nothing, decodes arbitrarily and is not counted).
+    next by more than 0.01 (Tracr's outputs are one-hot; a tie, e.g. an Aggregate
+    that selects nothing, decodes arbitrarily and is not counted); ``other`` must
+    then decode the same value, also by a clear margin.
     """
     agree = 0
     for length in sorted({len(xs) for xs in inputs}):
@@ -83,11 +84,18 @@ def fidelity(model: CompiledModel, other: CompiledModel, inputs: Sequence[Sequen
         if model.output_encoding == "numerical":
             same = np.abs(a - b)[:, 1:, 0] <= 1e-3 * np.maximum(1.0, np.abs(a[:, 1:, 0]))
         else:
-            top2 = np.sort(a, axis=-1)[..., -2:] if a.shape[-1] > 1 else np.concatenate([np.zeros_like(a), a], -1)
-            decided = (top2[..., 1] - top2[..., 0] > 0.5)[:, 1:]
-            same = (a.argmax(-1) == b.argmax(-1))[:, 1:] | ~decided
+            decided, clear = _margin(a) > 0.01, _margin(b) > 0.01
+            same = ((a.argmax(-1) == b.argmax(-1)) & clear)[:, 1:] | ~decided[:, 1:]
         agree += int(same.all(axis=1).sum())
     return agree / len(inputs)
+
+
+def _margin(scores: np.ndarray) -> np.ndarray:
+    """Lead of the top read-out score over the second: [B, T, O] -> [B, T]."""
+    if scores.shape[-1] == 1:
+        return np.abs(scores[..., 0])
+    top2 = np.sort(scores, axis=-1)[..., -2:]
+    return top2[..., 1] - top2[..., 0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,17 +135,18 @@ def densify(
     if d_model is not None and not 1 <= d_model <= model.d_model:
         raise ValueError(f"d_model must be between 1 and {model.d_model}, got {d_model}")
 
-    def score(k: int) -> float:
-        return fidelity(model, change_basis(model, basis[:, :k]), heldout)
+    def dense(k: int) -> CompiledModel:
+        return change_basis(change_basis(model, basis[:, :k]), random_rotation(k, seed))
 
-    if d_model is None:  # smallest k meeting the bar (binary search; the full basis always does)
+    def score(k: int) -> float:  # measured on the final, rotated model
+        return fidelity(model, dense(k), heldout)
+
+    if d_model is None:  # smallest k meeting the bar (binary search); the fidelity reached is reported either way
         lo, hi = 1, model.d_model
         while lo < hi:
             mid = (lo + hi) // 2
             lo, hi = (lo, mid) if score(mid) >= target_fidelity else (mid + 1, hi)
         d_model = lo
-    compressed = change_basis(model, basis[:, :d_model])
-    dense = change_basis(compressed, random_rotation(d_model, seed))
     kept = score(d_model)
     info = {
         "d_model": d_model,
@@ -146,4 +155,4 @@ def densify(
         "heldout_inputs": len(heldout),
         "seed": seed,
     }
-    return Densified(dataclasses.replace(dense, densified=info), d_model, model.d_model, kept, seed)
+    return Densified(dataclasses.replace(dense(d_model), densified=info), d_model, model.d_model, kept, seed)
