@@ -14,7 +14,7 @@ import logging
 import statistics
 import time
 
-from metamodels import compiler, sampling, verify
+from metamodels import compiler, sampling, verification
 
 
 def main() -> None:
@@ -29,12 +29,12 @@ def main() -> None:
     for s in samples:
         model = compiler.compile_program(s.program)
         start = time.perf_counter()
-        report = verify.verify(s.program, model, weights=False)
+        report = verification.verify(s.program, model, weights=False)
         elapsed = time.perf_counter() - start
         rates.append(report.n_inputs / elapsed)
         behaviour.append(elapsed)
         start = time.perf_counter()
-        verify.compare_weights(s.program, model)
+        verification.compare_weights(s.program, model)
         certificate.append(time.perf_counter() - start)
     print(f"models: {len(samples)} sampled 1-9-op programs, {report.n_inputs} inputs each (exhaustive)")
     print(f"behaviour check: median {statistics.median(rates):,.0f} inputs/s, slowest model {min(rates):,.0f} inputs/s")

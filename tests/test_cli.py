@@ -88,3 +88,16 @@ def test_sample_marginals_from_a_config_file(tmp_path, capsys):
     config.write_text('{"op_weight": {}}')
     assert cli.main(["sample", "--config", str(config)]) == 2
     assert "unknown sampler config field(s) ['op_weight']" in capsys.readouterr().err
+
+
+def test_verify_and_densify_commands(tmp_path, capsys):
+    model, dense = tmp_path / "sort.safetensors", tmp_path / "dense.safetensors"
+    assert cli.main(["compile", str(cli.EXAMPLES / "sort.rasp"), "-o", str(model)]) == 0
+    assert cli.main(["densify", str(model), "-o", str(dense), "--fidelity", "1"]) == 0
+    assert cli.main(["verify", str(cli.EXAMPLES / "sort.rasp"), str(dense)]) == 0
+    out = capsys.readouterr().out
+    assert "verdict: agrees_where_defined (3905 inputs, all" in out and "fidelity 1.0000" in out
+    wrong = tmp_path / "wrong.rasp"
+    wrong.write_text((cli.EXAMPLES / "sort.rasp").read_text().replace("LT)", "GT)"))
+    assert cli.main(["verify", str(wrong), str(model), "--json"]) == 1
+    assert '"verdict": "refuted"' in capsys.readouterr().out

@@ -7,6 +7,7 @@ The public API (stable; see the README's changelog for any change):
 - ``compile_program(program, vocab, max_seq_len, *, causal, mlp_exactness) -> CompiledModel``
 - ``canonicalize(program)``, ``tokenize(program)``, ``detokenize(ids)``
 - ``load_model(path)``, ``save_model(model, path)``, ``run_model(model, inputs)``
+- ``verify(program, model) -> VerificationReport``, ``densify(model, ...) -> Densified``
 
 Heavy modules (Tracr's compiler, JAX) are imported on first use.
 """
@@ -85,3 +86,17 @@ def run_model(model: CompiledModel, inputs: list) -> list:
     from metamodels import forward
 
     return forward.run(model, inputs)
+
+
+def verify(program: Program, model: CompiledModel, **kwargs: Any) -> Any:
+    """Check a program against a compiled model; see :func:`metamodels.verification.verify`."""
+    from metamodels import verification
+
+    return verification.verify(program, model, **kwargs)
+
+
+def densify(model: CompiledModel, **kwargs: Any) -> Any:
+    """PCA-compress and rotate a model's residual stream; see :func:`metamodels.densification.densify`."""
+    from metamodels import densification
+
+    return densification.densify(model, **kwargs)

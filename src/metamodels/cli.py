@@ -310,10 +310,10 @@ def _dataset(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     import json
 
-    from metamodels import modelfile, verify
+    from metamodels import modelfile, verification
 
     program, model = _read_program(args.program), modelfile.load(args.model)
-    report = verify.verify(program, model, max_inputs=args.inputs, seed=args.seed)
+    report = verification.verify(program, model, max_inputs=args.inputs, seed=args.seed)
     if args.json:
         print(json.dumps(report.to_json(), indent=1, default=str))
         return 1 if report.verdict == "refuted" else 0
@@ -335,11 +335,11 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _densify(args: argparse.Namespace) -> int:
-    from metamodels import densify, modelfile
+    from metamodels import densification, modelfile
 
     if not 0.0 < args.fidelity <= 1.0:
         raise ValueError(f"--fidelity must be in (0, 1], got {args.fidelity}")
-    result = densify.densify(
+    result = densification.densify(
         modelfile.load(args.model), target_fidelity=args.fidelity, d_model=args.d_model, seed=args.seed
     )
     modelfile.save(result.model, args.out)

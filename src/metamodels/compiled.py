@@ -79,7 +79,7 @@ class CompiledModel:
     residual_labels: tuple[str, ...] = ()
     layer_of: dict[str, int] = dataclasses.field(default_factory=dict)
     program_text: str | None = None
-    densified: dict | None = None  # how the residual stream was compressed/rotated (see densify.py)
+    densified: dict | None = None  # how the residual stream was compressed/rotated (see densification.py)
 
     @property
     def d_model(self) -> int:

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from metamodels import battery, compiler, densify, forward, modelfile, sampling, verify
+from metamodels import battery, compiler, densification, forward, modelfile, sampling, verification
 from tests import cases
 
 
 def test_rotation_is_exactly_output_preserving():
     for s in cases.sampled(40, seed=0):
         model = compiler.compile_program(s.program)
-        rotated = densify.rotate(model, seed=s.index)
+        rotated = densification.rotate(model, seed=s.index)
         inputs = battery.make_battery(model.settings.vocab, model.settings.max_seq_len, seed=2)
         ids = np.stack([forward.encode(model, xs) for xs in inputs if len(xs) == 4])
         # float32 arithmetic on dense matrices: read-outs agree to ~1e-2, decoded outputs exactly
         np.testing.assert_allclose(forward.logits(rotated, ids), forward.logits(model, ids), atol=1e-2)
-        assert densify.fidelity(model, rotated, inputs) == 1.0
+        assert densification.fidelity(model, rotated, inputs) == 1.0
         assert (np.abs(rotated.params["token_embed/embeddings"]) > 1e-6).mean() > 0.5  # dense, unlike Tracr's
 
 
@@ -27,10 +27,10 @@ def test_compression_meets_the_bar_on_held_out_inputs():
     smaller = 0
     for s in samples:
         model = compiler.compile_program(s.program, config.vocab, 6)
-        result = densify.densify(model, target_fidelity=0.99, seed=3, heldout_max=3000)
+        result = densification.densify(model, target_fidelity=0.99, seed=3, heldout_max=3000)
         assert result.fidelity >= 0.99 and result.model.d_model == result.d_model <= model.d_model
         fresh = battery.make_battery(config.vocab, 6, per_length=300, seed=12345)  # neither fitting nor held-out
-        assert densify.fidelity(model, result.model, fresh) >= 0.97
+        assert densification.fidelity(model, result.model, fresh) >= 0.97
         smaller += result.d_model < model.d_model
     assert smaller >= len(samples) // 2
 
@@ -38,18 +38,18 @@ def test_compression_meets_the_bar_on_held_out_inputs():
 def test_densified_models_verify_against_the_true_program(tmp_path):
     for s in cases.sampled(20, seed=0):
         model = compiler.compile_program(s.program)
-        result = densify.densify(model, target_fidelity=1.0, seed=s.index)
+        result = densification.densify(model, target_fidelity=1.0, seed=s.index)
         modelfile.save(result.model, tmp_path / "d.safetensors")
         loaded = modelfile.load(tmp_path / "d.safetensors")
         assert loaded.densified["d_model"] == result.d_model and loaded.residual_labels == ()
-        assert verify.verify(s.program, loaded, weights=False).verdict != "refuted"
+        assert verification.verify(s.program, loaded, weights=False).verdict != "refuted"
 
 
 def test_fixed_width_is_honoured_and_checked():
     model = compiler.compile_program(cases.sampled(1, seed=0)[0].program)
-    assert densify.densify(model, d_model=3).model.d_model == 3
+    assert densification.densify(model, d_model=3).model.d_model == 3
     try:
-        densify.densify(model, d_model=model.d_model + 1)
+        densification.densify(model, d_model=model.d_model + 1)
     except ValueError as e:
         assert "d_model must be between 1 and" in str(e)
     else:

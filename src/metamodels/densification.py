@@ -1,4 +1,4 @@
-"""Dense weights: PCA-compress and randomly rotate a compiled model's residual stream.
+"""Dense weights (``metamodels.densify``): PCA-compress and randomly rotate a compiled model's residual stream.
 
 Tracr models are sparse, one variable per residual direction. ``densify`` makes
 them dense without changing what they compute (paper 000, section 3.2):

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from metamodels import battery, compiler, forward, sampling, verify
+from metamodels import battery, compiler, forward, sampling, verification
 from metamodels.rasp import functions, text
 from metamodels.rasp.program import INPUTS, Program
 from tests import cases
@@ -17,7 +17,7 @@ from tests import cases
 def test_true_programs_verify_with_matching_weights():
     for s in cases.sampled(200, seed=0):
         model = compiler.compile_program(s.program)
-        report = verify.verify(s.program, model, max_inputs=4000)
+        report = verification.verify(s.program, model, max_inputs=4000)
         assert report.verdict != "refuted", (s.index, report.counterexamples[:1])
         assert report.exhaustive and report.weights.match, (s.index, report.weights)
 
@@ -28,14 +28,16 @@ def test_tracr_lib_programs_verify_against_their_models(name):
     if causal:
         pytest.skip("verification compares whole-sequence RASP outputs; causal models are checked in test_compiler")
     model = compiler.compile_program(sop, vocab, max_seq_len)
-    report = verify.verify(sop, model, max_inputs=1500)
+    report = verification.verify(sop, model, max_inputs=1500)
     assert report.verdict != "refuted", report.counterexamples[:1]
     assert report.compared_positions > 0 and report.weights.match
 
 
 def _renamed(program: Program) -> Program:
     names = {op.name: f"z{99 - i}_{op.name}" for i, op in enumerate(program.ops)} | {n: n for n in INPUTS}
-    ops = tuple(dataclasses.replace(op, name=names[op.name], args=tuple(names[a] for a in op.args)) for op in program.ops)
+    ops = tuple(
+        dataclasses.replace(op, name=names[op.name], args=tuple(names[a] for a in op.args)) for op in program.ops
+    )
     return Program(ops, names[program.output])
 
 
@@ -46,7 +48,7 @@ def test_weight_certificate_sees_through_renaming():
         model = compiler.compile_program(s.program)
         renamed = compiler.compile_program(_renamed(s.program))
         permuted += not np.array_equal(model.params["token_embed/embeddings"], renamed.params["token_embed/embeddings"])
-        assert verify.compare_weights(_renamed(s.program), model).match
+        assert verification.compare_weights(_renamed(s.program), model).match
     assert permuted > 30  # the raw weights really are permuted
 
 
@@ -86,7 +88,7 @@ def test_corruptions_that_change_behaviour_are_refuted():
                         for xs, (want, v) in zip(independent, truth))  # fmt: skip
         except (ValueError, TypeError):  # the corruption is not evaluable (e.g. compares an undefined value)
             continue
-        report = verify.verify(corrupted, model, max_inputs=2000, weights=False)
+        report = verification.verify(corrupted, model, max_inputs=2000, weights=False)
         differs += wrong
         refuted += report.verdict == "refuted"
         missed += wrong and report.verdict != "refuted"
@@ -97,11 +99,11 @@ def test_corruptions_that_change_behaviour_are_refuted():
 
 def test_exhaustive_mode_enumerates_every_input():
     model = compiler.compile_program(text.parse_program(cases.HAND_WRITTEN["paper_sort"][0]), (1, 2, 3), 4)
-    inputs, exhaustive = verify.verification_inputs(model, max_inputs=1000)
+    inputs, exhaustive = verification.verification_inputs(model, max_inputs=1000)
     assert exhaustive and len(inputs) == len(set(inputs)) == 3 + 9 + 27 + 81
-    report = verify.verify(text.parse_program(cases.HAND_WRITTEN["paper_sort"][0]), model, max_inputs=1000)
+    report = verification.verify(text.parse_program(cases.HAND_WRITTEN["paper_sort"][0]), model, max_inputs=1000)
     assert report.n_inputs == 120 and report.exhaustive
-    _, random_mode = verify.verification_inputs(model, max_inputs=50)
+    _, random_mode = verification.verification_inputs(model, max_inputs=50)
     assert not random_mode
 
 
@@ -109,7 +111,7 @@ def test_counterexamples_are_real_and_certificate_is_sound():
     program = text.parse_program(cases.HAND_WRITTEN["paper_sort"][0])
     model = compiler.compile_program(program)
     wrong = text.parse_program(cases.HAND_WRITTEN["paper_sort"][0].replace("LT)", "GT)"))
-    report = verify.verify(wrong, model)
+    report = verification.verify(wrong, model)
     assert report.verdict == "refuted" and report.counterexamples and report.weights.match is False
     for c in report.counterexamples:
         assert list(c.model_output) == forward.run(model, [c.input])[0]
@@ -120,5 +122,5 @@ def test_counterexamples_are_real_and_certificate_is_sound():
 
 def test_undefined_positions_are_not_agreement():
     program = text.parse_program("s = Select(tokens, indices, EQ)\na = Aggregate(s, tokens)\nreturn a\n")
-    report = verify.verify(program, compiler.compile_program(program))
+    report = verification.verify(program, compiler.compile_program(program))
     assert report.undefined_positions > 0 and report.verdict == "agrees_where_defined"
