@@ -164,3 +164,18 @@ def test_stats_table_and_plots(tmp_path):
     for section in ("ops per program", "layers", "parameters", "op kind", "predicate", "function", "dropped"):
         assert section in text_report
     assert (tmp_path / "stats.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_dense_build_stores_fidelity_and_width(tmp_path):
+    from metamodels import battery, compiler, densification
+
+    config = examples.BuildConfig(n=5, shard_size=8, seed=4, max_ops=5, dense_fidelity=0.99)
+    report = build.build_dataset(tmp_path, config, workers=1)
+    assert report.rows == 5
+    for row in store.iter_rows(tmp_path):
+        dense = store.model_from_row(row)
+        info = dense.densified
+        assert info["fidelity"] >= 0.99 and dense.d_model == info["d_model"] <= info["original_d_model"]
+        sparse = compiler.compile_program(text.parse_program(row["program"]))
+        inputs = battery.make_battery(sparse.settings.vocab, sparse.settings.max_seq_len, per_length=100, seed=7)
+        assert densification.fidelity(sparse, dense, inputs) >= 0.97

@@ -142,6 +142,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--max-params", type=int, default=65536, help="drop models with more weights (default 65536)")
     b.add_argument("--max-tokens", type=int, default=128, help="drop programs with more tokens (default 128)")
     b.add_argument("--max-layers", type=int, default=10, help="drop models with more layers (default 10)")
+    b.add_argument(
+        "--dense", type=float, metavar="FIDELITY", help="densify every model (PCA + rotation) to this held-out fidelity"
+    )
     st = dsub.add_parser(
         "stats",
         help="tables and plots of a dataset",
@@ -296,7 +299,7 @@ def _dataset(args: argparse.Namespace) -> int:
     config = examples.BuildConfig(
         n=args.n, seed=args.seed, min_ops=args.ops[0], max_ops=args.ops[1], vocab_size=args.vocab_size,
         max_seq_len=args.max_seq_len, shard_size=args.shard_size, max_params=args.max_params,
-        max_tokens=args.max_tokens, max_layers=args.max_layers,
+        max_tokens=args.max_tokens, max_layers=args.max_layers, dense_fidelity=args.dense,
     )  # fmt: skip
     report = build.build_dataset(args.out, config, workers=args.workers, ray_address=args.ray, progress=True)
     rate = (report.rows / report.seconds) if report.seconds else 0.0

@@ -14,14 +14,14 @@ from collections import Counter
 
 import numpy as np
 
-from metamodels import compiler, forward, tokens
+from metamodels import compiler, densification, forward, tokens
 from metamodels.dataset import store
 from metamodels.rasp import canonical, text
 from metamodels.sampling import SamplerConfig, sample
 
 DROPS: tuple[str, ...] = (
     "sampler_exhausted", "compile_failed", "compile_crashed", "differential_mismatch", "too_many_params", "too_many_tokens",
-    "too_many_layers", "duplicate", "lib_leak", "beyond_target",
+    "too_many_layers", "below_fidelity", "duplicate", "lib_leak", "beyond_target",
 )  # fmt: skip
 
 
@@ -45,6 +45,7 @@ class BuildConfig:
     max_layers: int = 10
     val_permille: int = 10
     test_permille: int = 10
+    dense_fidelity: float | None = None  # densify every model to this held-out fidelity (drop those below)
 
     def __post_init__(self) -> None:
         if self.n < 1 or self.shard_size < 1:
@@ -54,6 +55,8 @@ class BuildConfig:
             if not 1 <= lo <= hi:
                 raise ValueError(f"{name} range must satisfy 1 <= a <= b, got {lo}-{hi}")
         SamplerConfig(min_ops=self.min_ops, max_ops=self.max_ops)  # validates the op range
+        if self.dense_fidelity is not None and not 0.0 < self.dense_fidelity <= 1.0:
+            raise ValueError(f"dense_fidelity must be in (0, 1], got {self.dense_fidelity}")
 
     def sampler(self, index: int) -> SamplerConfig:
         """The sampler configuration (with this example's compile settings) of sample ``index``."""
@@ -105,6 +108,11 @@ def make_example(config: BuildConfig, index: int, provenance: dict) -> dict | st
     expected = [program.evaluate(xs) for xs in inputs]
     if not all(forward.outputs_match(got, want) for got, want in zip(forward.run(model, inputs), expected)):
         return "differential_mismatch"
+    if config.dense_fidelity is not None:
+        dense = densification.densify(model, target_fidelity=config.dense_fidelity, seed=index)
+        if dense.fidelity < config.dense_fidelity:
+            return "below_fidelity"
+        model = dense.model
     settings = (sampler.vocab, sampler.max_seq_len, False)
     return {
         "id": f"{config.seed}-{index}",

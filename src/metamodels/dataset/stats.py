@@ -11,7 +11,7 @@ import numpy as np
 from metamodels import tokens
 from metamodels.dataset import store
 
-COLUMNS = ("split", "n_ops", "n_layers", "n_params", "tokens", "vocab", "max_seq_len")
+COLUMNS = ("split", "n_ops", "n_layers", "n_params", "tokens", "vocab", "max_seq_len", "model_config")
 
 
 def collect(directory: Path) -> dict[str, collections.Counter]:
@@ -27,6 +27,10 @@ def collect(directory: Path) -> dict[str, collections.Counter]:
             h["parameters (log2 bucket)"][int(np.log2(max(1, table["n_params"][i])))] += 1
             h["program tokens (bucket of 10)"][len(table["tokens"][i]) // 10 * 10] += 1
             h["vocab size x max_seq_len"][f"{len(json.loads(table['vocab'][i]))}x{table['max_seq_len'][i]}"] += 1
+            dense = json.loads(table["model_config"][i]).get("densified")
+            if dense:
+                h["dense width / original (tenths)"][round(10 * dense["d_model"] / dense["original_d_model"]) / 10] += 1
+                h["fidelity (hundredths)"][int(100 * dense["fidelity"]) / 100] += 1
             strings = [names[t] for t in table["tokens"][i]]
             for j, t in enumerate(strings):
                 if t in tokens.ATTN_OPS or t in tokens.MLP_OPS:

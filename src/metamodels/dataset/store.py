@@ -68,7 +68,7 @@ def model_row(model: CompiledModel) -> dict:
         "n_layers": model.n_layers, "n_heads": model.n_heads, "key_size": model.key_size, "mlp_hidden": model.mlp_hidden,
         "input_values": list(model.input_values), "output_encoding": model.output_encoding,
         "output_values": list(model.output_values), "residual_labels": list(model.residual_labels),
-        "layer_of": model.layer_of, "bos": s.bos, "pad": s.pad,
+        "layer_of": model.layer_of, "bos": s.bos, "pad": s.pad, "densified": model.densified,
     }  # fmt: skip
     return {
         "n_layers": model.n_layers,
@@ -96,6 +96,7 @@ def model_from_row(row: dict) -> CompiledModel:
         key_size=config["key_size"], mlp_hidden=config["mlp_hidden"], input_values=tuple(config["input_values"]),
         output_encoding=config["output_encoding"], output_values=tuple(config["output_values"]),
         residual_labels=tuple(config["residual_labels"]), layer_of=config["layer_of"], program_text=row["program"],
+        densified=config.get("densified"),
     )  # fmt: skip
 
 
