@@ -94,7 +94,7 @@ def test_corruptions_that_change_behaviour_are_refuted():
         missed += wrong and report.verdict != "refuted"
     assert differs >= 15
     assert missed <= 0.05 * differs
-    assert refuted >= 0.5 * len(samples) * 0.8  # most single-token corruptions change behaviour at all
+    assert refuted >= 0.4 * len(samples)  # single-token corruptions usually change behaviour at all (measured ~57%)
 
 
 def test_exhaustive_mode_enumerates_every_input():

@@ -250,65 +250,79 @@ def _apply(fn: functions.Function, *value_sets: frozenset) -> frozenset | None:
 
 
 def _propose_op(config: SamplerConfig, rng: np.random.Generator, env: dict[str, _Var], used: set[str], name: str):
+    """New ops (a Select first for Aggregate/SelectorWidth) and the variable they define, or None."""
     kind = _choice(rng, config.op_weights)
-    numerical_p = dict(config.numerical).get(kind, 0.0)
-    numerical = bool(rng.random() < numerical_p)
-    cat = lambda v: v.encoding == "categorical"  # noqa: E731
-    if kind == "Map":
-        x = _pick(rng, env, used, lambda v: cat(v) or not v.from_mean)
-        if x is None:
-            return None
-        fn = functions.by_name(_choice(rng, _functions(config, 1)))
-        values = _apply(fn, env[x].values)
-        if values is None or (numerical and not all(_nonnegative_number(v) for v in values)):
-            return None
-        op = Op(name, "Map", (x,), "numerical" if numerical else "categorical", fn=fn.name)
-        dirty = env[x].encoding == "numerical" or env[x].bos_dirty
-        return _checked(config, [op], _Var(op.encoding, values, bos_dirty=dirty))  # type: ignore[arg-type]
-    if kind == "SequenceMap":
-        x = _pick(rng, env, used, cat)
-        y = _pick(rng, {k: v for k, v in env.items() if k != x}, used, cat)
-        fn = functions.by_name(_choice(rng, _functions(config, 2)))
-        if x is None or y is None or (values := _apply(fn, env[x].values, env[y].values)) is None:
-            return None
-        var = _Var("categorical", values, bos_dirty=env[x].bos_dirty or env[y].bos_dirty)
-        return _checked(config, [Op(name, "SequenceMap", (x, y), fn=fn.name)], var)
-    if kind == "LinearSequenceMap":
-        num = lambda v: v.encoding == "numerical"  # noqa: E731
-        x = _pick(rng, env, used, num)
-        y = _pick(rng, {k: v for k, v in env.items() if k != x}, used, num)
-        if x is None or y is None:
-            return None
-        a, b = (float(rng.choice(config.linear_coeffs)) for _ in range(2))
-        values = frozenset(a * u + b * w for u in env[x].values for w in env[y].values)
-        if not all(v >= 0 for v in values):
-            return None
-        op = Op(name, "LinearSequenceMap", (x, y), "numerical", coeffs=(a, b))
-        var = _Var("numerical", values, env[x].from_mean or env[y].from_mean, env[x].bos_dirty or env[y].bos_dirty)
-        return _checked(config, [op], var)
-    keys, queries = _pick(rng, env, used, lambda v: cat(v) and not v.bos_dirty), _pick(rng, env, used, cat)
+    numerical = bool(rng.random() < dict(config.numerical).get(kind, 0.0))
+    propose = {"Map": _map, "SequenceMap": _sequence_map, "LinearSequenceMap": _linear_sequence_map}.get(
+        kind, _attention
+    )
+    return propose(config, rng, env, used, name, kind, numerical)
+
+
+def _categorical(v: _Var) -> bool:
+    return v.encoding == "categorical"
+
+
+def _map(config, rng, env, used, name, kind, numerical):
+    x = _pick(rng, env, used, lambda v: _categorical(v) or not v.from_mean)
+    if x is None:
+        return None
+    fn = functions.by_name(_choice(rng, _functions(config, 1)))
+    values = _apply(fn, env[x].values)
+    if values is None or (numerical and not all(_nonnegative_number(v) for v in values)):
+        return None
+    op = Op(name, "Map", (x,), "numerical" if numerical else "categorical", fn=fn.name)
+    dirty = env[x].encoding == "numerical" or env[x].bos_dirty
+    return _checked(config, [op], _Var(op.encoding, values, bos_dirty=dirty))  # type: ignore[arg-type]
+
+
+def _sequence_map(config, rng, env, used, name, kind, numerical):
+    x = _pick(rng, env, used, _categorical)
+    y = _pick(rng, {k: v for k, v in env.items() if k != x}, used, _categorical)
+    fn = functions.by_name(_choice(rng, _functions(config, 2)))
+    if x is None or y is None or (values := _apply(fn, env[x].values, env[y].values)) is None:
+        return None
+    var = _Var("categorical", values, bos_dirty=env[x].bos_dirty or env[y].bos_dirty)
+    return _checked(config, [Op(name, "SequenceMap", (x, y), fn=fn.name)], var)
+
+
+def _linear_sequence_map(config, rng, env, used, name, kind, numerical):
+    x = _pick(rng, env, used, lambda v: not _categorical(v))
+    y = _pick(rng, {k: v for k, v in env.items() if k != x}, used, lambda v: not _categorical(v))
+    if x is None or y is None:
+        return None
+    a, b = (float(rng.choice(config.linear_coeffs)) for _ in range(2))
+    values = frozenset(a * u + b * w for u in env[x].values for w in env[y].values)
+    if not all(v >= 0 for v in values):
+        return None
+    op = Op(name, "LinearSequenceMap", (x, y), "numerical", coeffs=(a, b))
+    var = _Var("numerical", values, env[x].from_mean or env[y].from_mean, env[x].bos_dirty or env[y].bos_dirty)
+    return _checked(config, [op], var)
+
+
+def _attention(config, rng, env, used, name, kind, numerical):
+    """Aggregate or SelectorWidth, with its Select (keys must be zero at BOS, see module docstring)."""
+    keys = _pick(rng, env, used, lambda v: _categorical(v) and not v.bos_dirty)
+    queries = _pick(rng, env, used, _categorical)
     if keys is None or queries is None:
         return None
-    select = Op(f"{name}_select", "Select", (keys, queries), None, predicate=_choice(rng, config.predicate_weights))  # type: ignore[arg-type]
+    select = Op(f"{name}_select", "Select", (keys, queries), None, predicate=_choice(rng, config.predicate_weights))
+    dirty = env[queries].bos_dirty
     if kind == "SelectorWidth":
         op = Op(name, "SelectorWidth", (select.name,), "numerical" if numerical else "categorical")
-        var = _Var(op.encoding, frozenset(range(config.max_seq_len + 1)), bos_dirty=env[queries].bos_dirty)  # type: ignore[arg-type]
-        return _checked(config, [select, op], var)
+        return _checked(
+            config, [select, op], _Var(op.encoding, frozenset(range(config.max_seq_len + 1)), bos_dirty=dirty)
+        )
     if numerical:
         sop = _pick(rng, env, used, lambda v: v.encoding == "numerical" and v.values <= {0, 1} and not v.bos_dirty)
         n = config.max_seq_len
-        values = frozenset(k / m for m in range(1, n + 1) for k in range(m + 1))
-        var = _Var("numerical", values, from_mean=True, bos_dirty=env[queries].bos_dirty)
+        var = _Var("numerical", frozenset(k / m for m in range(1, n + 1) for k in range(m + 1)), True, dirty)
     else:
-        sop = _pick(rng, env, used, cat)
-        var = (
-            _Var("categorical", env[sop].values, bos_dirty=env[sop].bos_dirty or env[queries].bos_dirty)
-            if sop
-            else None
-        )
+        sop = _pick(rng, env, used, _categorical)
+        var = _Var("categorical", env[sop].values, bos_dirty=env[sop].bos_dirty or dirty) if sop else None
     if sop is None:
         return None
-    return _checked(config, [select, Op(name, "Aggregate", (select.name, sop), var.encoding)], var)  # type: ignore[arg-type,union-attr]
+    return _checked(config, [select, Op(name, "Aggregate", (select.name, sop), var.encoding)], var)  # type: ignore[union-attr]
 
 
 def _nonnegative_number(v: object) -> bool:
