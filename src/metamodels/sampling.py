@@ -342,12 +342,13 @@ def _judge(config: SamplerConfig, program: Program, target: int, inputs: list[tu
     live = program.without_dead_code()
     if not _reads_tokens(live):
         return "no_tokens"
-    try:
-        if compiler.validate(live, inputs):
-            return "tracr_invalid"
-        outputs = [live.evaluate(xs) for xs in inputs]
+    try:  # one pass per input: RASP output and Tracr's dynamic validation together
+        results = [compiler.evaluate_validated(live, xs) for xs in inputs]
     except (ValueError, TypeError, ArithmeticError):  # e.g. a Select comparing an undefined (None) value
         return "eval_error"
+    if compiler.validate(live) or not all(valid for _, valid in results):
+        return "tracr_invalid"
+    outputs = [out for out, _ in results]
     if all(list(out) == list(xs) for out, xs in zip(outputs, inputs)) or all(
         list(out) == list(range(len(xs))) for out, xs in zip(outputs, inputs)
     ):
