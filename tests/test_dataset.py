@@ -34,19 +34,27 @@ def _content(rows: list[dict]) -> list[tuple]:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> list[dict]:
+def serial_build(tmp_path_factory) -> tuple[list[dict], build.BuildReport]:
     out = tmp_path_factory.mktemp("serial")
     report = build.build_dataset(out, SMALL, workers=1)
     assert report.rows == SMALL.n
-    return _rows(out)
+    return _rows(out), report
 
 
-def test_resume_after_stop_gives_the_uninterrupted_set(tmp_path, uninterrupted):
+@pytest.fixture(scope="module")
+def uninterrupted(serial_build) -> list[dict]:
+    return serial_build[0]
+
+
+def test_resume_after_stop_gives_the_uninterrupted_set(tmp_path, serial_build):
     first = build.build_dataset(tmp_path, SMALL, workers=1, stop_after_shards=1)
     assert first.rows < SMALL.n and first.shards == 1
-    second = build.build_dataset(tmp_path, SMALL, workers=1)
-    assert second.resumed_from_shard == 1 and second.rows == SMALL.n
-    assert _content(_rows(tmp_path)) == _content(uninterrupted)
+    second = build.build_dataset(tmp_path, SMALL, workers=1, stop_after_shards=1)
+    assert second.resumed_from_shard == 1 and second.shards == 2
+    third = build.build_dataset(tmp_path, SMALL, workers=1)
+    assert third.rows == SMALL.n and third.resumed_from_shard == 2
+    assert _content(_rows(tmp_path)) == _content(serial_build[0])
+    assert third.drops == serial_build[1].drops  # counts summed over every earlier run's shards
 
 
 def test_kill_and_resume_in_a_subprocess(tmp_path, uninterrupted):

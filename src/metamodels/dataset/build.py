@@ -77,7 +77,9 @@ def build_dataset(
     seen = {
         h for rec in committed for h in store.read_shard(out / rec["file"], ["canonical_hash"]).column(0).to_pylist()
     }
-    drops = collections.Counter({k: v for rec in committed for k, v in rec["drops"].items()})
+    drops: collections.Counter[str] = collections.Counter()
+    for rec in committed:
+        drops.update(rec["drops"])
     total = sum(rec["rows"] for rec in committed)
     started, first_new = time.perf_counter(), len(committed)
     lib_hashes = {canonical.canonical_hash(p) for p in lib.lib_programs().values()}

@@ -92,7 +92,8 @@ def _plot(h: dict[str, collections.Counter], path: Path) -> None:
         )
         ax.bar([str(k) for k in keys], [counter[k] for k in keys], color="#4472c4")
         ax.set_title(title)
-        ax.tick_params(axis="x", labelrotation=90 if len(keys) > 8 else 0, labelsize=7)
+        crowded = len(keys) > 8 or max((len(str(k)) for k in keys), default=0) > 12
+        ax.tick_params(axis="x", labelrotation=90 if crowded else 0, labelsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
