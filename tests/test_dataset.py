@@ -77,6 +77,8 @@ def test_parallel_build_equals_serial(tmp_path, uninterrupted):
     assert _content(_rows(tmp_path)) == _content(uninterrupted)
 
 
+# Ray starts its daemons with fork + exec; JAX (initialised by earlier tests) warns at any fork.
+@pytest.mark.filterwarnings(r"ignore:os\.fork\(\) was called:RuntimeWarning")
 def test_ray_build_equals_serial(tmp_path, uninterrupted):
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
