@@ -90,6 +90,41 @@ class CompiledModel:
         """Number of weights, the read-out included."""
         return int(sum(a.size for a in self.params.values()))
 
+    def config(self) -> dict:
+        """JSON-able metadata (everything but the weights and the compile settings)."""
+        return {
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+            "key_size": self.key_size,
+            "mlp_hidden": self.mlp_hidden,
+            "input_values": list(self.input_values),
+            "output_encoding": self.output_encoding,
+            "output_values": list(self.output_values),
+            "residual_labels": list(self.residual_labels),
+            "layer_of": self.layer_of,
+            "program_text": self.program_text,
+            "densified": self.densified,
+        }
+
+    @classmethod
+    def from_config(cls, params: dict[str, np.ndarray], settings: CompileSettings, config: dict) -> CompiledModel:
+        """Inverse of :meth:`config` (KeyError/TypeError/ValueError on malformed metadata)."""
+        return cls(
+            params=params,
+            settings=settings,
+            n_layers=int(config["n_layers"]),
+            n_heads=int(config["n_heads"]),
+            key_size=int(config["key_size"]),
+            mlp_hidden=int(config["mlp_hidden"]),
+            input_values=tuple(config["input_values"]),
+            output_encoding=config["output_encoding"],
+            output_values=tuple(config["output_values"]),
+            residual_labels=tuple(config.get("residual_labels", ())),
+            layer_of={str(k): int(v) for k, v in config.get("layer_of", {}).items()},
+            program_text=config.get("program_text"),
+            densified=config.get("densified"),
+        )
+
     def layer(self, index: int, key: str) -> np.ndarray:
         """``params[f"transformer/layer_{index}/{key}"]``."""
         return self.params[f"transformer/layer_{index}/{key}"]

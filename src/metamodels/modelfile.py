@@ -47,21 +47,7 @@ def versions() -> dict[str, str]:
 
 def save(model: CompiledModel, path: str | Path) -> None:
     """Write ``model`` to ``path`` (safetensors)."""
-    config = {
-        "n_layers": model.n_layers,
-        "n_heads": model.n_heads,
-        "key_size": model.key_size,
-        "mlp_hidden": model.mlp_hidden,
-        "input_values": list(model.input_values),
-        "settings": dataclasses.asdict(model.settings),
-        "output_encoding": model.output_encoding,
-        "output_values": list(model.output_values),
-        "residual_labels": list(model.residual_labels),
-        "layer_of": model.layer_of,
-        "program_text": model.program_text,
-        "densified": model.densified,
-        "versions": versions(),
-    }
+    config = {**model.config(), "settings": dataclasses.asdict(model.settings), "versions": versions()}
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": json.dumps(config)}
     save_file(
         {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in model.params.items()}, str(path), metadata=metadata
@@ -90,20 +76,8 @@ def load(path: str | Path) -> CompiledModel:
     try:
         config = json.loads(metadata["config"])
         settings = config["settings"]
-        model = CompiledModel(
-            params=params,
-            settings=CompileSettings(**{**settings, "vocab": tuple(settings["vocab"])}),
-            n_layers=int(config["n_layers"]),
-            n_heads=int(config["n_heads"]),
-            key_size=int(config["key_size"]),
-            mlp_hidden=int(config["mlp_hidden"]),
-            input_values=tuple(config["input_values"]),
-            output_encoding=config["output_encoding"],
-            output_values=tuple(config["output_values"]),
-            residual_labels=tuple(config.get("residual_labels", ())),
-            layer_of={str(k): int(v) for k, v in config.get("layer_of", {}).items()},
-            program_text=config.get("program_text"),
-            densified=config.get("densified"),
+        model = CompiledModel.from_config(
+            params, CompileSettings(**{**settings, "vocab": tuple(settings["vocab"])}), config
         )
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
         raise ModelFileError(f"{path}: invalid metadata ({type(e).__name__}: {e})") from None

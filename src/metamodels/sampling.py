@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Iterator, Sequence
+import itertools
+from collections.abc import Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -171,7 +172,7 @@ def sample_unique(
     out: list[Sampled] = []
     rejected: collections.Counter[str] = collections.Counter()
     with tqdm(total=n, desc="sampling", unit="prog", disable=not progress) as bar:
-        for index in _count():
+        for index in itertools.count():
             if len(out) == n:
                 break
             s = sample(config, seed, index)
@@ -184,13 +185,6 @@ def sample_unique(
             out.append(s)
             bar.update()
     return out, dict(rejected)
-
-
-def _count() -> Iterator[int]:
-    i = 0
-    while True:
-        yield i
-        i += 1
 
 
 def _choice(rng: np.random.Generator, weighted: Sequence[tuple[str, float]]) -> str:

@@ -19,6 +19,7 @@ import collections
 import concurrent.futures
 import dataclasses
 import functools
+import itertools
 import multiprocessing
 import subprocess
 import time
@@ -182,7 +183,7 @@ def _shard_results(
         yield from _in_order(first, lambda k: remote.remote(config, k, prov), ray.get, ahead=max(2, 2 * workers))
         return
     if workers <= 1:
-        for k in _count(first):
+        for k in itertools.count(first):
             yield k, examples.make_shard(config, k, prov)
         return
     context = multiprocessing.get_context("spawn")  # JAX is multithreaded: never fork it
@@ -201,9 +202,3 @@ def _in_order(first: int, submit: Callable, result: Callable, ahead: int) -> Ite
         k, handle = pending.popleft()
         pending.append((k + ahead, submit(k + ahead)))
         yield k, result(handle)
-
-
-def _count(start: int) -> Iterator[int]:
-    while True:
-        yield start
-        start += 1

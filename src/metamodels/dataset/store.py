@@ -64,12 +64,7 @@ def shard_name(k: int) -> str:
 def model_row(model: CompiledModel) -> dict:
     """The columns that hold a compiled model (weights, settings, metadata)."""
     s = model.settings
-    config = {
-        "n_layers": model.n_layers, "n_heads": model.n_heads, "key_size": model.key_size, "mlp_hidden": model.mlp_hidden,
-        "input_values": list(model.input_values), "output_encoding": model.output_encoding,
-        "output_values": list(model.output_values), "residual_labels": list(model.residual_labels),
-        "layer_of": model.layer_of, "bos": s.bos, "pad": s.pad, "densified": model.densified,
-    }  # fmt: skip
+    config = {**model.config(), "bos": s.bos, "pad": s.pad}  # settings are columns of their own
     return {
         "n_layers": model.n_layers,
         "d_model": model.d_model,
@@ -91,13 +86,7 @@ def model_from_row(row: dict) -> CompiledModel:
         mlp_exactness=int(row["mlp_exactness"]), bos=config["bos"], pad=config["pad"],
     )  # fmt: skip
     params = {w["name"]: np.asarray(w["data"], dtype=np.float32).reshape(w["shape"]) for w in row["weights"]}
-    return CompiledModel(
-        params=params, settings=settings, n_layers=config["n_layers"], n_heads=config["n_heads"],
-        key_size=config["key_size"], mlp_hidden=config["mlp_hidden"], input_values=tuple(config["input_values"]),
-        output_encoding=config["output_encoding"], output_values=tuple(config["output_values"]),
-        residual_labels=tuple(config["residual_labels"]), layer_of=config["layer_of"], program_text=row["program"],
-        densified=config.get("densified"),
-    )  # fmt: skip
+    return CompiledModel.from_config(params, settings, {**config, "program_text": row["program"]})
 
 
 def write_shard(directory: Path, k: int, rows: Sequence[dict]) -> Path:
