@@ -185,6 +185,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--d-model", type=int, help="compress to exactly this width instead")
     p.add_argument("--seed", type=int, default=0, help="seed of the rotation and the inputs (default 0)")
 
+    _add_metamodel_commands(sub)
+
     p = sub.add_parser(
         "run",
         help="run a model file on one input",
@@ -198,6 +200,58 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_metamodel_commands(sub) -> None:
+    p = sub.add_parser(
+        "decompile",
+        help="decompile a model file into a RASP program with the meta-model",
+        description="Read a compiled model's weights with a trained meta-model and print the RASP program it implements "
+        "(grammar-constrained greedy or beam decoding). With --verify, each beam candidate is checked against the model "
+        "in order of score and the first that verifies is returned, with its evidence.",
+    )
+    p.add_argument("model", type=Path, help="model file (.safetensors), e.g. src/metamodels/examples/sort.safetensors")
+    p.add_argument("--checkpoint", type=Path, help="meta-model checkpoint directory (default: the shipped one)")
+    p.add_argument("--beam", type=int, default=1, help="beam width; 1 = greedy (default 1)")
+    p.add_argument("--verify", action="store_true", help="verify candidates against the model and return the first that holds")
+    p.add_argument("--inputs", type=int, default=100_000, help="verification: exhaustive up to this many inputs (default 100000)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    p = sub.add_parser(
+        "train",
+        help="train a meta-model on a dataset",
+        description="Train a meta-model (weights -> program tokens) on the train split of a dataset directory, with "
+        "periodic validation, early stopping, loss curves, and the best checkpoint in OUT/checkpoint. Rerun the same "
+        "command to resume a killed run.",
+    )
+    p.add_argument("--data", type=Path, required=True, help="dataset directory (from `metamodels dataset build`)")
+    p.add_argument("--out", type=Path, required=True, help="run directory (checkpoint, log.jsonl, curves.png, state)")
+    p.add_argument("--preset", default="small", help="model size: tiny, small (2 CPU cores; default) or paper")
+    p.add_argument("--encoding", default="rows", help="weight encoding: rows (structure-aware; default) or flat (paper)")
+    p.add_argument("--minutes", type=float, default=60.0, help="time budget in minutes (default 60)")
+    p.add_argument("--steps", type=int, help="number of steps (overrides the time-fitted schedule)")
+    p.add_argument("--batch-size", type=int, default=32, help="examples per step (default 32)")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    p.add_argument("--eval-every", type=int, default=250, help="steps between validations (default 250)")
+    p.add_argument("--limit", type=int, help="use only the first N training examples")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation and data order (default 0)")
+
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a meta-model checkpoint on a dataset split",
+        description="Greedy-decode every model of a split and report exact-program, functional, teacher-forced and "
+        "per-field accuracy by number of ops (optionally verified@k). The lib split is printed program by program.",
+    )
+    p.add_argument("--checkpoint", type=Path, help="meta-model checkpoint directory (default: the shipped one)")
+    p.add_argument("--data", type=Path, required=True, help="dataset directory")
+    p.add_argument("--split", default="test", help="split: test, val, lib or train (default test)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N examples")
+    p.add_argument("--verify-k", type=int, default=0, help="also measure verified@k with a beam of this width")
+    p.add_argument("--verify-limit", type=int, default=100, help="models used for verified@k (default 100)")
+    p.add_argument("--programs", action="store_true", help="print every program, truth vs decoded (always for lib)")
+    p.add_argument("--json", type=Path, help="write the full report (every example) to this JSON file")
+    p.add_argument("--plot", type=Path, help="write accuracy by number of ops to this PNG")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -209,6 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "dataset": _dataset,
             "verify": _verify,
             "densify": _densify,
+            "decompile": _decompile,
+            "train": _train,
+            "evaluate": _evaluate,
         }
         return commands[args.command](args)
     except (ValueError, OSError) as e:  # user mistakes: our errors are ValueErrors that say what to fix
@@ -350,6 +407,68 @@ def _densify(args: argparse.Namespace) -> int:
     print(
         f"{args.out}: d_model {result.original_d_model} -> {result.d_model}, fidelity {result.fidelity:.4f} on {held} held-out inputs"
     )
+    return 0
+
+
+def _decompile(args: argparse.Namespace) -> int:
+    import json
+
+    from metamodels import decompilation, modelfile
+
+    if args.beam < 1:
+        raise ValueError(f"--beam must be at least 1, got {args.beam}")
+    result = decompilation.decompile(
+        modelfile.load(args.model), checkpoint=args.checkpoint, beam=args.beam, verify=args.verify, max_inputs=args.inputs
+    )
+    if args.json:
+        print(json.dumps(result.to_json(), indent=1, default=str))
+        return 0
+    if result.text is None:
+        raise ValueError("the meta-model produced no complete program within its length limit")
+    print(result.text)
+    if result.status == "verified":
+        r = result.report
+        weights = {True: "weights match after recompiling", False: "weights differ after recompiling", None: "weights not compared"}
+        print(f"# verified: {r.verdict} on {r.n_inputs} inputs ({'all' if r.exhaustive else 'random'}); "  # type: ignore[union-attr]
+              f"{weights[r.weights.match]}; candidate {result.candidates.index(next(c for c in result.candidates if c.text == result.text)) + 1} of {len(result.candidates)}")  # type: ignore[union-attr]  # fmt: skip
+    elif result.status == "unverified":
+        print(f"# UNVERIFIED: none of the {len(result.candidates)} candidates agrees with the model; best candidate shown")
+        for c in (result.report.counterexamples if result.report else ())[:3]:  # type: ignore[attr-defined]
+            print(f"#   counterexample {list(c.input)}: model {list(c.model_output)}, program {list(c.program_output)}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from metamodels import training
+
+    cfg = training.TrainConfig(
+        data=str(args.data), out=str(args.out), preset=args.preset, encoding=args.encoding, batch_size=args.batch_size,
+        lr=args.lr, steps=args.steps, minutes=None if args.steps else args.minutes, eval_every=args.eval_every,
+        seed=args.seed, limit=args.limit, threads=args.threads,
+    )  # fmt: skip
+    checkpoint = training.train(cfg)
+    print(f"best checkpoint: {checkpoint}; log {args.out / training.LOG}; curves {args.out / 'curves.png'}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from metamodels import decompilation, evaluation
+
+    meta = decompilation.load_metamodel(args.checkpoint)
+    report = evaluation.evaluate(
+        meta, args.data, args.split, limit=args.limit, verify_k=args.verify_k, verify_limit=args.verify_limit
+    )
+    if args.split == "lib" or args.programs:
+        for r in report["examples"]:
+            print(f"== {r['id']} ({'exact' if r['exact'] else 'functional' if r['functional'] else 'WRONG'})")
+            print(f"-- truth\n{r['truth']}-- decoded\n{r.get('decoded') or '(none)'}")
+    print(evaluation.format_table(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+    if args.plot:
+        evaluation.plot(report, args.plot)
     return 0
 
 

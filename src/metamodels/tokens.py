@@ -201,6 +201,14 @@ class Grammar:
         self.done = False
         self.position = 0  # tokens consumed
 
+    def copy(self) -> Grammar:
+        """An independent copy (for beam search); ops are immutable, containers are copied."""
+        other = Grammar.__new__(Grammar)
+        other.__dict__.update(self.__dict__)
+        other.vars, other.used = dict(self.vars), set(self.used)
+        other.ops_in_sublayer, other.ops, other.current = dict(self.ops_in_sublayer), list(self.ops), list(self.current)
+        return other
+
     # -- what may come next
     def allowed(self) -> set[str]:
         if not self.started:

@@ -1,0 +1,227 @@
+"""Meta-model checkpoint + dataset split -> evaluation report (JSON-able) and plot.
+
+Metrics, overall and by number of ops:
+
+- ``exact``: autoregressive (greedy, grammar-constrained) decoding gives the true
+  program's canonical token sequence. The honest headline.
+- ``functional``: the decoded program's RASP evaluation equals the stored outputs
+  of the true program on the example's input battery (causal models compared
+  prefix by prefix).
+- ``teacher_forced_token`` / ``teacher_forced_program``: next-token accuracy
+  given the true prefix, per token and per whole program (what paper 000's
+  reference code reported; optimistic, shown for comparison).
+- ``fields``: teacher-forced accuracy per token kind (ops, encodings, functions,
+  variables, predicates, coefficients, structure).
+- ``verified@k`` (optional, ``verify_k``): a beam of k candidates, each checked
+  against the model (:mod:`metamodels.verification`); the fraction of models with
+  a verified candidate among the first k. ``false_verification``: verified
+  programs that still differ from the true program on a larger independent
+  battery.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from metamodels import battery, decoding, forward, metamodel, weight_encoding
+from metamodels import tokens as tokens_mod
+from metamodels.dataset import store
+from metamodels.rasp.program import Program
+
+FIELDS = ("ops", "encodings", "functions", "variables", "predicates", "coefficients", "structure")
+
+
+def field_of(token: str) -> str:
+    if token in tokens_mod.ATTN_OPS or token in tokens_mod.MLP_OPS:
+        return "ops"
+    if token in tokens_mod.ENCODINGS:
+        return "encodings"
+    if token.startswith("fn:"):
+        return "functions"
+    if token.startswith("sop_") or token in ("tokens", "indices"):
+        return "variables"
+    if token.startswith("c:"):
+        return "coefficients"
+    if token in tokens_mod.SPECIAL:
+        return "structure"
+    return "predicates"
+
+
+_FIELD_OF_ID = np.array([FIELDS.index(field_of(t)) for t in tokens_mod.VOCAB.tokens])
+
+
+def outputs_of(program: Program, inputs: Iterable, causal: bool) -> list[list] | None:
+    """The program's outputs on each input (None if evaluation fails, e.g. a function outside its domain)."""
+    try:
+        return [battery.expected_output(program.evaluate, xs, causal) for xs in inputs]
+    except (ArithmeticError, TypeError, ValueError, IndexError, KeyError):
+        return None
+
+
+def same_outputs(a: list[list] | None, b: list[list]) -> bool:
+    return a is not None and all(
+        forward.outputs_match([x for x in got if x is not None], [y for x, y in zip(got, want) if x is not None])
+        and all((x is None) == (y is None) for x, y in zip(got, want))
+        for got, want in zip(a, b)
+    )
+
+
+@torch.no_grad()
+def _teacher_forced(model: metamodel.MetaModel, items: list[weight_encoding.WeightTokens], programs: list[list[int]]):
+    """Per example: (hits [T-1] bool, fields [T-1] int) over the real target tokens."""
+    values, tags, mask = decoding._pad(items)
+    t = max(len(p) for p in programs)
+    program = torch.zeros(len(programs), t, dtype=torch.long)
+    for i, p in enumerate(programs):
+        program[i, : len(p)] = torch.tensor(p)
+    logits = model(values, tags, mask, program[:, :-1])
+    hits = (logits.argmax(-1) == program[:, 1:]).numpy()
+    return [(hits[i, : len(p) - 1], _FIELD_OF_ID[np.asarray(p[1:])]) for i, p in enumerate(programs)]
+
+
+def evaluate(
+    model: metamodel.MetaModel,
+    data: str | Path,
+    split: str,
+    *,
+    limit: int | None = None,
+    batch_size: int = 32,
+    verify_k: int = 0,
+    verify_limit: int = 100,
+    progress: bool = True,
+) -> dict:
+    """Evaluate on (the first ``limit`` examples of) one split; returns the report."""
+    rows = []
+    for row in store.iter_rows(Path(data), split):
+        rows.append(row)
+        if limit is not None and len(rows) >= limit:
+            break
+    if not rows:
+        raise ValueError(f"{data}: split {split!r} has no examples")
+    per_example = []
+    bar = tqdm(total=len(rows), disable=not progress, desc=f"evaluate {split}", unit="model")
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        per_example += _evaluate_chunk(model, chunk)
+        bar.update(len(chunk))
+    bar.close()
+    report = summarize(per_example)
+    report.update(split=split, data=str(data), n_examples=len(rows))
+    if verify_k:
+        from metamodels import decompilation
+
+        report["verification"] = decompilation.verified_at_k(model, rows[:verify_limit], verify_k, progress=progress)
+    return report
+
+
+def _evaluate_chunk(model: metamodel.MetaModel, rows: list[dict]) -> list[dict]:
+    out, items, programs, kept = [], [], [], []
+    for row in rows:
+        record = {"id": row["id"], "n_ops": int(row["n_ops"]), "truth": row["program"]}
+        model_ = store.model_from_row(row)
+        try:
+            items.append(weight_encoding.encode(model_.params, model.cfg.encoding))
+        except weight_encoding.EncodingError as e:
+            record.update(supported=False, reason=str(e), exact=False, functional=False)
+            out.append(record)
+            continue
+        record["supported"] = True
+        programs.append(list(row["tokens"]))
+        kept.append((record, row))
+        out.append(record)
+    if not kept:
+        return out
+    teacher = _teacher_forced(model, items, programs)
+    decoded = decoding.greedy(model, items)
+    for (record, row), (hits, fields), candidate, truth in zip(kept, teacher, decoded, programs):
+        record["tf_hits"], record["tf_fields"] = hits.tolist(), fields.tolist()
+        record["decoded_tokens"] = candidate.token_strings
+        if candidate.program is None:
+            record.update(exact=False, functional=False, decoded=None)
+            continue
+        from metamodels.rasp import text
+
+        record["decoded"] = text.format_program(candidate.program)
+        record["exact"] = tokens_mod.tokenize(candidate.program) == truth
+        inputs = [tuple(x) for x in json.loads(row["battery_inputs"])]
+        want = json.loads(row["battery_outputs"])
+        record["functional"] = record["exact"] or same_outputs(outputs_of(candidate.program, inputs, row["causal"]), want)
+    return out
+
+
+def _rates(records: list[dict]) -> dict:
+    supported = [r for r in records if r["supported"]]
+    hits = [h for r in supported for h in r["tf_hits"]]
+    fields: dict[str, list] = defaultdict(list)
+    for r in supported:
+        for h, f in zip(r["tf_hits"], r["tf_fields"]):
+            fields[FIELDS[f]].append(h)
+    n = max(1, len(records))
+    return {
+        "n": len(records),
+        "exact": sum(r["exact"] for r in records) / n,
+        "functional": sum(r["functional"] for r in records) / n,
+        "teacher_forced_token": float(np.mean(hits)) if hits else 0.0,
+        "teacher_forced_program": sum(all(r["tf_hits"]) for r in supported) / n,
+        "unsupported": len(records) - len(supported),
+        "fields": {f: float(np.mean(v)) for f, v in sorted(fields.items())},
+    }
+
+
+def summarize(records: list[dict]) -> dict:
+    by_ops = defaultdict(list)
+    for r in records:
+        by_ops[r["n_ops"]].append(r)
+    return {
+        "overall": _rates(records),
+        "by_n_ops": {k: _rates(v) for k, v in sorted(by_ops.items())},
+        "examples": [{k: v for k, v in r.items() if k not in ("tf_hits", "tf_fields")} for r in records],
+    }
+
+
+def plot(report: dict, png: str | Path) -> None:
+    """Accuracy against number of ops (paper 000, Figure 3 right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ops = sorted(int(k) for k in report["by_n_ops"])
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for key, label in [
+        ("teacher_forced_token", "token accuracy (teacher-forced)"),
+        ("functional", "functional accuracy (greedy)"),
+        ("exact", "exact program (greedy)"),
+    ]:
+        ax.plot(ops, [report["by_n_ops"][k][key] for k in ops], marker="o", label=label)
+    ax.set(xlabel="number of ops", ylabel="accuracy", ylim=(0, 1.02), title=f"{report['split']} split, n={report['n_examples']}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+def format_table(report: dict) -> str:
+    """The report's rates as a plain-text table, one row per op count plus the total."""
+    head = f"{'ops':>5} {'n':>5} {'exact':>7} {'funct.':>7} {'tf tok':>7} {'tf prog':>7}"
+    rows = [(str(k), v) for k, v in report["by_n_ops"].items()] + [("all", report["overall"])]
+    lines = [f"{report['split']} split of {report['data']}", head]
+    for k, r in rows:
+        lines.append(
+            f"{k:>5} {r['n']:>5} {r['exact']:>7.3f} {r['functional']:>7.3f} {r['teacher_forced_token']:>7.3f} {r['teacher_forced_program']:>7.3f}"
+        )
+    lines.append("fields (teacher-forced): " + ", ".join(f"{f} {a:.3f}" for f, a in report["overall"]["fields"].items()))
+    if report["overall"]["unsupported"]:
+        lines.append(f"unsupported by the encoder (counted wrong): {report['overall']['unsupported']}")
+    if "verification" in report:
+        v = report["verification"]
+        lines.append("verification: " + ", ".join(f"{k} {v[k]:.3f}" for k in v if k.startswith("verified@")) +
+                     f", false verification {v['false_verification']:.3f} (n={v['n']}, beam {v['beam']})")
+    return "\n".join(lines)

@@ -1,0 +1,223 @@
+"""Train a meta-model on a dataset directory: the visible loop (nanoGPT style).
+
+``train(TrainConfig(...))`` encodes the train and validation splits, then runs
+batch -> forward -> loss -> backward -> clip -> AdamW step, with linear warmup and
+cosine decay. Every ``eval_every`` steps it measures teacher-forced loss and
+accuracy on validation examples, logs a JSON line, redraws the curves (PNG),
+saves the best checkpoint (by validation loss) and the resumable training state,
+and stops early after ``patience`` evaluations without improvement. A run killed
+at any point resumes from its last saved state with the same command.
+
+With a time budget (``minutes``), the schedule's length is fixed after timing
+the first steps, so warmup and decay fit the budget; it is saved in the state,
+so a resumed run keeps the same schedule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from metamodels import __version__, batching, metamodel, weight_encoding
+from metamodels import tokens as tokens_mod
+
+STATE = "train_state.pt"
+LOG = "log.jsonl"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    data: str
+    out: str
+    preset: str = "small"
+    encoding: str = "rows"
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup: int = 200
+    steps: int | None = None  # schedule length; derived from ``minutes`` when None
+    minutes: float | None = 60.0
+    clip: float = 1.0
+    eval_every: int = 250
+    eval_examples: int = 512
+    patience: int = 8
+    seed: int = 0
+    limit: int | None = None  # use only the first N training examples
+    threads: int | None = None
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.preset not in metamodel.PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; expected one of {sorted(metamodel.PRESETS)}")
+        if self.steps is None and self.minutes is None:
+            raise ValueError("give a number of steps or a time budget in minutes")
+
+
+def encoding_config(name: str) -> weight_encoding.EncodingConfig:
+    """Default sizes of each encoding: rows (32 values per token), flat (65,536 weights in 128 chunks of 512)."""
+    if name == "flat":
+        return weight_encoding.EncodingConfig("flat", width=512, flat_size=65536, max_tokens=128)
+    return weight_encoding.EncodingConfig(name)  # type: ignore[arg-type]
+
+
+def program_loss(model: metamodel.MetaModel, batch: batching.Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean cross-entropy over real next tokens, logits [B, T-1, vocab])."""
+    logits = model(batch.values, batch.tags, batch.weight_mask, batch.program[:, :-1])
+    target = batch.program[:, 1:]
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=0)
+    return loss, logits
+
+
+@torch.no_grad()
+def teacher_forced(model: metamodel.MetaModel, data: batching.EncodedSet, batch_size: int = 64) -> dict:
+    """Validation loss, per-token accuracy and whole-program accuracy under teacher forcing."""
+    model.eval()
+    losses, correct, total, programs_ok = [], 0, 0, 0
+    for index in batching.in_order(data, batch_size):
+        batch = batching.collate(data, index)
+        loss, logits = program_loss(model, batch)
+        target = batch.program[:, 1:]
+        real = target != 0
+        hit = (logits.argmax(-1) == target) | ~real
+        losses.append(float(loss) * int(real.sum()))
+        correct += int((hit & real).sum())
+        total += int(real.sum())
+        programs_ok += int(hit.all(dim=1).sum())
+    model.train()
+    return {"loss": sum(losses) / max(1, total), "token_acc": correct / max(1, total), "program_acc": programs_ok / max(1, len(data))}
+
+
+def provenance(cfg: TrainConfig, extra: dict) -> dict:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=10).stdout.strip()
+    except OSError:
+        commit = ""
+    manifest = json.loads((Path(cfg.data) / "manifest.json").read_text())
+    return {
+        "train_config": dataclasses.asdict(cfg),
+        "dataset": {"path": str(cfg.data), "config": manifest.get("config")},
+        "package_version": __version__,
+        "git_commit": commit,
+        "torch_version": torch.__version__,
+        "program_vocab_version": tokens_mod.VOCAB.version,
+        **extra,
+    }
+
+
+def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
+    """Run (or resume) training; returns the checkpoint directory (``out/checkpoint``)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    mcfg = metamodel.MetaModelConfig(**metamodel.PRESETS[cfg.preset], encoding=encoding_config(cfg.encoding))
+    cache = cfg.cache_dir or str(out / "cache")
+    load = lambda split, limit: batching.load_split(  # noqa: E731
+        cfg.data, split, mcfg.encoding, max_program_tokens=mcfg.max_program_tokens, limit=limit, cache_dir=cache
+    )
+    train_set, val_set = load("train", cfg.limit), load("val", cfg.eval_examples)
+    if not len(train_set) or not len(val_set):
+        raise ValueError(f"{cfg.data}: no usable train/val examples (skipped: {train_set.skipped})")
+    torch.manual_seed(cfg.seed)
+    model = metamodel.MetaModel(mcfg)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
+    )
+    state = {"step": 0, "epoch": 0, "batch": 0, "elapsed": 0.0, "total": cfg.steps, "best": float("inf"), "bad_evals": 0}
+    if (out / STATE).is_file():  # resume
+        saved = torch.load(out / STATE, weights_only=False)
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        state = saved["state"]
+    info = {"n_params": model.n_params(), "train_examples": len(train_set), "skipped": train_set.skipped}
+    (out / "run.json").write_text(json.dumps({"config": dataclasses.asdict(cfg), **info}, indent=1))
+
+    batches = batching.epoch_batches(train_set, cfg.batch_size, cfg.seed, state["epoch"])
+    bar = tqdm(total=state["total"], initial=state["step"], disable=not progress, desc="train", unit="step")
+    started, start_elapsed, running = time.time(), state["elapsed"], []
+    model.train()
+    while state["total"] is None or state["step"] < state["total"]:
+        if state["batch"] >= len(batches):
+            state["epoch"], state["batch"] = state["epoch"] + 1, 0
+            batches = batching.epoch_batches(train_set, cfg.batch_size, cfg.seed, state["epoch"])
+        batch = batching.collate(train_set, batches[state["batch"]])
+        lr = metamodel.lr_at(state["step"], state["total"] or 10**9, cfg.lr, cfg.warmup)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        loss, _ = program_loss(model, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        opt.step()
+        state["step"] += 1
+        state["batch"] += 1
+        state["elapsed"] = start_elapsed + time.time() - started
+        running.append(loss.item())
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(running[-50:]):.3f}", lr=f"{lr:.1e}")
+        if state["total"] is None and state["step"] == 30:  # fit the schedule to the time budget
+            state["total"] = max(state["step"] + 1, int(cfg.minutes * 60 / (state["elapsed"] / state["step"])))
+            bar.total = state["total"]
+        over_time = cfg.minutes is not None and state["elapsed"] > cfg.minutes * 60
+        last = over_time or (state["total"] is not None and state["step"] >= state["total"])
+        if state["step"] % cfg.eval_every == 0 or last:
+            metrics = teacher_forced(model, val_set)
+            record = {"step": state["step"], "epoch": state["epoch"], "seconds": round(state["elapsed"], 1), "lr": lr,
+                      "train_loss": float(np.mean(running[-cfg.eval_every:])), **{f"val_{k}": v for k, v in metrics.items()}}  # fmt: skip
+            with open(out / LOG, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            bar.write(json.dumps(record))
+            if metrics["loss"] < state["best"]:
+                state["best"], state["bad_evals"] = metrics["loss"], 0
+                metamodel.save_checkpoint(model, out / "checkpoint", provenance(cfg, {**info, "at": record}))
+            else:
+                state["bad_evals"] += 1
+            _save_state(out, model, opt, state)
+            plot_curves(out / LOG, out / "curves.png")
+            if state["bad_evals"] >= cfg.patience:
+                bar.write(f"early stop: no validation improvement in {cfg.patience} evaluations")
+                break
+        if over_time:
+            break
+    bar.close()
+    return out / "checkpoint"
+
+
+def _save_state(out: Path, model, opt, state: dict) -> None:
+    tmp = out / (STATE + ".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state}, tmp)
+    os.replace(tmp, out / STATE)
+
+
+def plot_curves(log: Path, png: Path) -> None:
+    """Training/validation loss and validation accuracies against step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    steps = [r["step"] for r in records]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    a.plot(steps, [r["train_loss"] for r in records], label="train")
+    a.plot(steps, [r["val_loss"] for r in records], label="validation")
+    a.set(xlabel="step", ylabel="cross-entropy", yscale="log", title="loss")
+    a.legend()
+    b.plot(steps, [r["val_token_acc"] for r in records], label="token (teacher-forced)")
+    b.plot(steps, [r["val_program_acc"] for r in records], label="whole program (teacher-forced)")
+    b.set(xlabel="step", ylabel="accuracy", ylim=(0, 1), title="validation accuracy")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)

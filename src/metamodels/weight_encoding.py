@@ -1,0 +1,197 @@
+"""Compiled weights -> meta-model input tokens (the preprocessing stage).
+
+Two encodings, both producing :class:`WeightTokens` (a sequence of fixed-width
+value vectors, each with four small integer tags the meta-model embeds):
+
+``flat`` (paper 000, Appendix B): every weight in a fixed canonical order,
+flattened into one vector, symlog-transformed, padded with 0.05 to
+``flat_size`` and cut into ``flat_size / width`` chunks. Tags: the chunk number.
+
+``rows`` (ours, structure-aware): one token per *residual direction* of each
+matrix that reads or writes the residual stream, holding that direction's row of
+the matrix along its other axis (a query row over the layer's head dimensions,
+an embedding column over the input vocabulary, an MLP input row over the hidden
+units, ...). All-zero rows are skipped (Tracr's weights are sparse: most
+directions are not read or written by most sublayers), rows longer than
+``width`` continue in further tokens (all-zero pieces skipped), and each token is tagged with its role
+(which matrix), layer, residual direction and chunk number, so the meta-model
+can match "direction 17 is written by layer 2's MLP" with "direction 17 is read
+by layer 3's query". Sequences are ~100 tokens instead of the flat encoding's
+fixed 128 padded chunks, and nothing is padding.
+
+Shape-agnostic: any d_model, vocabulary size, sequence length, number of heads
+or layers the tag tables cover (see ``LIMITS``); beyond them,
+:class:`EncodingError` says which limit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Literal
+
+import numpy as np
+
+from metamodels.compiled import LAYER_KEYS
+
+EncodingName = Literal["rows", "flat"]
+ENCODINGS: tuple[str, ...] = ("rows", "flat")
+# Roles of the rows encoding. "Residual axis" is the axis of size d_model.
+ROLES: tuple[str, ...] = (
+    "token_embed",
+    "pos_embed",
+    "query",
+    "key",
+    "value",
+    "attn_out",
+    "mlp_in",
+    "mlp_out",
+    "unembed",
+    "query_bias",
+    "key_bias",
+    "value_bias",
+    "attn_out_bias",
+    "mlp_in_bias",
+    "mlp_out_bias",
+)
+_LAYER_ROLES = dict(
+    zip(
+        LAYER_KEYS,
+        ("query", "query_bias", "key", "key_bias", "value", "value_bias")
+        + ("attn_out", "attn_out_bias", "mlp_in", "mlp_in_bias", "mlp_out", "mlp_out_bias"),
+    )
+)
+# Matrices stored [other, d_model] (residual axis last) rather than [d_model, other].
+_RESIDUAL_LAST = {"token_embed", "pos_embed", "attn_out", "mlp_out"}
+_RESIDUAL_BIAS = {"attn_out_bias", "mlp_out_bias"}  # biases over the residual axis
+VERSION = 2  # bump when an encoding's output changes (keys encoded-data caches)
+FLAT_PAD = 0.05  # the flat encoding's padding value (paper 000)
+LIMITS = {"layers": 30, "residual": 2047, "chunks": 128}
+
+
+class EncodingError(ValueError):
+    """A model the encoder cannot represent (too many layers, too wide, ...); says which limit."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodingConfig:
+    """Which encoding and its sizes (stored in every checkpoint's config)."""
+
+    name: EncodingName = "rows"
+    width: int = 32  # values per token
+    flat_size: int = 65536  # flat only: length the flattened weights are padded to
+    max_tokens: int = 512  # longest weight-token sequence accepted
+
+    def __post_init__(self) -> None:
+        if self.name not in ENCODINGS:
+            raise ValueError(f"unknown weight encoding {self.name!r}; expected one of {ENCODINGS}")
+        if self.name == "flat" and self.flat_size % self.width:
+            raise ValueError(f"flat_size {self.flat_size} must be a multiple of width {self.width}")
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightTokens:
+    """One model's weights as meta-model input.
+
+    ``values`` [n_tokens, width] float32 (symlog-transformed weights);
+    ``tags`` [n_tokens, 4] int64: (role + 1, layer + 1, residual direction + 1,
+    chunk), 0 meaning "not applicable".
+    """
+
+    values: np.ndarray
+    tags: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def symlog(x: np.ndarray) -> np.ndarray:
+    """Identity on [-2, 2], logarithmic outside (continuous: sign(x)·(2 + ln(|x|/2)))."""
+    a = np.abs(x)
+    return np.where(a <= 2, x, np.sign(x) * (2 + np.log(np.maximum(a, 2) / 2))).astype(np.float32)
+
+
+def canonical_order(params: Mapping[str, np.ndarray]) -> list[str]:
+    """Parameter names in a fixed order: embeddings, layers (Tracr's order inside), unembedding."""
+    n_layers = sum(1 for k in params if k.endswith("attn/query/w"))
+    names = ["token_embed/embeddings", "pos_embed/embeddings"]
+    names += [f"transformer/layer_{l}/{k}" for l in range(n_layers) for k in LAYER_KEYS]
+    names.append("unembed")
+    missing = [n for n in names if n not in params]
+    if missing or len(names) != len(params):
+        extra = sorted(set(params) - set(names))
+        raise EncodingError(f"unexpected weight layout: missing {missing[:3]}, unexpected {extra[:3]}")
+    return names
+
+
+def encode(params: Mapping[str, np.ndarray], config: EncodingConfig) -> WeightTokens:
+    """Weights in :mod:`metamodels.compiled`'s layout -> WeightTokens; EncodingError if out of range."""
+    out = _encode_flat(params, config) if config.name == "flat" else _encode_rows(params, config)
+    if len(out) > config.max_tokens:
+        raise EncodingError(
+            f"the model's weights make {len(out)} {config.name} tokens; this meta-model reads at most {config.max_tokens}"
+        )
+    return out
+
+
+def _encode_flat(params: Mapping[str, np.ndarray], config: EncodingConfig) -> WeightTokens:
+    flat = np.concatenate([np.asarray(params[n], np.float32).ravel() for n in canonical_order(params)])
+    if flat.size > config.flat_size:
+        raise EncodingError(f"the model has {flat.size} weights; the flat encoding holds at most {config.flat_size}")
+    padded = np.full(config.flat_size, FLAT_PAD, np.float32)
+    padded[: flat.size] = symlog(flat)
+    n = config.flat_size // config.width
+    tags = np.zeros((n, 4), np.int64)
+    tags[:, 3] = np.arange(n)
+    if n > LIMITS["chunks"]:
+        raise EncodingError(f"flat encoding with {n} chunks exceeds the chunk limit {LIMITS['chunks']}")
+    return WeightTokens(padded.reshape(n, config.width), tags)
+
+
+def _encode_rows(params: Mapping[str, np.ndarray], config: EncodingConfig) -> WeightTokens:
+    values: list[np.ndarray] = []
+    tags: list[tuple[int, int, int, int]] = []
+    for name in canonical_order(params):
+        role, layer = _role_and_layer(name)
+        w = np.asarray(params[name], np.float32)
+        if role in _RESIDUAL_BIAS:  # [d_model]: one 1-wide row per non-zero direction
+            rows, directions = w.reshape(-1, 1), np.arange(w.size)
+        elif w.ndim == 1:  # a bias over hidden units: rows with no residual direction
+            rows, directions = w.reshape(1, -1), np.array([-1])
+        else:
+            rows = w.T if role in _RESIDUAL_LAST else w  # [d_model, other]
+            directions = np.arange(len(rows))
+        keep = np.abs(rows).max(axis=1) > 0
+        for row, direction in zip(rows[keep], directions[keep]):
+            _check(layer, direction, math.ceil(row.size / config.width))
+            for chunk in range(0, row.size, config.width):
+                piece = np.zeros(config.width, np.float32)
+                piece[: min(config.width, row.size - chunk)] = row[chunk : chunk + config.width]
+                if not piece.any():  # zero stretches of a long row are skipped like zero rows
+                    continue
+                values.append(piece)
+                tags.append((ROLES.index(role) + 1, layer + 1, direction + 1, chunk // config.width))
+    if not values:
+        raise EncodingError("the model's weights are all zero")
+    return WeightTokens(symlog(np.stack(values)), np.asarray(tags, np.int64))
+
+
+def _role_and_layer(name: str) -> tuple[str, int]:
+    if name == "token_embed/embeddings":
+        return "token_embed", -1
+    if name == "pos_embed/embeddings":
+        return "pos_embed", -1
+    if name == "unembed":
+        return "unembed", -1
+    _, layer, key = name.split("/", 2)
+    return _LAYER_ROLES[key], int(layer.removeprefix("layer_"))
+
+
+def _check(layer: int, direction: int, n_chunks: int) -> None:
+    if layer >= LIMITS["layers"]:
+        raise EncodingError(f"the model has more than {LIMITS['layers']} layers")
+    if direction >= LIMITS["residual"]:
+        raise EncodingError(f"the model's residual stream is wider than {LIMITS['residual']}")
+    if n_chunks > LIMITS["chunks"]:
+        raise EncodingError(f"a weight row is longer than {LIMITS['chunks']} tokens")

@@ -1,0 +1,98 @@
+"""Meta-model: KV-cached decoding equals the teacher-forced forward pass; checkpoints round-trip."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from metamodels import metamodel, weight_encoding
+from metamodels import tokens as tokens_mod
+
+
+def _inputs(batch=2, p=7, t=9, width=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    values = torch.randn(batch, p, width, generator=g)
+    tags = torch.randint(0, 5, (batch, p, 4), generator=g)
+    mask = torch.ones(batch, p, dtype=torch.bool)
+    mask[1, 5:] = False  # second example is shorter
+    program = torch.randint(1, len(tokens_mod.VOCAB), (batch, t), generator=g)
+    return values, tags, mask, program
+
+
+def _model(seed=0, **kw):
+    torch.manual_seed(seed)
+    return metamodel.MetaModel(metamodel.MetaModelConfig(**{**metamodel.PRESETS["tiny"], **kw})).eval()
+
+
+def test_kv_cached_steps_equal_teacher_forced_logits():
+    model = _model()
+    values, tags, mask, program = _inputs()
+    with torch.no_grad():
+        full = model(values, tags, mask, program)  # [B, T, V]
+    cache = model.prefill(values, tags, mask)
+    key_mask = mask
+    for t in range(program.shape[1]):
+        key_mask = torch.cat([key_mask, torch.ones(2, 1, dtype=torch.bool)], dim=1)
+        logits, cache = model.step(program[:, t], t, cache, key_mask)
+        torch.testing.assert_close(logits, full[:, t], rtol=1e-4, atol=1e-4)
+
+
+def test_padding_weight_tokens_do_not_change_the_output():
+    model = _model()
+    values, tags, mask, program = _inputs()
+    noisy = values.clone()
+    noisy[1, 5:] = 100.0  # masked positions of example 1
+    with torch.no_grad():
+        torch.testing.assert_close(model(values, tags, mask, program)[1], model(noisy, tags, mask, program)[1])
+
+
+def test_program_tokens_do_not_leak_backwards():
+    model = _model()
+    values, tags, mask, program = _inputs()
+    changed = program.clone()
+    changed[:, 5:] = 3
+    with torch.no_grad():
+        a, b = model(values, tags, mask, program), model(values, tags, mask, changed)
+    torch.testing.assert_close(a[:, :5], b[:, :5])
+    assert not torch.allclose(a[:, 5:], b[:, 5:])
+
+
+@pytest.mark.parametrize("half", [False, True])
+def test_checkpoint_round_trip(tmp_path, half):
+    model = _model()
+    metamodel.save_checkpoint(model, tmp_path / "ck", {"seed": 0}, half=half)
+    loaded, provenance = metamodel.load_checkpoint(tmp_path / "ck")
+    assert provenance == {"seed": 0} and loaded.cfg == model.cfg
+    values, tags, mask, program = _inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(values, tags, mask, program), model(values, tags, mask, program), atol=2e-2 if half else 1e-6, rtol=0)
+
+
+def test_checkpoint_errors_name_the_file(tmp_path):
+    with pytest.raises(metamodel.CheckpointError, match="not a readable meta-model checkpoint"):
+        metamodel.load_checkpoint(tmp_path)
+    metamodel.save_checkpoint(_model(), tmp_path / "ck", {})
+    vocab = json.loads((tmp_path / "ck" / "vocabulary.json").read_text())
+    (tmp_path / "ck" / "vocabulary.json").write_text(json.dumps({**vocab, "version": "v0-other"}))
+    with pytest.raises(metamodel.CheckpointError, match="program vocabulary v0-other"):
+        metamodel.load_checkpoint(tmp_path / "ck")
+    metamodel.save_checkpoint(_model(), tmp_path / "ck2", {})
+    (tmp_path / "ck2" / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(metamodel.CheckpointError, match="model.safetensors"):
+        metamodel.load_checkpoint(tmp_path / "ck2")
+
+
+def test_config_round_trips_through_json():
+    cfg = metamodel.MetaModelConfig(encoding=weight_encoding.EncodingConfig("flat", width=64, flat_size=1024))
+    assert metamodel.MetaModelConfig.from_json(json.loads(json.dumps(cfg.to_json()))) == cfg
+    with pytest.raises(ValueError, match="multiple of n_heads"):
+        metamodel.MetaModelConfig(d_model=30, n_heads=4)
+
+
+def test_learning_rate_schedule():
+    lrs = [metamodel.lr_at(s, 100, 1.0, 10) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert np.all(np.diff(lrs[10:]) <= 1e-12) and lrs[-1] >= 0.1

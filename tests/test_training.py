@@ -1,0 +1,129 @@
+"""Tiny end to end on the fixture dataset: train a few steps, resume, decode, evaluate, decompile."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from metamodels import cli, decompilation, evaluation, metamodel, training
+from metamodels.compiled import CompiledModel
+from metamodels.dataset import store
+from tests.test_dataset_loader import FIXTURE
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    cfg = training.TrainConfig(
+        data=str(FIXTURE), out=str(out), preset="tiny", steps=12, minutes=None, eval_every=6, eval_examples=40, warmup=3
+    )
+    return cfg, training.train(cfg, progress=False)
+
+
+def test_training_writes_checkpoint_log_curves_and_state(trained):
+    cfg, checkpoint = trained
+    model, provenance = metamodel.load_checkpoint(checkpoint)
+    assert provenance["train_config"]["preset"] == "tiny" and provenance["git_commit"] is not None
+    log = [json.loads(line) for line in (checkpoint.parent / training.LOG).read_text().splitlines()]
+    assert [r["step"] for r in log] == [6, 12]
+    assert log[-1]["train_loss"] < 4.5  # from ln(113) = 4.7 at initialisation
+    assert (checkpoint.parent / "curves.png").stat().st_size > 0
+    state = torch.load(checkpoint.parent / training.STATE, weights_only=False)["state"]
+    assert state["step"] == 12
+
+
+def test_rerun_resumes_instead_of_restarting(trained, tmp_path):
+    cfg, _ = trained
+    import dataclasses
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(cfg.out, copy)
+    longer = dataclasses.replace(cfg, out=str(copy), steps=18)  # the saved schedule (12 steps) is kept
+    training.train(longer, progress=False)
+    log = [json.loads(line) for line in (copy / training.LOG).read_text().splitlines()]
+    assert [r["step"] for r in log] == [6, 12]  # nothing retrained: the saved run had finished
+    assert torch.load(copy / training.STATE, weights_only=False)["state"]["step"] == 12
+
+
+def test_evaluate_reports_every_metric(trained):
+    _, checkpoint = trained
+    model, _ = metamodel.load_checkpoint(checkpoint)
+    report = evaluation.evaluate(model, FIXTURE, "train", limit=10, progress=False, verify_k=2, verify_limit=2)
+    overall = report["overall"]
+    assert overall["n"] == 10 and 0 <= overall["exact"] <= overall["functional"] <= 1
+    assert set(overall["fields"]) <= set(evaluation.FIELDS)
+    assert {"verified@1", "verified@2", "false_verification"} <= set(report["verification"])
+    for r in report["examples"]:
+        assert r["decoded"] is None or "return" in r["decoded"]
+    assert "exact" in evaluation.format_table(report)
+
+
+def test_functional_accuracy_uses_the_true_program_as_oracle():
+    row = next(store.iter_rows(FIXTURE, "train"))
+    from metamodels import tokens as tokens_mod
+
+    truth = tokens_mod.detokenize(row["tokens"])
+    inputs = [tuple(x) for x in json.loads(row["battery_inputs"])]
+    want = json.loads(row["battery_outputs"])
+    assert evaluation.same_outputs(evaluation.outputs_of(truth, inputs, row["causal"]), want)
+    other = tokens_mod.detokenize(next(r for r in store.iter_rows(FIXTURE, "train") if r["program"] != row["program"] and r["n_ops"] > 2)["tokens"])
+    assert not evaluation.same_outputs(evaluation.outputs_of(other, inputs, row["causal"]), want)
+
+
+def test_random_weights_still_decompile_to_a_valid_program(trained):
+    _, checkpoint = trained
+    row = next(store.iter_rows(FIXTURE, "train"))
+    model = store.model_from_row(row)
+    rng = np.random.default_rng(0)
+    # random values on the model's sparsity pattern (fully dense random weights exceed the token budget: tested below)
+    noise = {k: (rng.normal(size=v.shape) * (v != 0)).astype(np.float32) for k, v in model.params.items()}
+    noisy = CompiledModel.from_config(noise, model.settings, model.config())
+    result = decompilation.decompile(noisy, checkpoint=checkpoint, beam=3)
+    assert result.program is not None and "return" in result.text
+    assert result.status == "not_checked" and len(result.candidates) <= 3
+    dense = {k: rng.normal(size=v.shape).astype(np.float32) for k, v in model.params.items()}
+    with pytest.raises(ValueError, match="reads at most 512"):
+        decompilation.decompile(CompiledModel.from_config(dense, model.settings, model.config()), checkpoint=checkpoint)
+
+
+def test_decompile_with_verification_states_the_outcome(trained, tmp_path, capsys):
+    _, checkpoint = trained
+    sort = cli.EXAMPLES / "sort.safetensors"
+    assert cli.main(["decompile", str(sort), "--checkpoint", str(checkpoint), "--beam", "2", "--verify", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["status"] in ("verified", "unverified") and result["verification"] is not None
+    assert all(c["verdict"] in (None, "equivalent", "agrees_where_defined", "refuted") for c in result["candidates"])
+
+
+def test_train_and_evaluate_commands(trained, tmp_path, capsys):
+    _, checkpoint = trained
+    report = tmp_path / "r.json"
+    assert cli.main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(FIXTURE), "--split", "test",
+                     "--programs", "--json", str(report), "--plot", str(tmp_path / "r.png")]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "-- truth" in out and "-- decoded" in out and json.loads(report.read_text())["split"] == "test"
+    assert (tmp_path / "r.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["decompile", "missing.safetensors"], "missing.safetensors"),
+        (["decompile", "{sort}", "--checkpoint", "{tmp}"], "not a readable meta-model checkpoint"),
+        (["decompile", "{sort}", "--beam", "0"], "--beam must be at least 1"),
+        (["train", "--data", "{tmp}", "--out", "{tmp}/run"], "no manifest.json"),
+        (["train", "--data", "{fixture}", "--out", "{tmp}/run", "--preset", "huge"], "unknown preset"),
+        (["evaluate", "--data", "{fixture}", "--split", "nope", "--checkpoint", "{tmp}"], "not a readable"),
+    ],
+)
+def test_meta_model_commands_fail_with_one_line(tmp_path, capsys, argv, message):
+    fill = {"sort": str(cli.EXAMPLES / "sort.safetensors"), "tmp": str(tmp_path), "fixture": str(FIXTURE)}
+    assert cli.main([a.format(**fill) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err and "Traceback" not in err
