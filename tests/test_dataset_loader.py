@@ -14,7 +14,9 @@ FIXTURE = Path(__file__).parent / "fixtures" / "dataset"
 def _ids(dataset, workers: int) -> list[str]:
     # spawn: this test process may hold an initialised JAX (from other tests), which must not be forked
     context = "spawn" if workers else None
-    batches = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers, multiprocessing_context=context)
+    batches = torch.utils.data.DataLoader(
+        dataset, batch_size=None, num_workers=workers, multiprocessing_context=context
+    )
     return [example["id"] for example in batches]
 
 

@@ -80,7 +80,10 @@ def test_decoding_the_true_tokens_reproduces_the_program(name):
 def test_greedy_batches_models_of_different_lengths():
     model = metamodel.MetaModel(metamodel.MetaModelConfig(**metamodel.PRESETS["tiny"])).eval()
     rng = np.random.default_rng(0)
-    items = [weight_encoding.WeightTokens(rng.normal(size=(n, 32)).astype(np.float32), rng.integers(0, 5, (n, 4))) for n in (3, 11)]
+    items = [
+        weight_encoding.WeightTokens(rng.normal(size=(n, 32)).astype(np.float32), rng.integers(0, 5, (n, 4)))
+        for n in (3, 11)
+    ]
     together = decoding.greedy(model, items)
     alone = [decoding.greedy(model, [w])[0] for w in items]
     assert [c.tokens for c in together] == [c.tokens for c in alone]

@@ -68,7 +68,9 @@ def test_checkpoint_round_trip(tmp_path, half):
     assert provenance == {"seed": 0} and loaded.cfg == model.cfg
     values, tags, mask, program = _inputs()
     with torch.no_grad():
-        torch.testing.assert_close(loaded(values, tags, mask, program), model(values, tags, mask, program), atol=2e-2 if half else 1e-6, rtol=0)
+        torch.testing.assert_close(
+            loaded(values, tags, mask, program), model(values, tags, mask, program), atol=2e-2 if half else 1e-6, rtol=0
+        )
 
 
 def test_checkpoint_errors_name_the_file(tmp_path):

@@ -72,7 +72,11 @@ def test_functional_accuracy_uses_the_true_program_as_oracle():
     inputs = [tuple(x) for x in json.loads(row["battery_inputs"])]
     want = json.loads(row["battery_outputs"])
     assert evaluation.same_outputs(evaluation.outputs_of(truth, inputs, row["causal"]), want)
-    other = tokens_mod.detokenize(next(r for r in store.iter_rows(FIXTURE, "train") if r["program"] != row["program"] and r["n_ops"] > 2)["tokens"])
+    other = tokens_mod.detokenize(
+        next(r for r in store.iter_rows(FIXTURE, "train") if r["program"] != row["program"] and r["n_ops"] > 2)[
+            "tokens"
+        ]
+    )
     assert not evaluation.same_outputs(evaluation.outputs_of(other, inputs, row["causal"]), want)
 
 

@@ -50,7 +50,9 @@ def test_rows_encoding_is_lossless(name):
 def test_rows_encoding_skips_zero_rows_and_tags_residual_directions():
     model = _model("paper_sort")
     tokens = weight_encoding.encode(model.params, ROWS)
-    n_nonzero = sum(int((np.abs(v if v.ndim == 1 else v).reshape(len(v), -1) != 0).any(1).sum()) for v in model.params.values())
+    n_nonzero = sum(
+        int((np.abs(v if v.ndim == 1 else v).reshape(len(v), -1) != 0).any(1).sum()) for v in model.params.values()
+    )
     assert len(tokens) < sum(v.shape[0] for v in model.params.values())
     assert n_nonzero > 0 and tokens.tags[:, 2].max() <= model.d_model
     assert np.all(np.abs(tokens.values).max(axis=1) > 0)  # no all-zero token

@@ -104,7 +104,16 @@ def load_split(
     directory = Path(directory)
     paths = store.shard_paths(directory)
     key = hashlib.sha256(
-        json.dumps([weight_encoding.VERSION, (directory / store.MANIFEST).read_text(), split, dataclasses.asdict(enc), max_program_tokens, limit]).encode()
+        json.dumps(
+            [
+                weight_encoding.VERSION,
+                (directory / store.MANIFEST).read_text(),
+                split,
+                dataclasses.asdict(enc),
+                max_program_tokens,
+                limit,
+            ]
+        ).encode()
     ).hexdigest()[:16]
     cache = Path(cache_dir) / f"{split}-{enc.name}-{key}.npz" if cache_dir else None
     if cache is not None and cache.is_file():
@@ -199,7 +208,9 @@ def collate(data: EncodedSet, index: np.ndarray) -> Batch:
         values[row, :n], tags[row, :n] = data.values[a : a + n], data.tags[a : a + n]
         mask[row, :n] = True
         program[row, : len(data.programs[i])] = data.programs[i]
-    return Batch(torch.from_numpy(values), torch.from_numpy(tags), torch.from_numpy(mask), torch.from_numpy(program), index)
+    return Batch(
+        torch.from_numpy(values), torch.from_numpy(tags), torch.from_numpy(mask), torch.from_numpy(program), index
+    )
 
 
 def epoch_batches(data: EncodedSet, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:

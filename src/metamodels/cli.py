@@ -211,8 +211,12 @@ def _add_metamodel_commands(sub) -> None:
     p.add_argument("model", type=Path, help="model file (.safetensors), e.g. src/metamodels/examples/sort.safetensors")
     p.add_argument("--checkpoint", type=Path, help="meta-model checkpoint directory (default: the shipped one)")
     p.add_argument("--beam", type=int, default=1, help="beam width; 1 = greedy (default 1)")
-    p.add_argument("--verify", action="store_true", help="verify candidates against the model and return the first that holds")
-    p.add_argument("--inputs", type=int, default=100_000, help="verification: exhaustive up to this many inputs (default 100000)")
+    p.add_argument(
+        "--verify", action="store_true", help="verify candidates against the model and return the first that holds"
+    )
+    p.add_argument(
+        "--inputs", type=int, default=100_000, help="verification: exhaustive up to this many inputs (default 100000)"
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
     p = sub.add_parser(
@@ -225,7 +229,9 @@ def _add_metamodel_commands(sub) -> None:
     p.add_argument("--data", type=Path, required=True, help="dataset directory (from `metamodels dataset build`)")
     p.add_argument("--out", type=Path, required=True, help="run directory (checkpoint, log.jsonl, curves.png, state)")
     p.add_argument("--preset", default="small", help="model size: tiny, small (2 CPU cores; default) or paper")
-    p.add_argument("--encoding", default="rows", help="weight encoding: rows (structure-aware; default) or flat (paper)")
+    p.add_argument(
+        "--encoding", default="rows", help="weight encoding: rows (structure-aware; default) or flat (paper)"
+    )
     p.add_argument("--minutes", type=float, default=60.0, help="time budget in minutes (default 60)")
     p.add_argument("--steps", type=int, help="number of steps (overrides the time-fitted schedule)")
     p.add_argument("--batch-size", type=int, default=32, help="examples per step (default 32)")
@@ -418,7 +424,11 @@ def _decompile(args: argparse.Namespace) -> int:
     if args.beam < 1:
         raise ValueError(f"--beam must be at least 1, got {args.beam}")
     result = decompilation.decompile(
-        modelfile.load(args.model), checkpoint=args.checkpoint, beam=args.beam, verify=args.verify, max_inputs=args.inputs
+        modelfile.load(args.model),
+        checkpoint=args.checkpoint,
+        beam=args.beam,
+        verify=args.verify,
+        max_inputs=args.inputs,
     )
     if args.json:
         print(json.dumps(result.to_json(), indent=1, default=str))
@@ -428,11 +438,17 @@ def _decompile(args: argparse.Namespace) -> int:
     print(result.text)
     if result.status == "verified":
         r = result.report
-        weights = {True: "weights match after recompiling", False: "weights differ after recompiling", None: "weights not compared"}
+        weights = {
+            True: "weights match after recompiling",
+            False: "weights differ after recompiling",
+            None: "weights not compared",
+        }
         print(f"# verified: {r.verdict} on {r.n_inputs} inputs ({'all' if r.exhaustive else 'random'}); "  # type: ignore[union-attr]
               f"{weights[r.weights.match]}; candidate {result.candidates.index(next(c for c in result.candidates if c.text == result.text)) + 1} of {len(result.candidates)}")  # type: ignore[union-attr]  # fmt: skip
     elif result.status == "unverified":
-        print(f"# UNVERIFIED: none of the {len(result.candidates)} candidates agrees with the model; best candidate shown")
+        print(
+            f"# UNVERIFIED: none of the {len(result.candidates)} candidates agrees with the model; best candidate shown"
+        )
         for c in (result.report.counterexamples if result.report else ())[:3]:  # type: ignore[attr-defined]
             print(f"#   counterexample {list(c.input)}: model {list(c.model_output)}, program {list(c.program_output)}")
     return 0

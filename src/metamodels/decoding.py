@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
 from metamodels import metamodel, weight_encoding
@@ -51,7 +50,11 @@ def _pad(items: Sequence[weight_encoding.WeightTokens]) -> tuple[torch.Tensor, t
     tags = torch.zeros(len(items), p, 4, dtype=torch.long)
     mask = torch.zeros(len(items), p, dtype=torch.bool)
     for i, w in enumerate(items):
-        values[i, : len(w)], tags[i, : len(w)], mask[i, : len(w)] = torch.from_numpy(w.values), torch.from_numpy(w.tags), True
+        values[i, : len(w)], tags[i, : len(w)], mask[i, : len(w)] = (
+            torch.from_numpy(w.values),
+            torch.from_numpy(w.tags),
+            True,
+        )
     return values, tags, mask
 
 
@@ -137,5 +140,3 @@ def beam_search(model: metamodel.MetaModel, item: weight_encoding.WeightTokens, 
         seq, score, _ = max(alive, key=lambda e: e[1]) if alive else ([bos], _NEG, None)
         return [Candidate(tuple(seq), score, None)]
     return finished
-
-

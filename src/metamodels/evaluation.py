@@ -152,7 +152,9 @@ def _evaluate_chunk(model: metamodel.MetaModel, rows: list[dict]) -> list[dict]:
         record["exact"] = tokens_mod.tokenize(candidate.program) == truth
         inputs = [tuple(x) for x in json.loads(row["battery_inputs"])]
         want = json.loads(row["battery_outputs"])
-        record["functional"] = record["exact"] or same_outputs(outputs_of(candidate.program, inputs, row["causal"]), want)
+        record["functional"] = record["exact"] or same_outputs(
+            outputs_of(candidate.program, inputs, row["causal"]), want
+        )
     return out
 
 
@@ -201,7 +203,12 @@ def plot(report: dict, png: str | Path) -> None:
         ("exact", "exact program (greedy)"),
     ]:
         ax.plot(ops, [report["by_n_ops"][k][key] for k in ops], marker="o", label=label)
-    ax.set(xlabel="number of ops", ylabel="accuracy", ylim=(0, 1.02), title=f"{report['split']} split, n={report['n_examples']}")
+    ax.set(
+        xlabel="number of ops",
+        ylabel="accuracy",
+        ylim=(0, 1.02),
+        title=f"{report['split']} split, n={report['n_examples']}",
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(png, dpi=100)
@@ -217,11 +224,16 @@ def format_table(report: dict) -> str:
         lines.append(
             f"{k:>5} {r['n']:>5} {r['exact']:>7.3f} {r['functional']:>7.3f} {r['teacher_forced_token']:>7.3f} {r['teacher_forced_program']:>7.3f}"
         )
-    lines.append("fields (teacher-forced): " + ", ".join(f"{f} {a:.3f}" for f, a in report["overall"]["fields"].items()))
+    lines.append(
+        "fields (teacher-forced): " + ", ".join(f"{f} {a:.3f}" for f, a in report["overall"]["fields"].items())
+    )
     if report["overall"]["unsupported"]:
         lines.append(f"unsupported by the encoder (counted wrong): {report['overall']['unsupported']}")
     if "verification" in report:
         v = report["verification"]
-        lines.append("verification: " + ", ".join(f"{k} {v[k]:.3f}" for k in v if k.startswith("verified@")) +
-                     f", false verification {v['false_verification']:.3f} (n={v['n']}, beam {v['beam']})")
+        lines.append(
+            "verification: "
+            + ", ".join(f"{k} {v[k]:.3f}" for k in v if k.startswith("verified@"))
+            + f", false verification {v['false_verification']:.3f} (n={v['n']}, beam {v['beam']})"
+        )
     return "\n".join(lines)

@@ -189,16 +189,18 @@ class CheckpointError(ValueError):
     """A checkpoint directory that is missing files or does not match this code; names the file."""
 
 
-def save_checkpoint(
-    model: MetaModel, directory: str | Path, provenance: dict, *, half: bool = False
-) -> None:
+def save_checkpoint(model: MetaModel, directory: str | Path, provenance: dict, *, half: bool = False) -> None:
     """Write model.safetensors + config.json + vocabulary.json + provenance.json (atomically per file)."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     state = {k: (v.half() if half else v).contiguous() for k, v in model.state_dict().items()}
     _atomic(d / "model.safetensors", lambda p: save_file(state, str(p)))
     vocab = {"version": tokens_mod.VOCAB.version, "tokens": list(tokens_mod.VOCAB.tokens)}
-    for name, data in [("config.json", model.cfg.to_json()), ("vocabulary.json", vocab), ("provenance.json", provenance)]:
+    for name, data in [
+        ("config.json", model.cfg.to_json()),
+        ("vocabulary.json", vocab),
+        ("provenance.json", provenance),
+    ]:
         _atomic(d / name, lambda p, data=data: p.write_text(json.dumps(data, indent=1)))
 
 

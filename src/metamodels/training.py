@@ -93,12 +93,18 @@ def teacher_forced(model: metamodel.MetaModel, data: batching.EncodedSet, batch_
         total += int(real.sum())
         programs_ok += int(hit.all(dim=1).sum())
     model.train()
-    return {"loss": sum(losses) / max(1, total), "token_acc": correct / max(1, total), "program_acc": programs_ok / max(1, len(data))}
+    return {
+        "loss": sum(losses) / max(1, total),
+        "token_acc": correct / max(1, total),
+        "program_acc": programs_ok / max(1, len(data)),
+    }
 
 
 def provenance(cfg: TrainConfig, extra: dict) -> dict:
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=10
+        ).stdout.strip()
     except OSError:
         commit = ""
     manifest = json.loads((Path(cfg.data) / "manifest.json").read_text())
@@ -134,7 +140,15 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
     )
-    state = {"step": 0, "epoch": 0, "batch": 0, "elapsed": 0.0, "total": cfg.steps, "best": float("inf"), "bad_evals": 0}
+    state = {
+        "step": 0,
+        "epoch": 0,
+        "batch": 0,
+        "elapsed": 0.0,
+        "total": cfg.steps,
+        "best": float("inf"),
+        "bad_evals": 0,
+    }
     if (out / STATE).is_file():  # resume
         saved = torch.load(out / STATE, weights_only=False)
         model.load_state_dict(saved["model"])
