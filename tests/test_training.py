@@ -131,3 +131,52 @@ def test_meta_model_commands_fail_with_one_line(tmp_path, capsys, argv, message)
     assert cli.main([a.format(**fill) for a in argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("damage", ["nan", "shape"])
+def test_decompile_rejects_damaged_model_files(tmp_path, capsys, damage):
+    from tests.test_modelfile import _read, _rewrite
+
+    path = tmp_path / "m.safetensors"
+    path.write_bytes((cli.EXAMPLES / "sort.safetensors").read_bytes())
+    params, metadata = _read(path)
+    if damage == "nan":
+        params["transformer/layer_0/mlp/linear_1/w"][0, 0] = np.nan
+    else:
+        params["unembed"] = params["unembed"][:, :-1].copy()
+    _rewrite(path, params, metadata)
+    assert cli.main(["decompile", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and str(path) in err
+
+
+def test_direction_relabelling_keeps_the_structure():
+    from metamodels import batching
+
+    tags = np.array([3, 3, 0, 7, 1, 7])
+    out = batching.permute_directions(tags, np.random.default_rng(0))
+    assert out[2] == 0 and out[0] == out[1] and out[3] == out[5] and len({out[0], out[3], out[4]}) == 3
+    assert out.max() <= 2047 and out[out > 0].min() >= 1
+
+
+def test_permuted_residual_models_compute_the_same_and_are_evaluated(trained):
+    _, checkpoint = trained
+    row = next(store.iter_rows(FIXTURE, "train"))
+    model = store.model_from_row(row)
+    from metamodels import forward
+
+    inputs = [tuple(x) for x in json.loads(row["battery_inputs"])]
+    assert forward.run(evaluation.permuted(model, 1), inputs) == forward.run(model, inputs)
+    meta, _ = metamodel.load_checkpoint(checkpoint)
+    report = evaluation.evaluate(meta, FIXTURE, "train", limit=3, permute_residual=1, progress=False)
+    assert report["permute_residual"] == 1 and report["overall"]["n"] == 3
+
+
+def test_training_with_augmentation_runs_and_flat_refuses_it(tmp_path):
+    cfg = training.TrainConfig(
+        data=str(FIXTURE), out=str(tmp_path), preset="tiny", steps=3, minutes=None, eval_every=3, eval_examples=8,
+        augment=True,
+    )  # fmt: skip
+    assert training.train(cfg, progress=False).is_dir()
+    with pytest.raises(ValueError, match="needs the rows encoding"):
+        training.TrainConfig(data=".", out=".", encoding="flat", augment=True)

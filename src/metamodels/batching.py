@@ -189,8 +189,14 @@ class Batch:
     index: np.ndarray
 
 
-def collate(data: EncodedSet, index: np.ndarray) -> Batch:
-    """Pad the chosen examples to the longest weight sequence and program among them."""
+def collate(data: EncodedSet, index: np.ndarray, rng: np.random.Generator | None = None) -> Batch:
+    """Pad the chosen examples to the longest weight sequence and program among them.
+
+    With ``rng`` (rows encoding only), each example's residual directions are
+    relabelled by a random injective map into the direction table: the same
+    model in a permuted residual basis (as a program with other variable names
+    compiles to), so the meta-model cannot lean on Tracr's residual order.
+    """
     lengths = data.offsets[index + 1] - data.offsets[index]
     p, t = int(lengths.max()), max(len(data.programs[i]) for i in index)
     values = np.zeros((len(index), p, data.values.shape[1]), np.float32)
@@ -207,10 +213,21 @@ def collate(data: EncodedSet, index: np.ndarray) -> Batch:
         a, n = data.offsets[i], lengths[row]
         values[row, :n], tags[row, :n] = data.values[a : a + n], data.tags[a : a + n]
         mask[row, :n] = True
+        if rng is not None and data.fill is None:
+            tags[row, :n, 2] = permute_directions(tags[row, :n, 2], rng)
         program[row, : len(data.programs[i])] = data.programs[i]
     return Batch(
         torch.from_numpy(values), torch.from_numpy(tags), torch.from_numpy(mask), torch.from_numpy(program), index
     )
+
+
+def permute_directions(directions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Map direction tags (1..; 0 = none) injectively to random tags in 1..LIMITS["residual"]."""
+    used = np.unique(directions[directions > 0])
+    new = rng.choice(weight_encoding.LIMITS["residual"], size=len(used), replace=False) + 1
+    out = directions.copy()
+    out[directions > 0] = new[np.searchsorted(used, directions[directions > 0])]
+    return out
 
 
 def epoch_batches(data: EncodedSet, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:

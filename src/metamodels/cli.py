@@ -238,7 +238,9 @@ def _add_metamodel_commands(sub) -> None:
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
     p.add_argument("--eval-every", type=int, default=250, help="steps between validations (default 250)")
     p.add_argument("--limit", type=int, help="use only the first N training examples")
+    p.add_argument("--augment", action="store_true", help="relabel residual directions randomly per example (rows)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--cache", type=Path, help="where encoded examples are cached (default OUT/cache)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation and data order (default 0)")
 
     p = sub.add_parser(
@@ -253,6 +255,10 @@ def _add_metamodel_commands(sub) -> None:
     p.add_argument("--limit", type=int, help="evaluate only the first N examples")
     p.add_argument("--verify-k", type=int, default=0, help="also measure verified@k with a beam of this width")
     p.add_argument("--verify-limit", type=int, default=100, help="models used for verified@k (default 100)")
+    p.add_argument(
+        "--permute-residual", type=int, metavar="SEED",
+        help="first put each model's residual stream in a random permuted basis (as other variable names would)",
+    )  # fmt: skip
     p.add_argument("--programs", action="store_true", help="print every program, truth vs decoded (always for lib)")
     p.add_argument("--json", type=Path, help="write the full report (every example) to this JSON file")
     p.add_argument("--plot", type=Path, help="write accuracy by number of ops to this PNG")
@@ -460,7 +466,7 @@ def _train(args: argparse.Namespace) -> int:
     cfg = training.TrainConfig(
         data=str(args.data), out=str(args.out), preset=args.preset, encoding=args.encoding, batch_size=args.batch_size,
         lr=args.lr, steps=args.steps, minutes=None if args.steps else args.minutes, eval_every=args.eval_every,
-        seed=args.seed, limit=args.limit, threads=args.threads,
+        seed=args.seed, limit=args.limit, threads=args.threads, augment=args.augment, cache_dir=str(args.cache) if args.cache else None,
     )  # fmt: skip
     checkpoint = training.train(cfg)
     print(f"best checkpoint: {checkpoint}; log {args.out / training.LOG}; curves {args.out / 'curves.png'}")
@@ -474,8 +480,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     meta = decompilation.load_metamodel(args.checkpoint)
     report = evaluation.evaluate(
-        meta, args.data, args.split, limit=args.limit, verify_k=args.verify_k, verify_limit=args.verify_limit
-    )
+        meta, args.data, args.split, limit=args.limit, verify_k=args.verify_k, verify_limit=args.verify_limit,
+        permute_residual=args.permute_residual,
+    )  # fmt: skip
     if args.split == "lib" or args.programs:
         for r in report["examples"]:
             print(f"== {r['id']} ({'exact' if r['exact'] else 'functional' if r['functional'] else 'WRONG'})")

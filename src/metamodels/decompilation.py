@@ -130,7 +130,9 @@ def _result(c: decoding.Candidate, status: Status, candidates: list[Candidate], 
     )
 
 
-def verified_at_k(meta: metamodel.MetaModel, rows: list[dict], k: int, *, progress: bool = True) -> dict:
+def verified_at_k(
+    meta: metamodel.MetaModel, rows: list[dict], k: int, *, progress: bool = True, permute_residual: int | None = None
+) -> dict:
     """verified@{1,8,k} and the false-verification rate over dataset rows (see :mod:`metamodels.evaluation`)."""
     from metamodels import battery, evaluation, verification
     from metamodels.dataset import store
@@ -139,6 +141,8 @@ def verified_at_k(meta: metamodel.MetaModel, rows: list[dict], k: int, *, progre
     false_verified = checked_independently = 0
     for row in tqdm(rows, disable=not progress, desc=f"verify beam {k}", unit="model"):
         model = store.model_from_row(row)
+        if permute_residual is not None:
+            model = evaluation.permuted(model, permute_residual)
         try:
             found = decoding.beam_search(meta, weight_encoding.encode(model.params, meta.cfg.encoding), k)
         except weight_encoding.EncodingError:

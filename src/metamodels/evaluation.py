@@ -31,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 from metamodels import battery, decoding, forward, metamodel, weight_encoding
+from metamodels.compiled import CompiledModel
 from metamodels import tokens as tokens_mod
 from metamodels.dataset import store
 from metamodels.rasp.program import Program
@@ -95,9 +96,15 @@ def evaluate(
     batch_size: int = 32,
     verify_k: int = 0,
     verify_limit: int = 100,
+    permute_residual: int | None = None,
     progress: bool = True,
 ) -> dict:
-    """Evaluate on (the first ``limit`` examples of) one split; returns the report."""
+    """Evaluate on (the first ``limit`` examples of) one split; returns the report.
+
+    ``permute_residual`` (a seed): evaluate each model in a random permutation of
+    its residual basis (exactly output-preserving; what compiling the same program
+    with other variable names does to Tracr's residual order).
+    """
     rows = []
     for row in store.iter_rows(Path(data), split):
         rows.append(row)
@@ -109,23 +116,35 @@ def evaluate(
     bar = tqdm(total=len(rows), disable=not progress, desc=f"evaluate {split}", unit="model")
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
-        per_example += _evaluate_chunk(model, chunk)
+        per_example += _evaluate_chunk(model, chunk, permute_residual)
         bar.update(len(chunk))
     bar.close()
     report = summarize(per_example)
-    report.update(split=split, data=str(data), n_examples=len(rows))
+    report.update(split=split, data=str(data), n_examples=len(rows), permute_residual=permute_residual)
     if verify_k:
         from metamodels import decompilation
 
-        report["verification"] = decompilation.verified_at_k(model, rows[:verify_limit], verify_k, progress=progress)
+        report["verification"] = decompilation.verified_at_k(
+            model, rows[:verify_limit], verify_k, progress=progress, permute_residual=permute_residual
+        )
     return report
 
 
-def _evaluate_chunk(model: metamodel.MetaModel, rows: list[dict]) -> list[dict]:
+def permuted(model: CompiledModel, seed: int) -> CompiledModel:
+    """The model with its residual directions in a random order (seeded by ``seed`` and the model's size)."""
+    from metamodels import densification
+
+    order = np.random.default_rng([seed, model.d_model, model.n_params]).permutation(model.d_model)
+    return densification.change_basis(model, np.eye(model.d_model)[:, order])
+
+
+def _evaluate_chunk(model: metamodel.MetaModel, rows: list[dict], permute_residual: int | None) -> list[dict]:
     out, items, programs, kept = [], [], [], []
     for row in rows:
         record = {"id": row["id"], "n_ops": int(row["n_ops"]), "truth": row["program"]}
         model_ = store.model_from_row(row)
+        if permute_residual is not None:
+            model_ = permuted(model_, permute_residual)
         try:
             items.append(weight_encoding.encode(model_.params, model.cfg.encoding))
         except weight_encoding.EncodingError as e:

@@ -52,10 +52,13 @@ class TrainConfig:
     patience: int = 8
     seed: int = 0
     limit: int | None = None  # use only the first N training examples
+    augment: bool = False  # random residual-direction relabelling per example (rows encoding)
     threads: int | None = None
     cache_dir: str | None = None
 
     def __post_init__(self) -> None:
+        if self.augment and self.encoding != "rows":
+            raise ValueError("--augment relabels residual directions and needs the rows encoding")
         if self.preset not in metamodel.PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; expected one of {sorted(metamodel.PRESETS)}")
         if self.steps is None and self.minutes is None:
@@ -165,7 +168,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
         if state["batch"] >= len(batches):
             state["epoch"], state["batch"] = state["epoch"] + 1, 0
             batches = batching.epoch_batches(train_set, cfg.batch_size, cfg.seed, state["epoch"])
-        batch = batching.collate(train_set, batches[state["batch"]])
+        rng = np.random.default_rng([cfg.seed, state["step"]]) if cfg.augment else None
+        batch = batching.collate(train_set, batches[state["batch"]], rng)
         lr = metamodel.lr_at(state["step"], state["total"] or 10**9, cfg.lr, cfg.warmup)
         for group in opt.param_groups:
             group["lr"] = lr
