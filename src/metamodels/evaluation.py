@@ -31,8 +31,8 @@ import torch
 from tqdm import tqdm
 
 from metamodels import battery, decoding, forward, metamodel, weight_encoding
-from metamodels.compiled import CompiledModel
 from metamodels import tokens as tokens_mod
+from metamodels.compiled import CompiledModel
 from metamodels.dataset import store
 from metamodels.rasp.program import Program
 
