@@ -124,3 +124,12 @@ def test_undefined_positions_are_not_agreement():
     program = text.parse_program("s = Select(tokens, indices, EQ)\na = Aggregate(s, tokens)\nreturn a\n")
     report = verification.verify(program, compiler.compile_program(program))
     assert report.undefined_positions > 0 and report.verdict == "agrees_where_defined"
+
+
+def test_a_program_that_cannot_evaluate_on_the_models_values_is_refuted_not_a_crash():
+    source, vocab, max_seq_len = cases.HAND_WRITTEN["letters"]
+    model = compiler.compile_program(text.parse_program(source), vocab, max_seq_len)
+    wrong = text.parse_program("a = Map(lambda x: x % 3, tokens)\nreturn a\n")  # % on strings: TypeError
+    report = verification.verify(wrong, model, weights=False)
+    assert report.verdict == "refuted"
+    assert report.counterexamples[0].program_output[0].startswith("error: TypeError")

@@ -8,6 +8,7 @@ The public API (stable; see the README's changelog for any change):
 - ``canonicalize(program)``, ``tokenize(program)``, ``detokenize(ids)``
 - ``load_model(path)``, ``save_model(model, path)``, ``run_model(model, inputs)``
 - ``verify(program, model) -> VerificationReport``, ``densify(model, ...) -> Densified``
+- ``decompile(model, *, checkpoint=None, beam=1, verify=False) -> Decompiled`` (program text, tokens, scores)
 
 Heavy modules (Tracr's compiler, JAX) are imported on first use.
 """
@@ -38,6 +39,9 @@ __all__ = [
     "load_model",
     "save_model",
     "run_model",
+    "verify",
+    "densify",
+    "decompile",
 ]
 
 
@@ -100,3 +104,10 @@ def densify(model: CompiledModel, **kwargs: Any) -> Any:
     from metamodels import densification
 
     return densification.densify(model, **kwargs)
+
+
+def decompile(model: CompiledModel, **kwargs: Any) -> Any:
+    """Decompile a compiled model with a meta-model; see :func:`metamodels.decompilation.decompile`."""
+    from metamodels import decompilation
+
+    return decompilation.decompile(model, **kwargs)

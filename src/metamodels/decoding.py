@@ -44,7 +44,8 @@ def _allowed_mask(grammar: tokens_mod.Grammar, vocab_size: int) -> torch.Tensor:
     return mask
 
 
-def _pad(items: Sequence[weight_encoding.WeightTokens]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def pad(items: Sequence[weight_encoding.WeightTokens]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Batch weight tokens: values [B, P, width], tags [B, P, 4], mask [B, P] (True = real token)."""
     p = max(len(w) for w in items)
     values = torch.zeros(len(items), p, items[0].values.shape[1])
     tags = torch.zeros(len(items), p, 4, dtype=torch.long)
@@ -62,7 +63,7 @@ def _pad(items: Sequence[weight_encoding.WeightTokens]) -> tuple[torch.Tensor, t
 def greedy(model: metamodel.MetaModel, items: Sequence[weight_encoding.WeightTokens]) -> list[Candidate]:
     """The most likely valid next token at each step, for a batch of models at once."""
     model.eval()
-    values, tags, key_mask = _pad(items)
+    values, tags, key_mask = pad(items)
     cache = model.prefill(values, tags, key_mask)
     n, v, bos = len(items), model.cfg.vocab_size, tokens_mod.VOCAB.id("BOS")
     grammars = [tokens_mod.Grammar() for _ in items]
@@ -95,7 +96,7 @@ def beam_search(model: metamodel.MetaModel, item: weight_encoding.WeightTokens, 
     if beam < 1:
         raise ValueError(f"beam must be at least 1, got {beam}")
     model.eval()
-    values, tags, prefix_mask = _pad([item])
+    values, tags, prefix_mask = pad([item])
     cache = model.prefill(values, tags, prefix_mask)
     bos = tokens_mod.VOCAB.id("BOS")
     start = tokens_mod.Grammar()

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from metamodels import battery, decoding, forward, metamodel, weight_encoding
+from metamodels import battery, decoding, forward, metamodel, verification, weight_encoding
 from metamodels import tokens as tokens_mod
 from metamodels.compiled import CompiledModel
 from metamodels.dataset import store
@@ -62,7 +62,7 @@ def outputs_of(program: Program, inputs: Iterable, causal: bool) -> list[list] |
     """The program's outputs on each input (None if evaluation fails, e.g. a function outside its domain)."""
     try:
         return [battery.expected_output(program.evaluate, xs, causal) for xs in inputs]
-    except (ArithmeticError, TypeError, ValueError, IndexError, KeyError):
+    except verification.EVALUATION_ERRORS:
         return None
 
 
@@ -77,7 +77,7 @@ def same_outputs(a: list[list] | None, b: list[list]) -> bool:
 @torch.no_grad()
 def _teacher_forced(model: metamodel.MetaModel, items: list[weight_encoding.WeightTokens], programs: list[list[int]]):
     """Per example: (hits [T-1] bool, fields [T-1] int) over the real target tokens."""
-    values, tags, mask = decoding._pad(items)
+    values, tags, mask = decoding.pad(items)
     t = max(len(p) for p in programs)
     program = torch.zeros(len(programs), t, dtype=torch.long)
     for i, p in enumerate(programs):

@@ -30,6 +30,8 @@ from metamodels.compiled import CompiledModel, Value
 from metamodels.rasp.program import Program
 
 Verdict = Literal["equivalent", "agrees_where_defined", "refuted"]
+# Raised by a program's own functions on values they do not accept; the program then fails to describe the model.
+EVALUATION_ERRORS = (TypeError, ValueError, ArithmeticError, KeyError, IndexError, AttributeError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +100,13 @@ def verify(
     outside = undefined = disagreeing = 0
     counterexamples: list[Counterexample] = []
     for xs, got in zip(inputs, outputs):
-        want, valid = compiler.evaluate_validated(program, xs)
+        try:
+            want, valid = compiler.evaluate_validated(program, xs)
+        except EVALUATION_ERRORS as e:  # e.g. a numeric function applied to string values: a wrong program
+            disagreeing += len(xs)
+            if len(counterexamples) < n_counterexamples:
+                counterexamples.append(Counterexample(tuple(xs), tuple(got), (f"error: {type(e).__name__}: {e}",)))
+            continue
         if not valid:
             outside += 1
             continue
