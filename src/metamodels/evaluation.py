@@ -30,10 +30,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from metamodels import battery, decoding, forward, metamodel, verification, weight_encoding
+from metamodels import battery, decoding, densification, forward, metamodel, verification, weight_encoding
 from metamodels import tokens as tokens_mod
 from metamodels.compiled import CompiledModel
 from metamodels.dataset import store
+from metamodels.rasp import text
 from metamodels.rasp.program import Program
 
 FIELDS = ("ops", "encodings", "functions", "variables", "predicates", "coefficients", "structure")
@@ -132,8 +133,6 @@ def evaluate(
 
 def permuted(model: CompiledModel, seed: int) -> CompiledModel:
     """The model with its residual directions in a random order (seeded by ``seed`` and the model's size)."""
-    from metamodels import densification
-
     order = np.random.default_rng([seed, model.d_model, model.n_params]).permutation(model.d_model)
     return densification.change_basis(model, np.eye(model.d_model)[:, order])
 
@@ -165,8 +164,6 @@ def _evaluate_chunk(model: metamodel.MetaModel, rows: list[dict], permute_residu
         if candidate.program is None:
             record.update(exact=False, functional=False, decoded=None)
             continue
-        from metamodels.rasp import text
-
         record["decoded"] = text.format_program(candidate.program)
         record["exact"] = tokens_mod.tokenize(candidate.program) == truth
         inputs = [tuple(x) for x in json.loads(row["battery_inputs"])]
