@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -180,3 +181,29 @@ def test_training_with_augmentation_runs_and_flat_refuses_it(tmp_path):
     assert training.train(cfg, progress=False).is_dir()
     with pytest.raises(ValueError, match="needs the rows encoding"):
         training.TrainConfig(data=".", out=".", encoding="flat", augment=True)
+
+
+def test_repair_recovers_a_program_with_one_wrong_function(trained):
+    from metamodels import decoding, weight_encoding
+    from metamodels import tokens as tokens_mod
+
+    _, checkpoint = trained
+    meta, _ = metamodel.load_checkpoint(checkpoint)
+    row = next(
+        r for r in store.iter_rows(FIXTURE, "train") if "Map(lambda x: x + 1" in r["program"] or "x - 1" in r["program"]
+    )
+    truth, model = tokens_mod.detokenize(row["tokens"]), store.model_from_row(row)
+    i = next(i for i, op in enumerate(truth.ops) if op.kind == "Map")
+    wrong = dataclasses.replace(
+        truth, ops=truth.ops[:i] + (dataclasses.replace(truth.ops[i], fn="double"),) + truth.ops[i + 1 :]
+    )
+    assert sum(1 for _ in decompilation.neighbours(wrong)) >= 32
+    assert not decompilation.check(wrong, model).holds()
+    found = [decoding.Candidate(tuple(tokens_mod.tokenize(wrong)), -1.0, wrong)]
+    weights = weight_encoding.encode(model.params, meta.cfg.encoding)
+    fixed, report = decompilation.repair_candidates(meta, weights, found, model, budget=10_000)
+    assert report.holds()
+    assert evaluation.same_outputs(
+        evaluation.outputs_of(fixed.program, [tuple(x) for x in json.loads(row["battery_inputs"])], False),
+        json.loads(row["battery_outputs"]),
+    )

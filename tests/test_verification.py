@@ -133,3 +133,14 @@ def test_a_program_that_cannot_evaluate_on_the_models_values_is_refuted_not_a_cr
     report = verification.verify(wrong, model, weights=False)
     assert report.verdict == "refuted"
     assert report.counterexamples[0].program_output[0].startswith("error: TypeError")
+
+
+def test_a_program_undefined_almost_everywhere_does_not_hold():
+    source, vocab, max_seq_len = cases.HAND_WRITTEN["paper_sort"]
+    model = compiler.compile_program(text.parse_program(source), vocab, max_seq_len)
+    assert verification.verify(text.parse_program(source), model, weights=False).holds()  # 68% defined
+    vacuous = text.parse_program(
+        "s = Select(tokens, tokens, FALSE)\nw = SelectorWidth(s)\nt = Select(tokens, w, EQ)\na = Aggregate(t, tokens)\nreturn a\n"
+    )
+    report = verification.verify(vacuous, model, weights=False)
+    assert report.verdict == "agrees_where_defined" and not report.holds()

@@ -217,6 +217,11 @@ def _add_metamodel_commands(sub) -> None:
     p.add_argument(
         "--inputs", type=int, default=100_000, help="verification: exhaustive up to this many inputs (default 100000)"
     )
+    p.add_argument(
+        "--repair", type=int, default=200,
+        help="with --verify, if no candidate verifies, check up to this many one-function/predicate substitutions "
+        "of the best candidates, best-scored first (0: off; default 200)",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
     p = sub.add_parser(
@@ -435,6 +440,7 @@ def _decompile(args: argparse.Namespace) -> int:
         beam=args.beam,
         verify=args.verify,
         max_inputs=args.inputs,
+        repair=args.repair,
     )
     if args.json:
         print(json.dumps(result.to_json(), indent=1, default=str))
@@ -449,11 +455,17 @@ def _decompile(args: argparse.Namespace) -> int:
             False: "weights differ after recompiling",
             None: "weights not compared",
         }
+        rank = next(c.rank for c in result.candidates if c.text == result.text and c.verdict is not None)
+        source = (
+            "a one-substitution repair of the decoded candidates" if result.repaired else f"beam candidate {rank + 1}"
+        )
         print(f"# verified: {r.verdict} on {r.n_inputs} inputs ({'all' if r.exhaustive else 'random'}); "  # type: ignore[union-attr]
-              f"{weights[r.weights.match]}; candidate {result.candidates.index(next(c for c in result.candidates if c.text == result.text)) + 1} of {len(result.candidates)}")  # type: ignore[union-attr]  # fmt: skip
+              f"{weights[r.weights.match]}; {source}")  # type: ignore[union-attr]  # fmt: skip
     elif result.status == "unverified":
         print(
-            f"# UNVERIFIED: none of the {len(result.candidates)} candidates agrees with the model; best candidate shown"
+            f"# UNVERIFIED: none of the {len(result.candidates)} decoded candidates"
+            + (f" nor up to {args.repair} one-substitution repairs" if args.repair else "")
+            + " holds on the model; best candidate shown"
         )
         for c in (result.report.counterexamples if result.report else ())[:3]:  # type: ignore[attr-defined]
             print(f"#   counterexample {list(c.input)}: model {list(c.model_output)}, program {list(c.program_output)}")

@@ -141,3 +141,23 @@ def beam_search(model: metamodel.MetaModel, item: weight_encoding.WeightTokens, 
         seq, score, _ = max(alive, key=lambda e: e[1]) if alive else ([bos], _NEG, None)
         return [Candidate(tuple(seq), score, None)]
     return finished
+
+
+@torch.no_grad()
+def score(
+    model: metamodel.MetaModel, item: weight_encoding.WeightTokens, sequences: Sequence[Sequence[int]]
+) -> list[float]:
+    """Summed log-probability of each complete token sequence (BOS ... EOS) given one model's weights."""
+    if not sequences:
+        return []
+    model.eval()
+    values, tags, mask = pad([item])
+    n, t = len(sequences), max(len(s) for s in sequences)
+    program = torch.zeros(n, t, dtype=torch.long)
+    for i, s in enumerate(sequences):
+        program[i, : len(s)] = torch.tensor(s)
+    logp = torch.log_softmax(
+        model(values.expand(n, -1, -1), tags.expand(n, -1, -1), mask.expand(n, -1), program[:, :-1]), -1
+    )
+    picked = logp.gather(-1, program[:, 1:, None])[..., 0] * (program[:, 1:] != 0)
+    return picked.sum(1).tolist()

@@ -73,6 +73,17 @@ class VerificationReport:
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
 
+    def holds(self, min_defined: float = 0.5) -> bool:
+        """Not refuted, and defined on at least ``min_defined`` of the compared positions.
+
+        A program undefined (None) almost everywhere agrees with any model
+        vacuously; 0.5 is the sampler's own bar for a non-trivial program.
+        """
+        if self.verdict == "refuted":
+            return False
+        total = self.compared_positions + self.undefined_positions
+        return total > 0 and self.compared_positions / total >= min_defined
+
 
 def verification_inputs(model: CompiledModel, max_inputs: int = 100_000, seed: int = 0) -> tuple[list[tuple], bool]:
     """(inputs, exhaustive): every sequence if there are at most ``max_inputs``, else a random set of that size."""
