@@ -12,7 +12,7 @@ from metamodels.rasp import text
 from tests import cases
 
 V = len(tokens_mod.VOCAB)
-WEIGHTS = weight_encoding.WeightTokens(np.zeros((3, 32), np.float32), np.zeros((3, 4), np.int64))
+WEIGHTS = weight_encoding.WeightTokens(np.zeros((3, 32), np.float32), np.zeros((3, 5), np.int64))
 
 
 class Scripted:
@@ -81,7 +81,7 @@ def test_greedy_batches_models_of_different_lengths():
     model = metamodel.MetaModel(metamodel.MetaModelConfig(**metamodel.PRESETS["tiny"])).eval()
     rng = np.random.default_rng(0)
     items = [
-        weight_encoding.WeightTokens(rng.normal(size=(n, 32)).astype(np.float32), rng.integers(0, 5, (n, 4)))
+        weight_encoding.WeightTokens(rng.normal(size=(n, 32)).astype(np.float32), rng.integers(0, 5, (n, 5)))
         for n in (3, 11)
     ]
     together = decoding.greedy(model, items)

@@ -15,7 +15,7 @@ from metamodels import tokens as tokens_mod
 def _inputs(batch=2, p=7, t=9, width=32, seed=0):
     g = torch.Generator().manual_seed(seed)
     values = torch.randn(batch, p, width, generator=g)
-    tags = torch.randint(0, 5, (batch, p, 4), generator=g)
+    tags = torch.randint(0, 5, (batch, p, 5), generator=g)
     mask = torch.ones(batch, p, dtype=torch.bool)
     mask[1, 5:] = False  # second example is shorter
     program = torch.randint(1, len(tokens_mod.VOCAB), (batch, t), generator=g)

@@ -22,7 +22,7 @@ def _decode_rows(tokens: weight_encoding.WeightTokens, params: dict) -> dict:
     out = {k: np.zeros_like(v) for k, v in params.items()}
     names = weight_encoding.canonical_order(params)
     inverse = lambda v: np.where(np.abs(v) <= 2, v, np.sign(v) * 2 * np.exp(np.abs(v) - 2))  # noqa: E731
-    for values, (role, layer, direction, chunk) in zip(tokens.values, tokens.tags):
+    for values, (role, layer, direction, chunk, _) in zip(tokens.values, tokens.tags):
         role = weight_encoding.ROLES[role - 1]
         name = next(n for n in names if weight_encoding._role_and_layer(n) == (role, layer - 1))
         w = out[name]
@@ -93,3 +93,19 @@ def test_rows_encoding_handles_other_vocabularies_and_lengths():
     for model in (small, large):
         tokens = weight_encoding.encode(model.params, weight_encoding.EncodingConfig())
         assert tokens.values.shape[1] == 32 and len(tokens) == len(tokens.tags)
+
+
+def test_writer_ranks_order_each_variables_values():
+    model = _model("paper_sort")
+    ranks = weight_encoding.writer_ranks(model.params)
+    labels = model.config()["residual_labels"]
+    by_variable: dict[str, list[int]] = {}
+    for label, rank in zip(labels, ranks):
+        by_variable.setdefault(label.split(":")[0], []).append(int(rank))
+    # every variable computed by a sublayer has its values ranked 0, 1, 2, ... in residual (= value) order
+    computed = [v for v in by_variable if v.startswith(("target", "sort")) and len(by_variable[v]) > 1]
+    assert len(computed) == 2
+    for name in computed:
+        assert by_variable[name] == list(range(len(by_variable[name]))), (name, by_variable[name])
+    tokens = weight_encoding.encode(model.params, weight_encoding.EncodingConfig())
+    assert tokens.tags.shape[1] == weight_encoding.N_TAGS and tokens.tags[:, 4].max() >= 5

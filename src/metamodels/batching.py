@@ -30,7 +30,7 @@ from metamodels.dataset import store
 class EncodedSet:
     """A split's examples, encoded. Example i spans ``offsets[i]:offsets[i+1]`` of values/tags.
 
-    values [total_tokens, width] float16; tags [total_tokens, 4] int16;
+    values [total_tokens, width] float16; tags [total_tokens, 5] int16;
     programs: token-id arrays (int64, BOS ... EOS); skipped: reason -> count.
     For the flat encoding only the chunks holding weights are stored; ``fill``
     (number of tokens, padding value) restores the constant tail.
@@ -148,7 +148,7 @@ def _concat(parts: list[tuple], limit: int | None) -> EncodedSet:
     width = values[0].shape[1] if values else 1
     return EncodedSet(
         values=np.concatenate(values) if values else np.zeros((0, width), np.float16),
-        tags=np.concatenate(tags) if tags else np.zeros((0, 4), np.int16),
+        tags=np.concatenate(tags) if tags else np.zeros((0, weight_encoding.N_TAGS), np.int16),
         offsets=np.cumsum([0] + [len(v) for v in values]),
         programs=[x for p in parts for x in p[2]][:limit],
         n_ops=np.asarray([x for p in parts for x in p[3]][:limit], np.int64),
@@ -179,7 +179,7 @@ def _read_cache(path: Path) -> EncodedSet:
 
 @dataclasses.dataclass(frozen=True)
 class Batch:
-    """values [B, P, width] float32; tags [B, P, 4] long; weight_mask [B, P] bool;
+    """values [B, P, width] float32; tags [B, P, 5] long; weight_mask [B, P] bool;
     program [B, T] long (PAD = 0 after EOS); index [B]: example numbers in the set."""
 
     values: torch.Tensor
@@ -200,12 +200,12 @@ def collate(data: EncodedSet, index: np.ndarray, rng: np.random.Generator | None
     lengths = data.offsets[index + 1] - data.offsets[index]
     p, t = int(lengths.max()), max(len(data.programs[i]) for i in index)
     values = np.zeros((len(index), p, data.values.shape[1]), np.float32)
-    tags = np.zeros((len(index), p, 4), np.int64)
+    tags = np.zeros((len(index), p, weight_encoding.N_TAGS), np.int64)
     mask = np.zeros((len(index), p), bool)
     if data.fill is not None:  # flat: every example is the full constant-padded length
         p = data.fill[0]
         values = np.full((len(index), p, data.values.shape[1]), data.fill[1], np.float32)
-        tags = np.zeros((len(index), p, 4), np.int64)
+        tags = np.zeros((len(index), p, weight_encoding.N_TAGS), np.int64)
         tags[:, :, 3] = np.arange(p)
         mask = np.ones((len(index), p), bool)
     program = np.zeros((len(index), t), np.int64)

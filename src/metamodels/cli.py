@@ -262,7 +262,7 @@ def _add_metamodel_commands(sub) -> None:
     p.add_argument("--verify-limit", type=int, default=100, help="models used for verified@k (default 100)")
     p.add_argument(
         "--permute-residual", type=int, metavar="SEED",
-        help="first put each model's residual stream in a random permuted basis (as other variable names would)",
+        help="first shuffle the order of each model's variables in its residual stream (what other variable names do)",
     )  # fmt: skip
     p.add_argument("--programs", action="store_true", help="print every program, truth vs decoded (always for lib)")
     p.add_argument("--json", type=Path, help="write the full report (every example) to this JSON file")

@@ -45,10 +45,10 @@ def _allowed_mask(grammar: tokens_mod.Grammar, vocab_size: int) -> torch.Tensor:
 
 
 def pad(items: Sequence[weight_encoding.WeightTokens]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Batch weight tokens: values [B, P, width], tags [B, P, 4], mask [B, P] (True = real token)."""
+    """Batch weight tokens: values [B, P, width], tags [B, P, 5], mask [B, P] (True = real token)."""
     p = max(len(w) for w in items)
     values = torch.zeros(len(items), p, items[0].values.shape[1])
-    tags = torch.zeros(len(items), p, 4, dtype=torch.long)
+    tags = torch.zeros(len(items), p, items[0].tags.shape[1], dtype=torch.long)
     mask = torch.zeros(len(items), p, dtype=torch.bool)
     for i, w in enumerate(items):
         values[i, : len(w)], tags[i, : len(w)], mask[i, : len(w)] = (

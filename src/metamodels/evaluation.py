@@ -132,8 +132,23 @@ def evaluate(
 
 
 def permuted(model: CompiledModel, seed: int) -> CompiledModel:
-    """The model with its residual directions in a random order (seeded by ``seed`` and the model's size)."""
-    order = np.random.default_rng([seed, model.d_model, model.n_params]).permutation(model.d_model)
+    """The same model with its variables' residual blocks in a random order (exactly output-preserving).
+
+    This is what compiling the program with other variable names does: Tracr
+    sorts residual directions by label, so whole variables move while each
+    variable's values stay in order. Blocks come from the residual labels; a
+    model without labels gets every direction permuted.
+    """
+    rng = np.random.default_rng([seed, model.d_model, model.n_params])
+    labels = model.residual_labels
+    if labels:
+        blocks: dict[str, list[int]] = {}
+        for i, label in enumerate(labels):
+            blocks.setdefault(label.split(":")[0], []).append(i)
+        groups = list(blocks.values())
+        order = np.concatenate([groups[g] for g in rng.permutation(len(groups))])
+    else:
+        order = rng.permutation(model.d_model)
     return densification.change_basis(model, np.eye(model.d_model)[:, order])
 
 

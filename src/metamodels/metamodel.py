@@ -52,7 +52,7 @@ class MetaModelConfig:
     @classmethod
     def from_json(cls, data: dict) -> MetaModelConfig:
         data = dict(data)
-        data["encoding"] = weight_encoding.EncodingConfig(**data["encoding"])
+        data["encoding"] = weight_encoding.EncodingConfig(**{"writer_rank": False, **data["encoding"]})
         return cls(**data)
 
 
@@ -101,6 +101,7 @@ class MetaModel(nn.Module):
         self.layer = nn.Embedding(lim["layers"] + 1, d)
         self.direction = nn.Embedding(lim["residual"] + 1, d)
         self.chunk = nn.Embedding(lim["chunks"], d)
+        self.rank = nn.Embedding(lim["rank"] + 1, d) if cfg.encoding.writer_rank else None
         self.token = nn.Embedding(cfg.vocab_size, d)
         self.position = nn.Embedding(cfg.max_program_tokens, d)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
@@ -116,21 +117,22 @@ class MetaModel(nn.Module):
             nn.init.zeros_(m.bias)
 
     def embed_weights(self, values: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
-        """values [B, P, width], tags [B, P, 4] -> [B, P, d]."""
-        return (
+        """values [B, P, width], tags [B, P, 5] -> [B, P, d] (tags: see :class:`weight_encoding.WeightTokens`)."""
+        x = (
             self.value_in(values)
             + self.role(tags[..., 0])
             + self.layer(tags[..., 1])
             + self.direction(tags[..., 2])
             + self.chunk(tags[..., 3])
         )
+        return x if self.rank is None else x + self.rank(tags[..., 4])
 
     def forward(
         self, values: torch.Tensor, tags: torch.Tensor, weight_mask: torch.Tensor, program: torch.Tensor
     ) -> torch.Tensor:
         """Teacher-forced logits.
 
-        values [B, P, width] float; tags [B, P, 4] long; weight_mask [B, P] bool
+        values [B, P, width] float; tags [B, P, 5] long; weight_mask [B, P] bool
         (True = real token); program [B, T] long -> logits [B, T, vocab] where
         logits[:, t] predicts program[:, t + 1].
         """

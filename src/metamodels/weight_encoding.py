@@ -16,8 +16,13 @@ directions are not read or written by most sublayers), rows longer than
 ``width`` continue in further tokens (all-zero pieces skipped), and each token is tagged with its role
 (which matrix), layer, residual direction and chunk number, so the meta-model
 can match "direction 17 is written by layer 2's MLP" with "direction 17 is read
-by layer 3's query". Sequences are ~100 tokens instead of the flat encoding's
-fixed 128 padded chunks, and nothing is padding.
+by layer 3's query". A fifth tag gives the direction's *rank within its
+writer's block*: the directions written by the same embedding or sublayer, in
+residual order. Tracr orders a categorical variable's directions by value, so
+the rank says "the 3rd smallest value of this variable" — what reading a lookup
+table needs — and it survives renaming variables (which reorders whole blocks,
+never the values inside one). Sequences are ~100 tokens instead of the flat
+encoding's fixed 128 padded chunks, and nothing is padding.
 
 Shape-agnostic: any d_model, vocabulary size, sequence length, number of heads
 or layers the tag tables cover (see ``LIMITS``); beyond them,
@@ -65,9 +70,10 @@ _LAYER_ROLES = dict(
 # Matrices stored [other, d_model] (residual axis last) rather than [d_model, other].
 _RESIDUAL_LAST = {"token_embed", "pos_embed", "attn_out", "mlp_out"}
 _RESIDUAL_BIAS = {"attn_out_bias", "mlp_out_bias"}  # biases over the residual axis
-VERSION = 2  # bump when an encoding's output changes (keys encoded-data caches)
+VERSION = 3  # bump when an encoding's output changes (keys encoded-data caches)
 FLAT_PAD = 0.05  # the flat encoding's padding value (paper 000)
-LIMITS = {"layers": 30, "residual": 2047, "chunks": 128}
+LIMITS = {"layers": 30, "residual": 2047, "chunks": 128, "rank": 255}
+N_TAGS = 5
 
 
 class EncodingError(ValueError):
@@ -82,6 +88,7 @@ class EncodingConfig:
     width: int = 32  # values per token
     flat_size: int = 65536  # flat only: length the flattened weights are padded to
     max_tokens: int = 512  # longest weight-token sequence accepted
+    writer_rank: bool = True  # rows only: fill the fifth tag (checkpoints from before it existed read False)
 
     def __post_init__(self) -> None:
         if self.name not in ENCODINGS:
@@ -95,8 +102,8 @@ class WeightTokens:
     """One model's weights as meta-model input.
 
     ``values`` [n_tokens, width] float32 (symlog-transformed weights);
-    ``tags`` [n_tokens, 4] int64: (role + 1, layer + 1, residual direction + 1,
-    chunk), 0 meaning "not applicable".
+    ``tags`` [n_tokens, 5] int64: (role + 1, layer + 1, residual direction + 1,
+    chunk, rank of the direction in its writer's block + 1), 0 meaning "not applicable".
     """
 
     values: np.ndarray
@@ -142,16 +149,35 @@ def _encode_flat(params: Mapping[str, np.ndarray], config: EncodingConfig) -> We
     padded = np.full(config.flat_size, FLAT_PAD, np.float32)
     padded[: flat.size] = symlog(flat)
     n = config.flat_size // config.width
-    tags = np.zeros((n, 4), np.int64)
+    tags = np.zeros((n, N_TAGS), np.int64)
     tags[:, 3] = np.arange(n)
     if n > LIMITS["chunks"]:
         raise EncodingError(f"flat encoding with {n} chunks exceeds the chunk limit {LIMITS['chunks']}")
     return WeightTokens(padded.reshape(n, config.width), tags)
 
 
+def writer_ranks(params: Mapping[str, np.ndarray]) -> np.ndarray:
+    """[d_model] int: each residual direction's rank among the directions its writer writes (-1: never written).
+
+    The writer of a direction is the set of matrices (embeddings, attention and
+    MLP outputs of each layer) with a non-zero entry for it.
+    """
+    writers = [name for name in canonical_order(params) if _role_and_layer(name)[0] in _RESIDUAL_LAST]
+    d = params["unembed"].shape[0]
+    keys = [tuple(name for name in writers if np.any(params[name][:, i] != 0)) for i in range(d)]
+    seen: dict[tuple, int] = {}
+    ranks = np.full(d, -1, np.int64)
+    for i, key in enumerate(keys):
+        if key:
+            ranks[i] = seen.get(key, 0)
+            seen[key] = ranks[i] + 1
+    return ranks
+
+
 def _encode_rows(params: Mapping[str, np.ndarray], config: EncodingConfig) -> WeightTokens:
     values: list[np.ndarray] = []
-    tags: list[tuple[int, int, int, int]] = []
+    tags: list[tuple[int, ...]] = []
+    ranks = writer_ranks(params)
     for name in canonical_order(params):
         role, layer = _role_and_layer(name)
         w = np.asarray(params[name], np.float32)
@@ -171,7 +197,9 @@ def _encode_rows(params: Mapping[str, np.ndarray], config: EncodingConfig) -> We
                 if not piece.any():  # zero stretches of a long row are skipped like zero rows
                     continue
                 values.append(piece)
-                tags.append((ROLES.index(role) + 1, layer + 1, direction + 1, chunk // config.width))
+                ranked = config.writer_rank and direction >= 0
+                rank = min(int(ranks[direction]), LIMITS["rank"] - 1) + 1 if ranked else 0
+                tags.append((ROLES.index(role) + 1, layer + 1, direction + 1, chunk // config.width, rank))
     if not values:
         raise EncodingError("the model's weights are all zero")
     return WeightTokens(symlog(np.stack(values)), np.asarray(tags, np.int64))
