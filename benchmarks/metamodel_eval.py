@@ -1,7 +1,7 @@
 """Meta-model checkpoints side by side on one split, plus decompile latency, measured in one run.
 
     python benchmarks/metamodel_eval.py --data DIR --checkpoint rows=RUN1/checkpoint --checkpoint flat=RUN2/checkpoint \
-        [--split test] [--limit 1000] [--latency 50] [--json out.json]
+        [--split test] [--limit 1000] [--latency 50] [--verify-latency 20] [--json out.json]
 
 For each checkpoint: autoregressive exact-program accuracy, functional accuracy,
 teacher-forced token and whole-program accuracy, overall and by number of ops
@@ -22,7 +22,7 @@ from metamodels import decompilation, evaluation, metamodel
 from metamodels.dataset import store
 
 
-def latency(meta: metamodel.MetaModel, data: str, split: str, n: int) -> dict:
+def latency(meta: metamodel.MetaModel, data: str, split: str, n: int, **decompile_args) -> dict:
     models = []
     for row in store.iter_rows(data, split):
         models.append(store.model_from_row(row))
@@ -31,10 +31,15 @@ def latency(meta: metamodel.MetaModel, data: str, split: str, n: int) -> dict:
     seconds = []
     for model in models:
         start = time.perf_counter()
-        decompilation.decompile(model, checkpoint=meta)
+        decompilation.decompile(model, checkpoint=meta, **decompile_args)
         seconds.append(time.perf_counter() - start)
     seconds.sort()
-    return {"median_s": statistics.median(seconds), "p95_s": seconds[int(0.95 * (len(seconds) - 1))], "n": len(seconds)}
+    return {
+        "median_s": statistics.median(seconds),
+        "p95_s": seconds[int(0.95 * (len(seconds) - 1))],
+        "max_s": seconds[-1],
+        "n": len(seconds),
+    }
 
 
 def main() -> None:
@@ -44,6 +49,9 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--limit", type=int, default=None, help="first N examples of the split (default all)")
     parser.add_argument("--latency", type=int, default=50, help="models timed one by one (default 50)")
+    parser.add_argument(
+        "--verify-latency", type=int, default=0, help="also time `decompile --beam 32 --verify` on N models"
+    )
     parser.add_argument("--json", help="write all reports to this file")
     args = parser.parse_args()
 
@@ -54,14 +62,21 @@ def main() -> None:
         report = evaluation.evaluate(meta, args.data, args.split, limit=args.limit, progress=False)
         report["latency"] = latency(meta, args.data, args.split, args.latency)
         report["provenance"] = provenance
+        if args.verify_latency:
+            report["verify_latency"] = latency(meta, args.data, args.split, args.verify_latency, beam=32, verify=True)
         results[name] = report
         at = provenance.get("at", {})
         print(f"== {name}: {path} ({meta.cfg.encoding.name} encoding, {meta.n_params():,} parameters; "
               f"trained {at.get('seconds', 0) / 60:.0f} min, {at.get('step')} steps)")  # fmt: skip
         print(evaluation.format_table(report))
-        print(
-            f"greedy decompile latency: median {report['latency']['median_s']:.3f} s, p95 {report['latency']['p95_s']:.3f} s per model\n"
-        )
+        lat = report["latency"]
+        print(f"greedy decompile latency: median {lat['median_s']:.3f} s, p95 {lat['p95_s']:.3f} s per model")
+        if args.verify_latency:
+            v = report["verify_latency"]
+            print(
+                f"decompile --beam 32 --verify: median {v['median_s']:.2f} s, p95 {v['p95_s']:.2f} s, max {v['max_s']:.2f} s over {v['n']} models"
+            )
+        print()
     names = list(results)
     for other in names[1:]:
         a, b = results[names[0]]["overall"], results[other]["overall"]
