@@ -206,3 +206,14 @@ def test_repair_recovers_a_program_with_one_wrong_function(trained):
     got = evaluation.outputs_of(fixed.program, inputs, False)
     for g, w in zip(got, json.loads(row["battery_outputs"])):  # agrees with the truth wherever both are defined
         assert all(forward.outputs_match([a], [b]) for a, b in zip(g, w) if a is not None and b is not None)
+
+
+def test_shipped_checkpoint_decompiles_the_bundled_sort(capsys):
+    from metamodels import modelfile
+
+    meta, provenance = metamodel.load_checkpoint(decompilation.DEFAULT_CHECKPOINT)
+    assert "train_command" in provenance and meta.cfg.encoding.writer_rank
+    result = decompilation.decompile(modelfile.load(cli.EXAMPLES / "sort.safetensors"))
+    assert result.program is not None and result.text.endswith("\n")
+    assert cli.main(["decompile", str(cli.EXAMPLES / "sort.safetensors")]) == 0
+    assert "return " in capsys.readouterr().out

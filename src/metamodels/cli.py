@@ -270,6 +270,10 @@ def _add_metamodel_commands(sub) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import logging
+
+    # Tracr logs a warning per SequenceMap(f, x, x) it builds; decoded candidates make many.
+    logging.getLogger("absl").setLevel(logging.ERROR)
     args = _parser().parse_args(argv)
     try:
         commands = {
