@@ -82,3 +82,14 @@ def test_damaged_files_give_clear_errors(model, tmp_path, damage):
 def test_missing_file(tmp_path):
     with pytest.raises(modelfile.ModelFileError, match="no such file"):
         modelfile.load(tmp_path / "nope.safetensors")
+
+
+def test_bundled_sort_model_is_the_compiled_sort_program():
+    from metamodels import cli, compiler
+    from metamodels.rasp import text
+
+    bundled = modelfile.load(cli.EXAMPLES / "sort.safetensors")
+    fresh = compiler.compile_program(text.parse_program((cli.EXAMPLES / "sort.rasp").read_text()))
+    assert bundled.params.keys() == fresh.params.keys()
+    for k in fresh.params:
+        np.testing.assert_allclose(bundled.params[k], fresh.params[k], err_msg=k)

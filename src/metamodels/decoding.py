@@ -39,8 +39,7 @@ class Candidate:
 
 def _allowed_mask(grammar: tokens_mod.Grammar, vocab_size: int) -> torch.Tensor:
     mask = torch.full((vocab_size,), _NEG)
-    ids = tokens_mod.VOCAB._ids
-    mask[[ids[t] for t in grammar.allowed()]] = 0.0
+    mask[[tokens_mod.VOCAB.id(t) for t in grammar.allowed()]] = 0.0
     return mask
 
 
