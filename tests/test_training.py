@@ -217,3 +217,12 @@ def test_shipped_checkpoint_decompiles_the_bundled_sort(capsys):
     assert result.program is not None and result.text.endswith("\n")
     assert cli.main(["decompile", str(cli.EXAMPLES / "sort.safetensors")]) == 0
     assert "return " in capsys.readouterr().out
+
+
+def test_lib_split_is_compiled_from_the_hand_written_programs(trained, capsys):
+    _, checkpoint = trained
+    assert cli.main(["evaluate", "--checkpoint", str(checkpoint), "--split", "lib", "--limit", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "== lib-sort" in out and "smaller = Select(tokens, tokens, LT)" in out and "lib split" in out
+    assert cli.main(["evaluate", "--checkpoint", str(checkpoint), "--split", "test"]) == 2
+    assert "--data is required" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import multiprocessing
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -126,7 +127,7 @@ def load_split(
             if sum(len(p[4]) for p in parts) >= limit:
                 break
     elif workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:  # JAX may be loaded
             parts = list(pool.map(_encode_shard, jobs, chunksize=8))
     else:
         parts = [_encode_shard(j) for j in jobs]

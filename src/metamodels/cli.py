@@ -255,7 +255,9 @@ def _add_metamodel_commands(sub) -> None:
         "per-field accuracy by number of ops (optionally verified@k). The lib split is printed program by program.",
     )
     p.add_argument("--checkpoint", type=Path, help="meta-model checkpoint directory (default: the shipped one)")
-    p.add_argument("--data", type=Path, required=True, help="dataset directory")
+    p.add_argument(
+        "--data", type=Path, help="dataset directory (not needed for --split lib: the lib programs are compiled here)"
+    )
     p.add_argument("--split", default="test", help="split: test, val, lib or train (default test)")
     p.add_argument("--limit", type=int, help="evaluate only the first N examples")
     p.add_argument("--verify-k", type=int, default=0, help="also measure verified@k with a beam of this width")
@@ -494,6 +496,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from metamodels import decompilation, evaluation
 
+    if args.data is None and args.split != "lib":
+        raise ValueError("--data is required (except for --split lib)")
     meta = decompilation.load_metamodel(args.checkpoint)
     report = evaluation.evaluate(
         meta, args.data, args.split, limit=args.limit, verify_k=args.verify_k, verify_limit=args.verify_limit,

@@ -21,6 +21,7 @@ Metrics, overall and by number of ops:
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import defaultdict
 from collections.abc import Iterable
@@ -106,11 +107,12 @@ def evaluate(
     its residual basis (exactly output-preserving; what compiling the same program
     with other variable names does to Tracr's residual order).
     """
-    rows = []
-    for row in store.iter_rows(Path(data), split):
-        rows.append(row)
-        if limit is not None and len(rows) >= limit:
-            break
+    if split == "lib":  # hand-written programs, compiled here (datasets exclude them from every split)
+        from metamodels.dataset import lib
+
+        rows = lib.lib_rows()[:limit]
+    else:
+        rows = list(itertools.islice(store.iter_rows(Path(data), split), limit))
     if not rows:
         raise ValueError(f"{data}: split {split!r} has no examples")
     per_example = []
@@ -121,7 +123,12 @@ def evaluate(
         bar.update(len(chunk))
     bar.close()
     report = summarize(per_example)
-    report.update(split=split, data=str(data), n_examples=len(rows), permute_residual=permute_residual)
+    report.update(
+        split=split,
+        data=str(data) if split != "lib" else "lib.py",
+        n_examples=len(rows),
+        permute_residual=permute_residual,
+    )
     if verify_k:
         from metamodels import decompilation
 

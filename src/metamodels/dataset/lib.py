@@ -7,7 +7,10 @@ more written here, each with the settings it is compiled at.
 
 from __future__ import annotations
 
-from metamodels import compiler
+import json
+
+from metamodels import battery, compiler, tokens
+from metamodels.dataset import store
 from metamodels.rasp import text
 from metamodels.rasp.program import Program
 
@@ -33,3 +36,19 @@ LIB_SETTINGS = {"vocab": compiler.DEFAULT_VOCAB, "max_seq_len": compiler.DEFAULT
 def lib_programs() -> dict[str, Program]:
     """name -> program, in a fixed order."""
     return {name: text.parse_program(source) for name, source in LIB_SOURCES.items()}
+
+
+def lib_rows() -> list[dict]:
+    """The lib programs compiled at ``LIB_SETTINGS``, as dataset-like rows (for ``evaluate --split lib``)."""
+    vocab, max_seq_len = LIB_SETTINGS["vocab"], LIB_SETTINGS["max_seq_len"]
+    inputs = battery.make_battery(vocab, max_seq_len)
+    rows = []
+    for name, program in lib_programs().items():
+        model = compiler.compile_program(program, vocab, max_seq_len)
+        rows.append({
+            "id": f"lib-{name}", "split": "lib", "program": text.format_program(program), "n_ops": program.n_ops,
+            "tokens": tokens.tokenize(program), **store.model_row(model),
+            "battery_inputs": json.dumps([list(xs) for xs in inputs]),
+            "battery_outputs": json.dumps([program.evaluate(xs) for xs in inputs]),
+        })  # fmt: skip
+    return rows
