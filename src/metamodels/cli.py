@@ -461,9 +461,10 @@ def _decompile(args: argparse.Namespace) -> int:
             False: "weights differ after recompiling",
             None: "weights not compared",
         }
-        rank = next(c.rank for c in result.candidates if c.text == result.text and c.verdict is not None)
         source = (
-            "a one-substitution repair of the decoded candidates" if result.repaired else f"beam candidate {rank + 1}"
+            "a one-substitution repair of the decoded candidates"
+            if result.repaired
+            else f"beam candidate {result.chosen + 1}"
         )
         print(f"# verified: {r.verdict} on {r.n_inputs} inputs ({'all' if r.exhaustive else 'random'}); "  # type: ignore[union-attr]
               f"{weights[r.weights.match]}; {source}")  # type: ignore[union-attr]  # fmt: skip

@@ -61,6 +61,7 @@ class Decompiled:
     candidates: tuple[Candidate, ...]
     report: object | None = None
     repaired: bool = False  # verified only after replacing one function or predicate of a decoded candidate
+    chosen: int = 0  # index in ``candidates`` of the returned program
 
     def to_json(self) -> dict:
         out = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("program", "report")}
@@ -88,8 +89,12 @@ def decompile(
     verify: bool = False,
     max_inputs: int = 100_000,
     repair: int = 200,
+    certificate: bool = True,
 ) -> Decompiled:
-    """Decompile a compiled model; see the module docstring. EncodingError if the weights are out of range."""
+    """Decompile a compiled model; see the module docstring. EncodingError if the weights are out of range.
+
+    ``certificate=False`` skips the recompile-and-compare check of the verified program.
+    """
     meta = checkpoint if isinstance(checkpoint, metamodel.MetaModel) else load_metamodel(checkpoint)
     weights = weight_encoding.encode(model.params, meta.cfg.encoding)
     found = decoding.greedy(meta, [weights]) if beam == 1 else decoding.beam_search(meta, weights, beam)
@@ -97,6 +102,10 @@ def decompile(
     if not verify:
         return _result(found[0], "not_checked", candidates)
     from metamodels import verification
+
+    def verified(c: decoding.Candidate, report, listed: list[Candidate], chosen: int, repaired=False) -> Decompiled:
+        weights_ = verification.compare_weights(c.program, model) if certificate else None  # type: ignore[arg-type]
+        return _result(c, "verified", listed, dataclasses.replace(report, weights=weights_), repaired, chosen)
 
     first_report = None
     for i, c in enumerate(found):
@@ -106,15 +115,12 @@ def decompile(
         candidates[i] = dataclasses.replace(candidates[i], verdict=report.verdict)
         first_report = first_report or report
         if report.holds():
-            certificate = verification.compare_weights(c.program, model)
-            return _result(c, "verified", candidates, dataclasses.replace(report, weights=certificate))
+            return verified(c, report, candidates, i)
     fixed = repair_candidates(meta, weights, found, model, budget=repair, max_inputs=max_inputs)
     if fixed is not None:
         c, report = fixed
-        certificate = verification.compare_weights(c.program, model)  # type: ignore[arg-type]
-        repaired = _candidate(len(candidates), c)
-        return _result(c, "verified", [*candidates, dataclasses.replace(repaired, verdict=report.verdict)],
-                       dataclasses.replace(report, weights=certificate), repaired=True)  # fmt: skip
+        repaired = dataclasses.replace(_candidate(len(candidates), c), verdict=report.verdict)
+        return verified(c, report, [*candidates, repaired], len(candidates), repaired=True)
     return _result(found[0], "unverified", candidates, first_report)
 
 
@@ -180,7 +186,12 @@ def _candidate(rank: int, c: decoding.Candidate) -> Candidate:
 
 
 def _result(
-    c: decoding.Candidate, status: Status, candidates: list[Candidate], report=None, repaired: bool = False
+    c: decoding.Candidate,
+    status: Status,
+    candidates: list[Candidate],
+    report=None,
+    repaired: bool = False,
+    chosen: int = 0,
 ) -> Decompiled:
     return Decompiled(
         program=c.program,
@@ -191,6 +202,7 @@ def _result(
         candidates=tuple(candidates),
         report=report,
         repaired=repaired,
+        chosen=chosen,
     )
 
 
@@ -219,20 +231,15 @@ def verified_at_k(
         if permute_residual is not None:
             model = evaluation.permuted(model, permute_residual)
         try:
-            weights = weight_encoding.encode(model.params, meta.cfg.encoding)
+            result = decompile(model, checkpoint=meta, beam=k, verify=True, repair=repair, certificate=False)
         except weight_encoding.EncodingError:
             first.append(None)
             continue
-        found = decoding.beam_search(meta, weights, k)
-        rank = next((i for i, c in enumerate(found) if c.program and check(c.program, model).holds()), None)
-        first.append(rank)
-        program = found[rank].program if rank is not None else None
-        if program is None:
-            fixed = repair_candidates(meta, weights, found, model, budget=repair)
-            program = fixed[0].program if fixed else None
-            repaired += program is not None
-        if program is not None:
-            false_verified += _differs_from_truth(program, row, model)
+        verified_ = result.status == "verified"
+        first.append(result.chosen if verified_ and not result.repaired else None)
+        repaired += verified_ and result.repaired
+        if verified_:
+            false_verified += _differs_from_truth(result.program, row, model)  # type: ignore[arg-type]
     n = max(1, len(first))
     verified = sum(r is not None for r in first) + repaired
     return {
