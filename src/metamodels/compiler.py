@@ -172,6 +172,15 @@ def _craft(sop: rasp.SOp, settings: CompileSettings):
     return graph, sources, sink, craft_model
 
 
+def value_sets(sop: rasp.SOp, vocab: Collection[Value], max_seq_len: int) -> dict[str, set[Value]]:
+    """The value set Tracr infers for every expression of ``sop`` (by label), trap 2 corrected."""
+    extracted = rasp_to_graph.extract_rasp_graph(sop)
+    graph, sink = extracted.graph, extracted.sink
+    basis_inference.infer_bases(graph, sink, set(vocab), max_seq_len)
+    _correct_mean_value_sets(graph, sink, max_seq_len)
+    return {label: set(node.get(nodes.VALUE_SET, ())) for label, node in graph.nodes.items()}
+
+
 def _correct_mean_value_sets(graph, sink, max_seq_len: int) -> None:
     """Trap 2: give numerical means their true value set {v * k / n} and update what depends on it."""
     changed: set[str] = set()

@@ -124,6 +124,12 @@ def tokenize_strings(program: Program) -> list[str]:
 
 
 def _op_tokens(program: Program, op: Op) -> list[str]:
+    fused = [program.by_name[op.args[0]]] if op.kind in ("Aggregate", "SelectorWidth") else []
+    if any(o.has_table for o in [op, *fused]):
+        raise ValueError(
+            f"{op.name}: value tables have no tokens (vocabulary {VOCAB.version}); "
+            "the meta-model names library functions and decompile reads tables from the weights"
+        )
     head = [op.name, op.encoding]
     if op.kind == "Map":
         return head + ["Map", f"fn:{op.fn}", op.args[0], "EOO"]  # type: ignore[list-item]

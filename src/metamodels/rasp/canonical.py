@@ -56,7 +56,7 @@ def canonicalize(program: Program) -> Program:
 
 def _ordered_args(op: Op, keys: dict[str, str]) -> tuple[list[str], tuple[float, float] | None]:
     """Arguments (and LinearSequenceMap factors) in canonical order."""
-    if op.fn is not None and functions.by_name(op.fn).commutative:
+    if isinstance(op.fn, str) and functions.by_name(op.fn).commutative:
         return sorted(op.args, key=keys.__getitem__), op.coeffs
     if op.kind == "LinearSequenceMap":
         pairs = sorted(zip(op.args, op.coeffs), key=lambda p: (keys[p[0]], p[1]))  # type: ignore[arg-type]

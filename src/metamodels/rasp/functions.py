@@ -122,6 +122,21 @@ assert len(FUNCTIONS) == len(_BY_TEXT) == len(MAP_FUNCTIONS) + len(SEQUENCE_MAP_
 
 # Selector predicates, as in Tracr's ``rasp.Comparison`` (``key <op> query``).
 PREDICATES: tuple[str, ...] = ("EQ", "NEQ", "LT", "LEQ", "GT", "GEQ", "TRUE", "FALSE")
+_PREDICATE_FNS: dict[str, Callable[[Value, Value], bool]] = {
+    "EQ": lambda key, query: key == query,
+    "NEQ": lambda key, query: key != query,
+    "LT": lambda key, query: key < query,
+    "LEQ": lambda key, query: key <= query,
+    "GT": lambda key, query: key > query,
+    "GEQ": lambda key, query: key >= query,
+    "TRUE": lambda key, query: True,
+    "FALSE": lambda key, query: False,
+}
+
+
+def predicate_fn(name: str) -> Callable[[Value, Value], bool]:
+    """``predicate(key, query)`` of a named comparison, as Tracr's ``rasp.Comparison`` computes it."""
+    return _PREDICATE_FNS[name]
 
 
 def by_name(name: str) -> Function:
@@ -138,3 +153,23 @@ def by_text(text: str) -> Function | None:
         return _BY_TEXT.get(normalise_lambda(text))
     except SyntaxError:
         return None
+
+
+def _code_key(fn: Callable[..., Value]) -> tuple | None:
+    code = getattr(fn, "__code__", None)
+    if code is None or getattr(fn, "__closure__", None):
+        return None
+    return (code.co_argcount, code.co_code, code.co_consts, code.co_names, code.co_varnames)
+
+
+_BY_CODE: dict[tuple, Function] = {_code_key(f.fn): f for f in FUNCTIONS.values()}  # type: ignore[misc]
+
+
+def by_code(fn: Callable[..., Value]) -> Function | None:
+    """The library function whose compiled lambda is ``fn``'s (same bytecode and constants), if any.
+
+    Recognises a user's ``lambda x: x + 1`` whatever its source looks like, and never
+    mistakes a closure (``lambda x: x + k``) for a library function.
+    """
+    key = _code_key(fn)
+    return _BY_CODE.get(key) if key is not None else None

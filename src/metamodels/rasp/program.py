@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal, get_args
 
 from tracr.rasp import rasp
 
 from metamodels.rasp import functions
+from metamodels.rasp.tables import Table, library_function, library_predicate
 
 OpKind = Literal["Map", "SequenceMap", "LinearSequenceMap", "Select", "Aggregate", "SelectorWidth"]
 Encoding = Literal["categorical", "numerical"]
@@ -32,17 +32,18 @@ class Op:
 
     ``args`` name earlier variables (or the inputs): Map (x,), SequenceMap and
     LinearSequenceMap (x, y), Select (keys, queries), Aggregate (selector, sop),
-    SelectorWidth (selector,). ``fn`` names a library function (Map, SequenceMap),
-    ``predicate`` a comparison (Select), ``coeffs`` the two factors of a
-    LinearSequenceMap. ``encoding`` is None exactly for Select.
+    SelectorWidth (selector,). ``fn`` names a library function or is a
+    :class:`~metamodels.rasp.tables.Table` (Map, SequenceMap); ``predicate`` names a
+    comparison or is a (key, query) → bool table (Select); ``coeffs`` are the two
+    factors of a LinearSequenceMap. ``encoding`` is None exactly for Select.
     """
 
     name: str
     kind: OpKind
     args: tuple[str, ...]
     encoding: Encoding | None = "categorical"
-    fn: str | None = None
-    predicate: str | None = None
+    fn: str | Table | None = None
+    predicate: str | Table | None = None
     coeffs: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
@@ -56,11 +57,14 @@ class Op:
             raise ValueError(f"{self.name}: unknown encoding {self.encoding!r}; expected one of {ENCODINGS}")
         if (self.kind in ("Map", "SequenceMap")) != (self.fn is not None):
             raise ValueError(f"{self.name}: a function is required for Map/SequenceMap only")
-        if self.fn is not None and functions.by_name(self.fn).arity != _ARITY[self.kind]:
-            raise ValueError(f"{self.name}: function {self.fn!r} has the wrong arity for {self.kind}")
+        if self.fn is not None and _arity(self.fn) != _ARITY[self.kind]:
+            raise ValueError(f"{self.name}: function {self.fn} has the wrong arity for {self.kind}")
         if (self.kind == "Select") != (self.predicate is not None):
             raise ValueError(f"{self.name}: a predicate is required for Select only")
-        if self.predicate is not None and self.predicate not in functions.PREDICATES:
+        if isinstance(self.predicate, Table):
+            if self.predicate.arity != 2 or not all(isinstance(v, bool) for _, v in self.predicate.entries):
+                raise ValueError(f"{self.name}: a predicate table maps (key, query) pairs to True/False")
+        elif self.predicate is not None and self.predicate not in functions.PREDICATES:
             raise ValueError(
                 f"{self.name}: unknown predicate {self.predicate!r}; expected one of {functions.PREDICATES}"
             )
@@ -71,6 +75,23 @@ class Op:
     def is_sop(self) -> bool:
         """True for sequence operations (everything but Select)."""
         return self.kind != "Select"
+
+    @property
+    def function(self) -> Callable[..., object] | None:
+        """The callable of ``fn`` (Map, SequenceMap) or ``predicate`` (Select, called as (key, query))."""
+        if self.fn is not None:
+            return self.fn if isinstance(self.fn, Table) else functions.by_name(self.fn).fn
+        if self.predicate is not None:
+            return self.predicate if isinstance(self.predicate, Table) else functions.predicate_fn(self.predicate)
+        return None
+
+    @property
+    def has_table(self) -> bool:
+        return isinstance(self.fn, Table) or isinstance(self.predicate, Table)
+
+
+def _arity(fn: str | Table) -> int:
+    return fn.arity if isinstance(fn, Table) else functions.by_name(fn).arity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,18 +186,19 @@ def _to_rasp(program: Program) -> rasp.SOp:
     for op in program.ops:
         a = [env[x] for x in op.args]
         if op.kind == "Map":
-            expr: rasp.RASPExpr = rasp.Map(functions.by_name(op.fn).fn, a[0], simplify=False)  # type: ignore[arg-type]
+            expr: rasp.RASPExpr = rasp.Map(op.function, a[0], simplify=False)  # type: ignore[arg-type]
         elif op.kind == "SequenceMap":
-            expr = rasp.SequenceMap(functions.by_name(op.fn).fn, a[0], a[1])  # type: ignore[arg-type]
+            expr = rasp.SequenceMap(op.function, a[0], a[1])  # type: ignore[arg-type]
         elif op.kind == "LinearSequenceMap":
             expr = rasp.LinearSequenceMap(a[0], a[1], *op.coeffs)  # type: ignore[misc]
         elif op.kind == "Select":
-            expr = rasp.Select(a[0], a[1], rasp.Comparison[op.predicate])  # type: ignore[misc]
+            predicate = op.predicate if isinstance(op.predicate, Table) else rasp.Comparison[op.predicate]
+            expr = rasp.Select(a[0], a[1], predicate)  # type: ignore[misc,arg-type]
         elif op.kind == "Aggregate":
             expr = rasp.Aggregate(a[0], a[1], default=0 if op.encoding == "numerical" else None)  # type: ignore[arg-type]
         else:
             expr = rasp.SelectorWidth(a[0])  # type: ignore[arg-type]
-        if op.fn is not None:
+        if isinstance(op.fn, str):
             expr = expr.annotated(fn_name=op.fn)
         if op.encoding == "numerical":
             expr = rasp.numerical(expr)
@@ -186,17 +208,37 @@ def _to_rasp(program: Program) -> rasp.SOp:
     return env[program.output]  # type: ignore[return-value]
 
 
-def program_from_rasp(sop: rasp.SOp) -> Program:
+def program_from_rasp(
+    sop: rasp.SOp, vocab: Sequence[object] | None = None, max_seq_len: int | None = None
+) -> Program:
     """Convert a Tracr ``rasp`` expression into a :class:`Program`.
 
     Ops come in a dependency-first order (rasp records no definition order).
-    Names are the expressions' names (labels where two share a name). Functions are recognised by the
-    ``fn_name`` annotation that :meth:`Program.to_rasp` writes, else by the source
-    text of their lambda. Raises ValueError naming the expression when a
-    function, predicate or construct is outside what a Program can express.
+    Names are the expressions' names (labels where two share a name). Functions
+    are recognised by the ``fn_name`` annotation that :meth:`Program.to_rasp`
+    writes, else by the source text of their lambda. Any other function or
+    selector predicate is read as a :class:`~metamodels.rasp.tables.Table` over
+    the value sets Tracr infers for ``vocab`` and ``max_seq_len`` (printed as a
+    library function or comparison when it equals one there); without them it is
+    a ValueError. Raises ValueError naming the expression for constructs a
+    Program cannot express.
     """
     ops: list[Op] = []
     names: dict[int, str] = {}
+    known: dict[str, set] = {}
+
+    def domains(expr: rasp.RASPExpr) -> list[set]:
+        """Value sets of ``expr``'s arguments, from Tracr's inference over the whole program."""
+        if not known:
+            if vocab is None or max_seq_len is None:
+                what = "predicate" if isinstance(expr, rasp.Select) else "function"
+                raise ValueError(
+                    f"{expr.name}: its {what} is not in the library; pass vocab and max_seq_len to read it as a table"
+                )
+            from metamodels.compiler import value_sets  # Tracr's value-set inference lives with the compiler
+
+            known.update(value_sets(sop, vocab, max_seq_len))
+        return [known[child.label] for child in expr.children]
 
     def visit(expr: rasp.RASPExpr) -> str:
         if isinstance(expr, (rasp.TokensType, rasp.IndicesType)):
@@ -206,24 +248,32 @@ def program_from_rasp(sop: rasp.SOp) -> Program:
             # Tracr labels are `name_id`; keep the user's name unless two expressions share it.
             taken = set(names.values()) | set(INPUTS)
             names[expr.unique_id] = expr.name if expr.name.isidentifier() and expr.name not in taken else expr.label
-            ops.append(_op_from_rasp(expr, names[expr.unique_id], children))
+            ops.append(_op_from_rasp(expr, names[expr.unique_id], children, domains))
         return names[expr.unique_id]
 
     output = visit(sop)
     return Program(ops=tuple(ops), output=output)
 
 
-def _op_from_rasp(expr: rasp.RASPExpr, name: str, args: tuple[str, ...]) -> Op:
+def _op_from_rasp(expr: rasp.RASPExpr, name: str, args: tuple[str, ...], domains: Callable) -> Op:
     encoding = None if isinstance(expr, rasp.Selector) else rasp.get_encoding(expr).value
     if isinstance(expr, rasp.LinearSequenceMap):
         return Op(name, "LinearSequenceMap", args, encoding, coeffs=(expr.fst_fac, expr.snd_fac))
     if isinstance(expr, (rasp.Map, rasp.SequenceMap)):
         kind = "Map" if isinstance(expr, rasp.Map) else "SequenceMap"
-        return Op(name, kind, args, encoding, fn=_function_name(expr))
+        fn = _function_name(expr)
+        if fn is None:
+            table = Table.tabulate(expr.f, *domains(expr))
+            fn = library_function(table) or table
+        return Op(name, kind, args, encoding, fn=fn)
     if isinstance(expr, rasp.Select):
-        if not isinstance(expr.predicate, rasp.Comparison):
-            raise ValueError(f"{name}: custom selector predicates are not supported yet")
-        return Op(name, "Select", args, None, predicate=expr.predicate.name)
+        if isinstance(expr.predicate, rasp.Comparison):
+            return Op(name, "Select", args, None, predicate=expr.predicate.name)
+        if isinstance(expr.predicate, Table):
+            table = expr.predicate
+        else:
+            table = Table.tabulate(lambda k, q: bool(expr.predicate(k, q)), *domains(expr))
+        return Op(name, "Select", args, None, predicate=library_predicate(table) or table)
     if isinstance(expr, rasp.Aggregate):
         return Op(name, "Aggregate", args, encoding)
     if isinstance(expr, rasp.SelectorWidth):
@@ -231,21 +281,11 @@ def _op_from_rasp(expr: rasp.RASPExpr, name: str, args: tuple[str, ...]) -> Op:
     raise ValueError(f"{name}: {type(expr).__name__} is not supported (expected one of {OP_KINDS})")
 
 
-def _function_name(expr: rasp.Map | rasp.SequenceMap) -> str:
+def _function_name(expr: rasp.Map | rasp.SequenceMap) -> str | Table | None:
+    """The op's library function (or table) if it is recognisable without value sets, else None."""
     if "fn_name" in expr.annotations:
         return str(expr.annotations["fn_name"])
-    try:
-        source = inspect.getsource(expr.f).strip()
-        start = source.index("lambda")
-    except (OSError, TypeError, ValueError):
-        source, start = "", -1
-    # The lambda is the longest prefix of its source line that parses as a lambda.
-    for end in range(len(source), start, -1):
-        try:
-            found = functions.by_text(functions.normalise_lambda(source[start:end]))
-        except SyntaxError:
-            continue
-        if found is not None:
-            return found.name
-        break
-    raise ValueError(f"{expr.name}: its function is not in the library (see metamodels.rasp.functions)")
+    if isinstance(expr.f, Table):
+        return library_function(expr.f) or expr.f
+    found = functions.by_code(expr.f)
+    return found.name if found is not None else None

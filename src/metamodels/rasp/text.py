@@ -3,6 +3,8 @@
     sel_1 = Select(tokens, tokens, LT)
     sop_1 = SelectorWidth(sel_1)
     sop_2 = numerical(Map(lambda x: x == 1, tokens))
+    sop_3 = Map({'a': 1, 'b': 0}, tokens)          # a function as a value table
+    sel_4 = Select(indices, indices, {(0, 0): False, (0, 1): True, (1, 0): False, (1, 1): False})
     return sop_1
 
 The text is Python syntax; parsing goes through :mod:`ast`, so errors carry a
@@ -18,6 +20,7 @@ import re
 
 from metamodels.rasp import functions
 from metamodels.rasp.program import Op, Program
+from metamodels.rasp.tables import Table
 
 
 class ProgramSyntaxError(ValueError):
@@ -41,11 +44,12 @@ def _format_number(x: float) -> str:
 def _format_op(op: Op) -> str:
     args = ", ".join(op.args)
     if op.kind in ("Map", "SequenceMap"):
-        call = f"{op.kind}({functions.by_name(op.fn).text}, {args})"  # type: ignore[arg-type]
+        fn = op.fn.text if isinstance(op.fn, Table) else functions.by_name(op.fn).text  # type: ignore[arg-type]
+        call = f"{op.kind}({fn}, {args})"
     elif op.kind == "LinearSequenceMap":
         call = f"{op.kind}({args}, {', '.join(_format_number(c) for c in op.coeffs)})"  # type: ignore[union-attr]
     elif op.kind == "Select":
-        call = f"Select({args}, {op.predicate})"
+        call = f"Select({args}, {op.predicate})"  # a Table prints as its dict literal
     else:
         call = f"{op.kind}({args})"
     return f"numerical({call})" if op.encoding == "numerical" else call
@@ -125,11 +129,17 @@ def _parse_op(name: str, value: ast.expr) -> Op:
     keywords = {k.arg: k.value for k in value.keywords}
     try:
         if kind in ("Map", "SequenceMap"):
+            if args and isinstance(args[0], ast.Dict):
+                table = _table(args[0], 1 if kind == "Map" else 2)
+                return Op(name, kind, _names(args[1:], value), encoding, fn=table)  # type: ignore[arg-type]
             if not args or not isinstance(args[0], ast.Lambda):
-                raise _error(value, f"{kind} needs a lambda as its first argument")
+                raise _error(value, f"{kind} needs a lambda or a value table {{input: output, ...}} as its first argument")
             fn = functions.by_text(ast.unparse(args[0]))
             if fn is None:
-                raise _error(args[0], f"function {ast.unparse(args[0])!r} is not in the library")
+                raise _error(
+                    args[0],
+                    f"function {ast.unparse(args[0])!r} is not in the library; write it as a table {{input: output, ...}}",
+                )
             return Op(name, kind, _names(args[1:], value), encoding, fn=fn.name)  # type: ignore[arg-type]
         if kind == "LinearSequenceMap":
             if len(args) != 4:
@@ -141,7 +151,8 @@ def _parse_op(name: str, value: ast.expr) -> Op:
                 args.append(keywords.pop("predicate"))
             if len(args) != 3:
                 raise _error(value, "Select takes (keys, queries, PREDICATE)")
-            return Op(name, kind, _names(args[:2], value), None, predicate=_predicate(args[2]))
+            predicate = _table(args[2], 2) if isinstance(args[2], ast.Dict) else _predicate(args[2])
+            return Op(name, kind, _names(args[:2], value), None, predicate=predicate)
         if kind in ("Aggregate", "SelectorWidth"):
             default = keywords.pop("default", None)
             if default is not None and ast.literal_eval(default) != (0 if encoding == "numerical" else None):
@@ -162,6 +173,17 @@ def _names(args: list[ast.expr], call: ast.expr) -> tuple[str, ...]:
         if not isinstance(a, ast.Name):
             raise _error(a, "expected a variable name")
     return tuple(a.id for a in args)  # type: ignore[attr-defined]
+
+
+def _table(node: ast.Dict, arity: int) -> Table:
+    try:
+        mapping = ast.literal_eval(node)
+    except (ValueError, SyntaxError, TypeError):
+        raise _error(node, "a value table holds literal values only: {input: output, ...}") from None
+    try:
+        return Table(tuple(mapping.items()), arity)
+    except ValueError as e:
+        raise _error(node, str(e)) from None
 
 
 def _number(node: ast.expr) -> float:
