@@ -222,6 +222,11 @@ def _add_metamodel_commands(sub) -> None:
         help="with --verify, if no candidate verifies, check up to this many one-function/predicate substitutions "
         "of the best candidates, best-scored first (0: off; default 200)",
     )  # fmt: skip
+    p.add_argument(
+        "--no-readout", action="store_true",
+        help="keep the meta-model's library functions; by default each candidate's functions and predicates are also "
+        "read from the weights as value tables (needs the model's residual labels), and that variant is tried first",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
     p = sub.add_parser(
@@ -447,6 +452,7 @@ def _decompile(args: argparse.Namespace) -> int:
         verify=args.verify,
         max_inputs=args.inputs,
         repair=args.repair,
+        readout=not args.no_readout,
     )
     if args.json:
         print(json.dumps(result.to_json(), indent=1, default=str))
@@ -461,10 +467,12 @@ def _decompile(args: argparse.Namespace) -> int:
             False: "weights differ after recompiling",
             None: "weights not compared",
         }
+        chosen = result.candidates[result.chosen]
         source = (
             "a one-substitution repair of the decoded candidates"
             if result.repaired
-            else f"beam candidate {result.chosen + 1}"
+            else f"beam candidate {chosen.rank + 1}"
+            + (", functions and predicates read from the weights" if chosen.read_out else "")
         )
         print(f"# verified: {r.verdict} on {r.n_inputs} inputs ({'all' if r.exhaustive else 'random'}); "  # type: ignore[union-attr]
               f"{weights[r.weights.match]}; {source}")  # type: ignore[union-attr]  # fmt: skip

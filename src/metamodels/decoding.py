@@ -31,6 +31,7 @@ class Candidate:
     tokens: tuple[int, ...]
     score: float
     program: Program | None
+    read_out: bool = False  # program's functions/predicates read from the weights (see readout.py)
 
     @property
     def token_strings(self) -> list[str]:

@@ -3,6 +3,9 @@
 1. encode the weights (:mod:`metamodels.weight_encoding`),
 2. decode with the meta-model under the grammar (:mod:`metamodels.decoding`):
    greedy, or a beam of K candidates best-first,
+2b. (``readout``, on by default) read each candidate's functions and predicates
+   from the weights (:mod:`metamodels.readout`); where the structure fits, that
+   variant comes first — it can hold tables the library does not have,
 3. optionally verify the candidates in order against the model
    (:mod:`metamodels.verification`) and return the first that verifies (not
    refuted, and defined on at least half the positions: a program undefined
@@ -34,13 +37,15 @@ Status = Literal["verified", "unverified", "not_checked"]
 
 @dataclasses.dataclass(frozen=True)
 class Candidate:
-    """One decoded candidate: rank (0 = best score), program text, log-probability, verdict if checked."""
+    """One decoded candidate: beam rank (0 = best score; a read-out variant shares its candidate's), program text,
+    log-probability, verdict if checked."""
 
     rank: int
     text: str | None
     tokens: tuple[str, ...]
     score: float
     verdict: str | None = None
+    read_out: bool = False  # functions and predicates read from the weights (tokens give the structure)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,15 +95,20 @@ def decompile(
     max_inputs: int = 100_000,
     repair: int = 200,
     certificate: bool = True,
+    readout: bool = True,
 ) -> Decompiled:
     """Decompile a compiled model; see the module docstring. EncodingError if the weights are out of range.
 
-    ``certificate=False`` skips the recompile-and-compare check of the verified program.
+    ``certificate=False`` skips the recompile-and-compare check of the verified program;
+    ``readout=False`` keeps the meta-model's library functions as decoded.
     """
     meta = checkpoint if isinstance(checkpoint, metamodel.MetaModel) else load_metamodel(checkpoint)
     weights = weight_encoding.encode(model.params, meta.cfg.encoding)
     found = decoding.greedy(meta, [weights]) if beam == 1 else decoding.beam_search(meta, weights, beam)
-    candidates = [_candidate(i, c) for i, c in enumerate(found)]
+    if readout:
+        found = with_readout(found, model)
+    # Beam rank: decoded candidates before this one (a read-out variant precedes its own).
+    candidates = [_candidate(sum(not f.read_out for f in found[:i]), c) for i, c in enumerate(found)]
     if not verify:
         return _result(found[0], "not_checked", candidates)
     from metamodels import verification
@@ -122,6 +132,31 @@ def decompile(
         repaired = dataclasses.replace(_candidate(len(candidates), c), verdict=report.verdict)
         return verified(c, report, [*candidates, repaired], len(candidates), repaired=True)
     return _result(found[0], "unverified", candidates, first_report)
+
+
+def with_readout(found: list[decoding.Candidate], model: CompiledModel) -> list[decoding.Candidate]:
+    """Each candidate preceded by its read-out variant, where the structure fits and the variant differs."""
+    from metamodels import readout
+
+    out: list[decoding.Candidate] = []
+    seen: set[str] = set()
+    for c in found:
+        for variant in (_read(c, model, readout), c):
+            key = text.format_program(variant.program) if variant and variant.program else None
+            if variant is not None and (key is None or key not in seen):
+                seen.add(key)  # type: ignore[arg-type]
+                out.append(variant)
+    return out
+
+
+def _read(c: decoding.Candidate, model: CompiledModel, readout) -> decoding.Candidate | None:
+    if c.program is None:
+        return None
+    try:
+        program = readout.read_tables(c.program, model)
+    except readout.ReadoutError:
+        return None
+    return dataclasses.replace(c, program=program, read_out=True)
 
 
 def neighbours(program: Program) -> list[Program]:
@@ -182,7 +217,8 @@ def check(program: Program, model: CompiledModel, max_inputs: int = 100_000, scr
 
 
 def _candidate(rank: int, c: decoding.Candidate) -> Candidate:
-    return Candidate(rank, text.format_program(c.program) if c.program else None, tuple(c.token_strings), c.score)
+    program_text = text.format_program(c.program) if c.program else None
+    return Candidate(rank, program_text, tuple(c.token_strings), c.score, read_out=c.read_out)
 
 
 def _result(
@@ -236,7 +272,7 @@ def verified_at_k(
             first.append(None)
             continue
         verified_ = result.status == "verified"
-        first.append(result.chosen if verified_ and not result.repaired else None)
+        first.append(result.candidates[result.chosen].rank if verified_ and not result.repaired else None)
         repaired += verified_ and result.repaired
         if verified_:
             false_verified += _differs_from_truth(result.program, row, model)  # type: ignore[arg-type]

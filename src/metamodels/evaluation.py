@@ -7,6 +7,9 @@ Metrics, overall and by number of ops:
 - ``functional``: the decoded program's RASP evaluation equals the stored outputs
   of the true program on the example's input battery (causal models compared
   prefix by prefix).
+- ``functional_readout``: the same, after reading the decoded program's
+  functions and predicates from the weights (:mod:`metamodels.readout`; the
+  decoded program as is where its structure does not fit the model).
 - ``teacher_forced_token`` / ``teacher_forced_program``: next-token accuracy
   given the true prefix, per token and per whole program (what paper 000's
   reference code reported; optimistic, shown for comparison).
@@ -31,7 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from metamodels import battery, decoding, densification, forward, metamodel, verification, weight_encoding
+from metamodels import battery, decoding, densification, forward, metamodel, readout, verification, weight_encoding
 from metamodels import tokens as tokens_mod
 from metamodels.compiled import CompiledModel
 from metamodels.dataset import store
@@ -169,7 +172,7 @@ def _evaluate_chunk(model: metamodel.MetaModel, rows: list[dict], permute_residu
         try:
             items.append(weight_encoding.encode(model_.params, model.cfg.encoding))
         except weight_encoding.EncodingError as e:
-            record.update(supported=False, reason=str(e), exact=False, functional=False)
+            record.update(supported=False, reason=str(e), exact=False, functional=False, functional_readout=False)
             out.append(record)
             continue
         record["supported"] = True
@@ -184,7 +187,7 @@ def _evaluate_chunk(model: metamodel.MetaModel, rows: list[dict], permute_residu
         record["tf_hits"], record["tf_fields"] = hits.tolist(), fields.tolist()
         record["decoded_tokens"] = candidate.token_strings
         if candidate.program is None:
-            record.update(exact=False, functional=False, decoded=None)
+            record.update(exact=False, functional=False, functional_readout=False, decoded=None)
             continue
         record["decoded"] = text.format_program(candidate.program)
         record["exact"] = tokens_mod.tokenize(candidate.program) == truth
@@ -193,6 +196,12 @@ def _evaluate_chunk(model: metamodel.MetaModel, rows: list[dict], permute_residu
         record["functional"] = record["exact"] or same_outputs(
             outputs_of(candidate.program, inputs, row["causal"]), want
         )
+        try:
+            read = readout.read_tables(candidate.program, model_)
+            record["read_out"] = True
+        except readout.ReadoutError:
+            read, record["read_out"] = candidate.program, False
+        record["functional_readout"] = same_outputs(outputs_of(read, inputs, row["causal"]), want)
     return out
 
 
@@ -208,6 +217,7 @@ def _rates(records: list[dict]) -> dict:
         "n": len(records),
         "exact": sum(r["exact"] for r in records) / n,
         "functional": sum(r["functional"] for r in records) / n,
+        "functional_readout": sum(r["functional_readout"] for r in records) / n,
         "teacher_forced_token": float(np.mean(hits)) if hits else 0.0,
         "teacher_forced_program": sum(all(r["tf_hits"]) for r in supported) / n,
         "unsupported": len(records) - len(supported),
@@ -237,6 +247,7 @@ def plot(report: dict, png: str | Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for key, label in [
         ("teacher_forced_token", "token accuracy (teacher-forced)"),
+        ("functional_readout", "functional accuracy (greedy + readout)"),
         ("functional", "functional accuracy (greedy)"),
         ("exact", "exact program (greedy)"),
     ]:
@@ -255,12 +266,13 @@ def plot(report: dict, png: str | Path) -> None:
 
 def format_table(report: dict) -> str:
     """The report's rates as a plain-text table, one row per op count plus the total."""
-    head = f"{'ops':>5} {'n':>5} {'exact':>7} {'funct.':>7} {'tf tok':>7} {'tf prog':>7}"
+    head = f"{'ops':>5} {'n':>5} {'exact':>7} {'funct.':>7} {'+readout':>8} {'tf tok':>7} {'tf prog':>7}"
     rows = [(str(k), v) for k, v in report["by_n_ops"].items()] + [("all", report["overall"])]
     lines = [f"{report['split']} split of {report['data']}", head]
     for k, r in rows:
         lines.append(
-            f"{k:>5} {r['n']:>5} {r['exact']:>7.3f} {r['functional']:>7.3f} {r['teacher_forced_token']:>7.3f} {r['teacher_forced_program']:>7.3f}"
+            f"{k:>5} {r['n']:>5} {r['exact']:>7.3f} {r['functional']:>7.3f} {r['functional_readout']:>8.3f} "
+            f"{r['teacher_forced_token']:>7.3f} {r['teacher_forced_program']:>7.3f}"
         )
     lines.append(
         "fields (teacher-forced): " + ", ".join(f"{f} {a:.3f}" for f, a in report["overall"]["fields"].items())
