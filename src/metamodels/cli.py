@@ -261,9 +261,16 @@ def _add_metamodel_commands(sub) -> None:
     )
     p.add_argument("--checkpoint", type=Path, help="meta-model checkpoint directory (default: the shipped one)")
     p.add_argument(
-        "--data", type=Path, help="dataset directory (not needed for --split lib: the lib programs are compiled here)"
+        "--data",
+        type=Path,
+        help="dataset directory (not needed for --split lib or written: those programs are compiled here)",
     )
-    p.add_argument("--split", default="test", help="split: test, val, lib or train (default test)")
+    p.add_argument(
+        "--split",
+        default="test",
+        help="split: test, val, train, lib (Tracr's lib programs) or written (open-vocabulary programs written in "
+        "Tracr's rasp, see dataset/written.py) (default test)",
+    )
     p.add_argument("--limit", type=int, help="evaluate only the first N examples")
     p.add_argument("--verify-k", type=int, default=0, help="also measure verified@k with a beam of this width")
     p.add_argument("--verify-limit", type=int, default=100, help="models used for verified@k (default 100)")
@@ -505,16 +512,19 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from metamodels import decompilation, evaluation
 
-    if args.data is None and args.split != "lib":
-        raise ValueError("--data is required (except for --split lib)")
+    if args.data is None and args.split not in ("lib", "written"):
+        raise ValueError("--data is required (except for --split lib and --split written)")
     meta = decompilation.load_metamodel(args.checkpoint)
     report = evaluation.evaluate(
         meta, args.data, args.split, limit=args.limit, verify_k=args.verify_k, verify_limit=args.verify_limit,
         permute_residual=args.permute_residual,
     )  # fmt: skip
-    if args.split == "lib" or args.programs:
+    if args.split in ("lib", "written") or args.programs:
         for r in report["examples"]:
-            print(f"== {r['id']} ({'exact' if r['exact'] else 'functional' if r['functional'] else 'WRONG'})")
+            verdict = "exact" if r["exact"] else "functional" if r["functional"] else "WRONG"
+            if not r["functional"] and r["functional_readout"]:
+                verdict = "functional after readout"
+            print(f"== {r['id']} ({verdict})")
             print(f"-- truth\n{r['truth']}-- decoded\n{r.get('decoded') or '(none)'}")
     print(evaluation.format_table(report))
     if args.json:

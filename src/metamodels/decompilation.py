@@ -295,5 +295,5 @@ def _differs_from_truth(program: Program, row: dict, model: CompiledModel) -> bo
     inputs, exhaustive = verification.verification_inputs(model)
     if not exhaustive:
         inputs = battery.make_battery(s.vocab, s.max_seq_len, per_length=5000, seed=12345)
-    want = evaluation.outputs_of(tokens_mod.detokenize(row["tokens"]), inputs, s.causal)
+    want = evaluation.outputs_of(text.parse_program(row["program"]), inputs, s.causal)
     return want is not None and not evaluation.same_outputs(evaluation.outputs_of(program, inputs, s.causal), want)

@@ -38,7 +38,7 @@ from metamodels import battery, decoding, densification, forward, metamodel, rea
 from metamodels import tokens as tokens_mod
 from metamodels.compiled import CompiledModel
 from metamodels.dataset import store
-from metamodels.rasp import text
+from metamodels.rasp import canonical, text
 from metamodels.rasp.program import Program
 
 FIELDS = ("ops", "encodings", "functions", "variables", "predicates", "coefficients", "structure")
@@ -114,6 +114,10 @@ def evaluate(
         from metamodels.dataset import lib
 
         rows = lib.lib_rows()[:limit]
+    elif split == "written":  # programs written against Tracr's rasp in other people's style (dataset/written.py)
+        from metamodels.dataset import written
+
+        rows = written.written_rows()[:limit]
     else:
         rows = list(itertools.islice(store.iter_rows(Path(data), split), limit))
     if not rows:
@@ -128,7 +132,7 @@ def evaluate(
     report = summarize(per_example)
     report.update(
         split=split,
-        data=str(data) if split != "lib" else "lib.py",
+        data={"lib": "lib.py", "written": "written.py"}.get(split, str(data)),
         n_examples=len(rows),
         permute_residual=permute_residual,
     )
@@ -176,37 +180,54 @@ def _evaluate_chunk(model: metamodel.MetaModel, rows: list[dict], permute_residu
             out.append(record)
             continue
         record["supported"] = True
-        programs.append(list(row["tokens"]))
-        kept.append((record, row))
+        programs.append(list(row["tokens"]) if row["tokens"] is not None else None)
+        kept.append((record, row, model_))
         out.append(record)
     if not kept:
         return out
-    teacher = _teacher_forced(model, items, programs)
+    # Programs with value tables have no tokens: no teacher forcing; "exact" compares canonical texts.
+    tokenized = [i for i, p in enumerate(programs) if p is not None]
+    teacher = dict(
+        zip(
+            tokenized,
+            _teacher_forced(model, [items[i] for i in tokenized], [programs[i] for i in tokenized])
+            if tokenized
+            else [],
+        )
+    )
     decoded = decoding.greedy(model, items)
-    for (record, row), (hits, fields), candidate, truth in zip(kept, teacher, decoded, programs):
-        record["tf_hits"], record["tf_fields"] = hits.tolist(), fields.tolist()
+    for i, ((record, row, model_), candidate, truth) in enumerate(zip(kept, decoded, programs)):
+        hits, fields = teacher.get(i, (np.zeros(0, bool), np.zeros(0, int)))
+        record["tf_hits"], record["tf_fields"], record["tokenized"] = hits.tolist(), fields.tolist(), truth is not None
         record["decoded_tokens"] = candidate.token_strings
         if candidate.program is None:
             record.update(exact=False, functional=False, functional_readout=False, decoded=None)
             continue
         record["decoded"] = text.format_program(candidate.program)
-        record["exact"] = tokens_mod.tokenize(candidate.program) == truth
-        inputs = [tuple(x) for x in json.loads(row["battery_inputs"])]
-        want = json.loads(row["battery_outputs"])
-        record["functional"] = record["exact"] or same_outputs(
-            outputs_of(candidate.program, inputs, row["causal"]), want
-        )
         try:
             read = readout.read_tables(candidate.program, model_)
             record["read_out"] = True
         except readout.ReadoutError:
             read, record["read_out"] = candidate.program, False
+        if truth is not None:
+            record["exact"] = tokens_mod.tokenize(candidate.program) == truth
+        else:
+            record["exact"] = _canonical_text(candidate.program) == _canonical_text(text.parse_program(row["program"]))
+        inputs = [tuple(x) for x in json.loads(row["battery_inputs"])]
+        want = json.loads(row["battery_outputs"])
+        record["functional"] = record["exact"] or same_outputs(
+            outputs_of(candidate.program, inputs, row["causal"]), want
+        )
         record["functional_readout"] = same_outputs(outputs_of(read, inputs, row["causal"]), want)
     return out
 
 
+def _canonical_text(program: Program) -> str:
+    return text.format_program(canonical.canonicalize(program))
+
+
 def _rates(records: list[dict]) -> dict:
-    supported = [r for r in records if r["supported"]]
+    supported = [r for r in records if r["supported"] and r.get("tokenized", True)]
     hits = [h for r in supported for h in r["tf_hits"]]
     fields: dict[str, list] = defaultdict(list)
     for r in supported:
@@ -220,7 +241,7 @@ def _rates(records: list[dict]) -> dict:
         "functional_readout": sum(r["functional_readout"] for r in records) / n,
         "teacher_forced_token": float(np.mean(hits)) if hits else 0.0,
         "teacher_forced_program": sum(all(r["tf_hits"]) for r in supported) / n,
-        "unsupported": len(records) - len(supported),
+        "unsupported": sum(not r["supported"] for r in records),
         "fields": {f: float(np.mean(v)) for f, v in sorted(fields.items())},
     }
 

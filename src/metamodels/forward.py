@@ -97,7 +97,9 @@ def outputs_match(model_out: Sequence[Value], reference: Sequence[Value], *, ato
         if want is None:
             continue
         if isinstance(got, float) or isinstance(want, float):
-            if not isinstance(want, (int, float)) or abs(float(got) - float(want)) > atol * max(1.0, abs(float(want))):
+            if not (isinstance(want, (int, float)) and isinstance(got, (int, float))):
+                return False
+            if abs(float(got) - float(want)) > atol * max(1.0, abs(float(want))):
                 return False
         elif got != want:
             return False

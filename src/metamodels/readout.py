@@ -190,7 +190,14 @@ def read_tables(program: Program, model: CompiledModel, *, per_length: int = 30,
         if op.kind in ("Map", "SequenceMap"):
             current = Program(tuple(ops), program.output)
             domains = [_domain(current, a, mapping, vars_, model, inputs) for a in op.args]
-            table = _mlp_table(model, written[mapping[op.name]].sublayer // 2, vars_, [mapping[a] for a in op.args], domains, vars_[mapping[op.name]])
+            table = _mlp_table(
+                model,
+                written[mapping[op.name]].sublayer // 2,
+                vars_,
+                [mapping[a] for a in op.args],
+                domains,
+                vars_[mapping[op.name]],
+            )
             ops[i] = dataclasses.replace(op, fn=_named(op.fn, table, library_function))
         elif op.kind in ("Aggregate", "SelectorWidth"):
             j = next(j for j, o in enumerate(ops) if o.name == op.args[0])
@@ -241,10 +248,12 @@ def _mlp_table(model, layer: int, vars_, args: list[str], domains: list[list[Val
     for row, combo in enumerate(combos):
         for arg, value in zip(args, combo):
             var = vars_[arg]
-            if var.values is None:
-                residual[row, var.dims[0]] = float(value)  # type: ignore[arg-type]
-            else:
+            if var.values is None and isinstance(value, (int, float)):
+                residual[row, var.dims[0]] = float(value)
+            elif var.values is not None and value in var.values:
                 residual[row, var.dims[var.values.index(value)]] = 1.0
+            else:
+                raise ReadoutError(f"{out.name}: argument {arg} cannot hold the value {value!r}")
     hidden = np.maximum(residual @ model.layer(layer, "mlp/linear_1/w") + model.layer(layer, "mlp/linear_1/b"), 0)
     result = (hidden @ model.layer(layer, "mlp/linear_2/w") + model.layer(layer, "mlp/linear_2/b"))[:, list(out.dims)]
     entries = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 from metamodels import battery, compiler, tokens
+from metamodels.compiled import CompiledModel
 from metamodels.dataset import store
 from metamodels.rasp import text
 from metamodels.rasp.program import Program
@@ -41,14 +42,27 @@ def lib_programs() -> dict[str, Program]:
 def lib_rows() -> list[dict]:
     """The lib programs compiled at ``LIB_SETTINGS``, as dataset-like rows (for ``evaluate --split lib``)."""
     vocab, max_seq_len = LIB_SETTINGS["vocab"], LIB_SETTINGS["max_seq_len"]
-    inputs = battery.make_battery(vocab, max_seq_len)
-    rows = []
-    for name, program in lib_programs().items():
-        model = compiler.compile_program(program, vocab, max_seq_len)
-        rows.append({
-            "id": f"lib-{name}", "split": "lib", "program": text.format_program(program), "n_ops": program.n_ops,
-            "tokens": tokens.tokenize(program), **store.model_row(model),
-            "battery_inputs": json.dumps([list(xs) for xs in inputs]),
-            "battery_outputs": json.dumps([program.evaluate(xs) for xs in inputs]),
-        })  # fmt: skip
-    return rows
+    return [
+        example_row(f"lib-{name}", "lib", program, compiler.compile_program(program, vocab, max_seq_len))
+        for name, program in lib_programs().items()
+    ]
+
+
+def example_row(row_id: str, split: str, program: Program, model: CompiledModel) -> dict:
+    """A dataset-like row for a program compiled here: model columns, battery and expected outputs.
+
+    ``tokens`` is None for a program with value tables (they have no tokens); causal models are
+    expected to agree prefix by prefix.
+    """
+    s = model.settings
+    inputs = battery.make_battery(s.vocab, s.max_seq_len)
+    try:
+        ids = tokens.tokenize(program)
+    except ValueError:
+        ids = None
+    return {
+        "id": row_id, "split": split, "program": text.format_program(program), "n_ops": program.n_ops,
+        "tokens": ids, **store.model_row(model),
+        "battery_inputs": json.dumps([list(xs) for xs in inputs]),
+        "battery_outputs": json.dumps([battery.expected_output(program.evaluate, xs, s.causal) for xs in inputs]),
+    }  # fmt: skip

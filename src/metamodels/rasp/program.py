@@ -208,9 +208,7 @@ def _to_rasp(program: Program) -> rasp.SOp:
     return env[program.output]  # type: ignore[return-value]
 
 
-def program_from_rasp(
-    sop: rasp.SOp, vocab: Sequence[object] | None = None, max_seq_len: int | None = None
-) -> Program:
+def program_from_rasp(sop: rasp.SOp, vocab: Sequence[object] | None = None, max_seq_len: int | None = None) -> Program:
     """Convert a Tracr ``rasp`` expression into a :class:`Program`.
 
     Ops come in a dependency-first order (rasp records no definition order).

@@ -133,7 +133,9 @@ def _parse_op(name: str, value: ast.expr) -> Op:
                 table = _table(args[0], 1 if kind == "Map" else 2)
                 return Op(name, kind, _names(args[1:], value), encoding, fn=table)  # type: ignore[arg-type]
             if not args or not isinstance(args[0], ast.Lambda):
-                raise _error(value, f"{kind} needs a lambda or a value table {{input: output, ...}} as its first argument")
+                raise _error(
+                    value, f"{kind} needs a lambda or a value table {{input: output, ...}} as its first argument"
+                )
             fn = functions.by_text(ast.unparse(args[0]))
             if fn is None:
                 raise _error(
