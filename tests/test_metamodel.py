@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -78,13 +79,36 @@ def test_checkpoint_errors_name_the_file(tmp_path):
         metamodel.load_checkpoint(tmp_path)
     metamodel.save_checkpoint(_model(), tmp_path / "ck", {})
     vocab = json.loads((tmp_path / "ck" / "vocabulary.json").read_text())
-    (tmp_path / "ck" / "vocabulary.json").write_text(json.dumps({**vocab, "version": "v0-other"}))
-    with pytest.raises(metamodel.CheckpointError, match="program vocabulary v0-other"):
+    swapped = [vocab["tokens"][1], vocab["tokens"][0], *vocab["tokens"][2:]]
+    (tmp_path / "ck" / "vocabulary.json").write_text(json.dumps({"version": "v0-other", "tokens": swapped}))
+    with pytest.raises(metamodel.CheckpointError, match="program vocabulary v0-other is neither"):
         metamodel.load_checkpoint(tmp_path / "ck")
     metamodel.save_checkpoint(_model(), tmp_path / "ck2", {})
     (tmp_path / "ck2" / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(metamodel.CheckpointError, match="model.safetensors"):
         metamodel.load_checkpoint(tmp_path / "ck2")
+
+
+def test_a_checkpoint_of_an_older_vocabulary_loads_and_never_predicts_newer_tokens(tmp_path):
+    """Vocabularies only grow at the end: a checkpoint trained before tokens were added keeps working."""
+    n_old = len(tokens_mod.VOCAB) - 2  # before fn:table and TABLE
+    torch.manual_seed(0)
+    old = metamodel.MetaModel(dataclasses.replace(_model().cfg, vocab_size=n_old))
+    metamodel.save_checkpoint(old, tmp_path / "ck", {})
+    (tmp_path / "ck" / "vocabulary.json").write_text(
+        json.dumps({"version": "v1-older", "tokens": list(tokens_mod.VOCAB.tokens[:n_old])})
+    )
+    loaded, _ = metamodel.load_checkpoint(tmp_path / "ck")
+    assert loaded.cfg.vocab_size == len(tokens_mod.VOCAB)
+    values, tags, mask = (
+        torch.randn(1, 3, 32),
+        torch.zeros(1, 3, 5, dtype=torch.long),
+        torch.ones(1, 3, dtype=torch.bool),
+    )
+    program = torch.tensor([[tokens_mod.VOCAB.id("BOS"), tokens_mod.VOCAB.id("sop_0")]])
+    new_logits, old_logits = loaded(values, tags, mask, program), old(values, tags, mask, program)
+    assert torch.allclose(new_logits[..., :n_old], old_logits, atol=1e-5)
+    assert torch.isinf(new_logits[..., n_old:]).all() and (new_logits[..., n_old:] < 0).all()
 
 
 def test_config_round_trips_through_json():

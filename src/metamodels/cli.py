@@ -145,6 +145,12 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--dense", type=float, metavar="FIDELITY", help="densify every model (PCA + rotation) to this held-out fidelity"
     )
+    b.add_argument(
+        "--open-vocab", action="store_true",
+        help="open-vocabulary programs: per example a vocabulary of integers, letters, words or floats (of "
+        "--vocab-size), causal masking half the time, named variables, and random value-table functions and "
+        "predicates alongside the library",
+    )  # fmt: skip
     st = dsub.add_parser(
         "stats",
         help="tables and plots of a dataset",
@@ -252,6 +258,11 @@ def _add_metamodel_commands(sub) -> None:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--cache", type=Path, help="where encoded examples are cached (default OUT/cache)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation and data order (default 0)")
+    p.add_argument(
+        "--init", type=Path,
+        help="fine-tune: start from this checkpoint's weights, architecture and encoding (--preset and --encoding "
+        "are then ignored); tokens added to the vocabulary since it was trained are learned",
+    )  # fmt: skip
 
     p = sub.add_parser(
         "evaluate",
@@ -391,7 +402,7 @@ def _dataset(args: argparse.Namespace) -> int:
     config = examples.BuildConfig(
         n=args.n, seed=args.seed, min_ops=args.ops[0], max_ops=args.ops[1], vocab_size=args.vocab_size,
         max_seq_len=args.max_seq_len, shard_size=args.shard_size, max_params=args.max_params,
-        max_tokens=args.max_tokens, max_layers=args.max_layers, dense_fidelity=args.dense,
+        max_tokens=args.max_tokens, max_layers=args.max_layers, dense_fidelity=args.dense, open_vocab=args.open_vocab,
     )  # fmt: skip
     report = build.build_dataset(args.out, config, workers=args.workers, ray_address=args.ray, progress=True)
     rate = (report.rows / report.seconds) if report.seconds else 0.0
@@ -501,6 +512,7 @@ def _train(args: argparse.Namespace) -> int:
         data=str(args.data), out=str(args.out), preset=args.preset, encoding=args.encoding, batch_size=args.batch_size,
         lr=args.lr, steps=args.steps, minutes=None if args.steps else args.minutes, eval_every=args.eval_every,
         seed=args.seed, limit=args.limit, threads=args.threads, augment=args.augment, cache_dir=str(args.cache) if args.cache else None,
+        init=str(args.init) if args.init else None,
     )  # fmt: skip
     checkpoint = training.train(cfg)
     print(f"best checkpoint: {checkpoint}; log {args.out / training.LOG}; curves {args.out / 'curves.png'}")

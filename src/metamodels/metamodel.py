@@ -107,7 +107,29 @@ class MetaModel(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(d)
         self.head = nn.Linear(d, cfg.vocab_size, bias=False)
+        # -inf for tokens this model was never trained on (see extend_vocabulary); not saved.
+        self.register_buffer("token_bias", torch.zeros(cfg.vocab_size), persistent=False)
         self.apply(self._init)
+
+    def extend_vocabulary(self, size: int) -> None:
+        """Grow to ``size`` program tokens (a newer vocabulary that extends this one).
+
+        The new tokens get zero embeddings and output rows, and a -inf logit bias:
+        the model never predicts what it was not trained on. Zero ``token_bias``
+        to train them (``train --init``).
+        """
+        old, d = self.cfg.vocab_size, self.cfg.d_model
+        if size <= old:
+            return
+        token, head = nn.Embedding(size, d), nn.Linear(d, size, bias=False)
+        with torch.no_grad():
+            token.weight.zero_()
+            token.weight[:old] = self.token.weight
+            head.weight.zero_()
+            head.weight[:old] = self.head.weight
+        self.token, self.head = token, head
+        self.token_bias = torch.cat([self.token_bias, torch.full((size - old,), float("-inf"))])
+        self.cfg = dataclasses.replace(self.cfg, vocab_size=size)
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -145,7 +167,7 @@ class MetaModel(nn.Module):
         mask = (causal[None] & keys[:, None, :])[:, None]  # [B, 1, L, L]
         for block in self.blocks:
             x, _ = block(x, mask)
-        return self.head(self.ln_f(x[:, p:]))
+        return self.head(self.ln_f(x[:, p:])) + self.token_bias
 
     def _embed_program(self, program: torch.Tensor, start: int) -> torch.Tensor:
         t = program.shape[1]
@@ -178,7 +200,7 @@ class MetaModel(nn.Module):
         for block, past in zip(self.blocks, cache):
             x, kv = block(x, mask, past)
             new_cache.append(kv)
-        return self.head(self.ln_f(x[:, -1])), new_cache
+        return self.head(self.ln_f(x[:, -1])) + self.token_bias, new_cache
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -215,10 +237,11 @@ def load_checkpoint(directory: str | Path) -> tuple[MetaModel, dict]:
         provenance = json.loads((d / "provenance.json").read_text())
     except (OSError, ValueError, TypeError, KeyError) as e:
         raise CheckpointError(f"{d}: not a readable meta-model checkpoint ({e})") from None
-    if vocab.get("version") != tokens_mod.VOCAB.version:
+    saved, current = tuple(vocab.get("tokens", ())), tokens_mod.VOCAB.tokens
+    if vocab.get("version") != tokens_mod.VOCAB.version and not (saved and current[: len(saved)] == saved):
         raise CheckpointError(
-            f"{d / 'vocabulary.json'}: program vocabulary {vocab.get('version')} is not this version's "
-            f"{tokens_mod.VOCAB.version}"
+            f"{d / 'vocabulary.json'}: program vocabulary {vocab.get('version')} is neither this version's "
+            f"{tokens_mod.VOCAB.version} nor a prefix of it"
         )
     model = MetaModel(cfg)
     try:
@@ -226,6 +249,7 @@ def load_checkpoint(directory: str | Path) -> tuple[MetaModel, dict]:
         model.load_state_dict({k: v.float() for k, v in state.items()})
     except (OSError, RuntimeError, ValueError, SafetensorError) as e:
         raise CheckpointError(f"{d / 'model.safetensors'}: {e}") from None
+    model.extend_vocabulary(len(current))  # an older vocabulary: its tokens keep their ids
     return model.eval(), provenance
 
 

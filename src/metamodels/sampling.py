@@ -33,8 +33,9 @@ from tqdm import tqdm
 
 from metamodels import battery, compiler
 from metamodels.compiled import Value
-from metamodels.rasp import canonical, functions
+from metamodels.rasp import canonical, functions, tables
 from metamodels.rasp.program import INPUTS, Op, Program
+from metamodels.rasp.tables import Table
 
 SOP_KINDS: tuple[str, ...] = ("Map", "SequenceMap", "LinearSequenceMap", "Aggregate", "SelectorWidth")
 REJECTIONS: tuple[str, ...] = (
@@ -89,6 +90,12 @@ class SamplerConfig:
     max_undefined_fraction: float = 0.5
     battery_per_length: int = 8
     max_attempts: int = 1000
+    # Open vocabulary (0 = the closed library only): chance that a Map/SequenceMap is a random value table
+    # (over at most max_table_entries inputs) and that a Select's predicate is a random table.
+    table_probability: float = 0.0
+    predicate_table_probability: float = 0.0
+    max_table_entries: int = 64
+    causal: bool = False  # judge programs as a causally masked model computes them
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_ops <= self.max_ops:
@@ -103,6 +110,9 @@ class SamplerConfig:
                 )
         for name, _ in self.function_weights or ():
             functions.by_name(name)
+        for name in ("table_probability", "predicate_table_probability"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
     @property
     def battery(self) -> list[tuple[Value, ...]]:
@@ -234,13 +244,50 @@ def _functions(config: SamplerConfig, arity: int) -> list[tuple[str, float]]:
     ]
 
 
-def _apply(fn: functions.Function, *value_sets: frozenset) -> frozenset | None:
+def _apply(fn: functions.Function | Table, *value_sets: frozenset) -> frozenset | None:
+    f = fn if isinstance(fn, Table) else fn.fn
     try:
         if len(value_sets) == 1:
-            return frozenset(fn.fn(x) for x in value_sets[0])
-        return frozenset(fn.fn(x, y) for x in value_sets[0] for y in value_sets[1])
+            return frozenset(f(x) for x in value_sets[0])
+        return frozenset(f(x, y) for x in value_sets[0] for y in value_sets[1])
     except (TypeError, ValueError, ZeroDivisionError, ArithmeticError):
         return None
+
+
+def _fn_field(fn: functions.Function | Table) -> str | Table:
+    return fn if isinstance(fn, Table) else fn.name
+
+
+def _table_or_function(config, rng, env, args: list[str], numerical: bool) -> functions.Function | Table:
+    """A random value table (with ``table_probability``, if the inputs are few enough) or a library function."""
+    domains = [tables.sort_values(env[a].values) for a in args]
+    size = int(np.prod([len(d) for d in domains]))
+    # No draw at probability 0, so closed-library streams are exactly what they were before tables existed.
+    if not config.table_probability or size > config.max_table_entries or rng.random() >= config.table_probability:
+        return functions.by_name(_choice(rng, _functions(config, len(args))))
+    if numerical:  # numerical outputs feed numerical Aggregates, which need {0, 1}
+        outputs: list = [0, 1]
+    else:
+        pools = [domains[0], list(config.vocab), list(range(int(rng.integers(2, 9))))]
+        pool = tables.sort_values(set(pools[int(rng.integers(len(pools)))]))
+        k = int(rng.integers(2, max(2, min(len(pool), 6)) + 1))
+        outputs = [pool[i] for i in rng.choice(len(pool), size=min(k, len(pool)), replace=False)]
+    keys = domains[0] if len(args) == 1 else list(itertools.product(*domains))
+    return Table(tuple((key, outputs[int(rng.integers(len(outputs)))]) for key in keys), len(args))
+
+
+def _random_predicate(config, rng, keys: frozenset, queries: frozenset) -> str | Table:
+    """A named comparison, or (with ``predicate_table_probability``) a table: ``query == key + c`` or random."""
+    p = config.predicate_table_probability
+    if not p or len(keys) * len(queries) > config.max_table_entries or rng.random() >= p:
+        return _choice(rng, config.predicate_weights)
+    ks, qs = tables.sort_values(keys), tables.sort_values(queries)
+    numbers = all(isinstance(v, int) and not isinstance(v, bool) for v in [*ks, *qs])
+    if numbers and rng.random() < 0.5:
+        c = int(rng.choice([-2, -1, 1, 2]))
+        return Table.tabulate(lambda k, q: q == k + c, ks, qs)
+    density = float(rng.uniform(0.15, 0.5))
+    return Table(tuple(((k, q), bool(rng.random() < density)) for k in ks for q in qs), 2)
 
 
 def _propose_op(config: SamplerConfig, rng: np.random.Generator, env: dict[str, _Var], used: set[str], name: str):
@@ -261,11 +308,11 @@ def _map(config, rng, env, used, name, kind, numerical):
     x = _pick(rng, env, used, lambda v: _categorical(v) or not v.from_mean)
     if x is None:
         return None
-    fn = functions.by_name(_choice(rng, _functions(config, 1)))
+    fn = _table_or_function(config, rng, env, [x], numerical)
     values = _apply(fn, env[x].values)
     if values is None or (numerical and not all(_nonnegative_number(v) for v in values)):
         return None
-    op = Op(name, "Map", (x,), "numerical" if numerical else "categorical", fn=fn.name)
+    op = Op(name, "Map", (x,), "numerical" if numerical else "categorical", fn=_fn_field(fn))
     dirty = env[x].encoding == "numerical" or env[x].bos_dirty
     return _checked(config, [op], _Var(op.encoding, values, bos_dirty=dirty))  # type: ignore[arg-type]
 
@@ -273,11 +320,14 @@ def _map(config, rng, env, used, name, kind, numerical):
 def _sequence_map(config, rng, env, used, name, kind, numerical):
     x = _pick(rng, env, used, _categorical)
     y = _pick(rng, {k: v for k, v in env.items() if k != x}, used, _categorical)
-    fn = functions.by_name(_choice(rng, _functions(config, 2)))
-    if x is None or y is None or (values := _apply(fn, env[x].values, env[y].values)) is None:
+    if x is None or y is None:
+        _choice(rng, _functions(config, 2))  # the draw earlier versions made here: keeps seeded streams unchanged
+        return None
+    fn = _table_or_function(config, rng, env, [x, y], False)
+    if (values := _apply(fn, env[x].values, env[y].values)) is None:
         return None
     var = _Var("categorical", values, bos_dirty=env[x].bos_dirty or env[y].bos_dirty)
-    return _checked(config, [Op(name, "SequenceMap", (x, y), fn=fn.name)], var)
+    return _checked(config, [Op(name, "SequenceMap", (x, y), fn=_fn_field(fn))], var)
 
 
 def _linear_sequence_map(config, rng, env, used, name, kind, numerical):
@@ -300,7 +350,8 @@ def _attention(config, rng, env, used, name, kind, numerical):
     queries = _pick(rng, env, used, _categorical)
     if keys is None or queries is None:
         return None
-    select = Op(f"{name}_select", "Select", (keys, queries), None, predicate=_choice(rng, config.predicate_weights))
+    predicate = _random_predicate(config, rng, env[keys].values, env[queries].values)
+    select = Op(f"{name}_select", "Select", (keys, queries), None, predicate=predicate)
     dirty = env[queries].bos_dirty
     if kind == "SelectorWidth":
         op = Op(name, "SelectorWidth", (select.name,), "numerical" if numerical else "categorical")
@@ -337,7 +388,7 @@ def _judge(config: SamplerConfig, program: Program, target: int, inputs: list[tu
     if not _reads_tokens(live):
         return "no_tokens"
     try:  # one pass per input: RASP output and Tracr's dynamic validation together
-        results = [compiler.evaluate_validated(live, xs) for xs in inputs]
+        results = [compiler.evaluate_validated(live, xs, config.causal) for xs in inputs]
     except (ValueError, TypeError, ArithmeticError):  # e.g. a Select comparing an undefined (None) value
         return "eval_error"
     if compiler.validate(live) or not all(valid for _, valid in results):
@@ -369,10 +420,10 @@ def histograms(programs: Sequence[Program]) -> dict[str, collections.Counter]:
         h["ops per program"][p.n_ops] += 1
         for op in p.ops:
             if op.kind == "Select":
-                h["predicate"][op.predicate] += 1
+                h["predicate"]["table" if isinstance(op.predicate, Table) else op.predicate] += 1
                 continue
             h["op kind"][op.kind] += 1
             h["encoding"][f"{op.kind}:{op.encoding}"] += 1
             if op.fn:
-                h["function"][op.fn] += 1
+                h["function"]["table" if isinstance(op.fn, Table) else op.fn] += 1
     return h

@@ -13,7 +13,10 @@ PREDICATE sop``, ``SelectorWidth keys queries PREDICATE``); every sublayer is
 closed by EOL, empty ones included; variables are named ``sop_k`` in order of
 definition; the output is the one variable nothing else reads. Operations are
 in canonical order (see :mod:`metamodels.rasp.canonical`), so
-``detokenize(tokenize(p)) == canonicalize(p)``.
+``detokenize(tokenize(p)) == canonicalize(p)``, except that a value table is the
+one token ``fn:table`` (``TABLE`` for a predicate) and comes back empty
+(``Table.unread``): tokens carry a program's structure, and
+:mod:`metamodels.readout` reads a table's entries from the weights.
 
 :class:`Grammar` reads a token sequence one token at a time and knows the set of
 valid next tokens (defined variables, arity, encodings and types, which
@@ -28,6 +31,7 @@ from collections.abc import Iterable, Sequence
 
 from metamodels.rasp import canonical, functions, layers
 from metamodels.rasp.program import INPUTS, Op, Program
+from metamodels.rasp.tables import Table
 
 SPECIAL: tuple[str, ...] = ("PAD", "BOS", "EOS", "EOO", "EOL")
 MAX_VARS = 32
@@ -36,6 +40,9 @@ ENCODINGS: tuple[str, ...] = ("categorical", "numerical")
 ATTN_OPS: tuple[str, ...] = ("SelectAggregate", "SelectorWidth")
 MLP_OPS: tuple[str, ...] = ("Map", "SequenceMap", "LinearSequenceMap")
 COEFFS: tuple[float, ...] = (-3.0, -2.0, -1.0, -0.5, 0.5, 1.0, 2.0, 3.0)
+# A value table (a function or predicate outside the library): tokens say "a table here"; its entries are
+# read from the weights (metamodels.readout). Appended last so older vocabularies are a prefix of this one.
+FN_TABLE, PREDICATE_TABLE = "fn:table", "TABLE"
 # Argument slots after the op-kind token (functions, variables, predicates, factors).
 _ARITY = {"Map": 2, "SequenceMap": 3, "LinearSequenceMap": 4, "SelectAggregate": 4, "SelectorWidth": 3}
 
@@ -75,7 +82,7 @@ def _ids_of(tokens: tuple[str, ...]) -> dict[str, int]:
 
 
 def default_vocabulary() -> Vocabulary:
-    """SPECIAL, inputs, sop_0..sop_31, encodings, op kinds, predicates, functions, coefficients."""
+    """SPECIAL, inputs, sop_0..sop_31, encodings, op kinds, predicates, functions, coefficients, tables."""
     return Vocabulary(
         SPECIAL
         + INPUTS
@@ -86,6 +93,7 @@ def default_vocabulary() -> Vocabulary:
         + functions.PREDICATES
         + tuple(f"fn:{name}" for name in functions.FUNCTIONS)
         + tuple(_coeff_token(c) for c in COEFFS)
+        + (FN_TABLE, PREDICATE_TABLE)
     )
 
 
@@ -124,27 +132,25 @@ def tokenize_strings(program: Program) -> list[str]:
 
 
 def _op_tokens(program: Program, op: Op) -> list[str]:
-    fused = [program.by_name[op.args[0]]] if op.kind in ("Aggregate", "SelectorWidth") else []
-    if any(o.has_table for o in [op, *fused]):
-        raise ValueError(
-            f"{op.name}: value tables have no tokens (vocabulary {VOCAB.version}); "
-            "the meta-model names library functions and decompile reads tables from the weights"
-        )
     head = [op.name, op.encoding]
     if op.kind == "Map":
-        return head + ["Map", f"fn:{op.fn}", op.args[0], "EOO"]  # type: ignore[list-item]
+        return head + ["Map", _fn_token(op), op.args[0], "EOO"]  # type: ignore[list-item]
     if op.kind == "SequenceMap":
-        return head + ["SequenceMap", f"fn:{op.fn}", *op.args, "EOO"]  # type: ignore[list-item]
+        return head + ["SequenceMap", _fn_token(op), *op.args, "EOO"]  # type: ignore[list-item]
     if op.kind == "LinearSequenceMap":
         bad = [c for c in op.coeffs if c not in COEFFS]  # type: ignore[union-attr]
         if bad:
             raise ValueError(f"{op.name}: LinearSequenceMap factor(s) {bad} have no token; representable: {COEFFS}")
         return head + ["LinearSequenceMap", *op.args, *(_coeff_token(c) for c in op.coeffs), "EOO"]  # type: ignore[list-item,union-attr]
     select = program.by_name[op.args[0]]
-    fused = [*select.args, select.predicate]
+    fused = [*select.args, PREDICATE_TABLE if isinstance(select.predicate, Table) else select.predicate]
     if op.kind == "Aggregate":
         return head + ["SelectAggregate", *fused, op.args[1], "EOO"]  # type: ignore[list-item]
     return head + ["SelectorWidth", *fused, "EOO"]  # type: ignore[list-item]
+
+
+def _fn_token(op: Op) -> str:
+    return FN_TABLE if isinstance(op.fn, Table) else f"fn:{op.fn}"
 
 
 def tokenize(program: Program, vocab: Vocabulary = VOCAB) -> list[int]:
@@ -264,11 +270,15 @@ class Grammar:
         if i >= _ARITY[kind]:
             return {"EOO"} if i == _ARITY[kind] else set()
         if kind == "Map":
-            return {f"fn:{f.name}" for f in functions.MAP_FUNCTIONS} if i == 0 else self._args(lambda v: True)
+            return (
+                {f"fn:{f.name}" for f in functions.MAP_FUNCTIONS} | {FN_TABLE} if i == 0 else self._args(lambda v: True)
+            )
         if kind == "SequenceMap":
             if encoding != "categorical":
                 return set()
-            return {f"fn:{f.name}" for f in functions.SEQUENCE_MAP_FUNCTIONS} if i == 0 else self._args(cat)
+            return (
+                {f"fn:{f.name}" for f in functions.SEQUENCE_MAP_FUNCTIONS} | {FN_TABLE} if i == 0 else self._args(cat)
+            )
         if kind == "LinearSequenceMap":
             if encoding != "numerical":
                 return set()
@@ -276,7 +286,7 @@ class Grammar:
         if i < 2:
             return self._args(cat)
         if i == 2:
-            return set(functions.PREDICATES)
+            return {*functions.PREDICATES, PREDICATE_TABLE}
         return self._args(lambda v: v.encoding == encoding)  # the aggregated sop
 
     # -- consuming tokens
@@ -300,10 +310,10 @@ class Grammar:
     def _finish_op(self) -> None:
         name, encoding, kind, *slots = self.current
         self.current = []
-        if kind == "Map":
-            ops = [Op(name, "Map", (slots[1],), encoding, fn=slots[0][3:])]  # type: ignore[arg-type]
-        elif kind == "SequenceMap":
-            ops = [Op(name, "SequenceMap", (slots[1], slots[2]), encoding, fn=slots[0][3:])]  # type: ignore[arg-type]
+        if kind in ("Map", "SequenceMap"):
+            args = tuple(slots[1:])
+            fn = Table.unread(len(args)) if slots[0] == FN_TABLE else slots[0][3:]
+            ops = [Op(name, kind, args, encoding, fn=fn)]  # type: ignore[arg-type]
         elif kind == "LinearSequenceMap":
             ops = [
                 Op(
@@ -315,7 +325,8 @@ class Grammar:
                 )
             ]  # type: ignore[arg-type]
         else:
-            select = Op(f"sel_{name.removeprefix('sop_')}", "Select", (slots[0], slots[1]), None, predicate=slots[2])
+            predicate = Table.unread(2) if slots[2] == PREDICATE_TABLE else slots[2]
+            select = Op(f"sel_{name.removeprefix('sop_')}", "Select", (slots[0], slots[1]), None, predicate=predicate)
             args = (select.name, slots[3]) if kind == "SelectAggregate" else (select.name,)
             ops = [select, Op(name, "Aggregate" if kind == "SelectAggregate" else "SelectorWidth", args, encoding)]  # type: ignore[arg-type]
         reads = [a for op in ops for a in op.args if a in self.vars]

@@ -55,6 +55,7 @@ class TrainConfig:
     augment: bool = False  # random residual-direction relabelling per example (rows encoding)
     threads: int | None = None
     cache_dir: str | None = None
+    init: str | None = None  # start from this checkpoint's weights (its architecture and encoding; fine-tuning)
 
     def __post_init__(self) -> None:
         if self.augment and self.encoding != "rows":
@@ -128,7 +129,14 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    mcfg = metamodel.MetaModelConfig(**metamodel.PRESETS[cfg.preset], encoding=encoding_config(cfg.encoding))
+    start = metamodel.load_checkpoint(cfg.init)[0].train() if cfg.init else None
+    if start is not None:
+        start.token_bias.zero_()  # tokens newer than the checkpoint's vocabulary are learned here
+    mcfg = (
+        start.cfg
+        if start is not None
+        else metamodel.MetaModelConfig(**metamodel.PRESETS[cfg.preset], encoding=encoding_config(cfg.encoding))
+    )
     cache = cfg.cache_dir or str(out / "cache")
     load = lambda split, limit: batching.load_split(  # noqa: E731
         cfg.data, split, mcfg.encoding, max_program_tokens=mcfg.max_program_tokens, limit=limit, cache_dir=cache
@@ -137,7 +145,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     if not len(train_set) or not len(val_set):
         raise ValueError(f"{cfg.data}: no usable train/val examples (skipped: {train_set.skipped})")
     torch.manual_seed(cfg.seed)
-    model = metamodel.MetaModel(mcfg)
+    model = start if start is not None else metamodel.MetaModel(mcfg)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
     opt = torch.optim.AdamW(

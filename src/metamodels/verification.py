@@ -112,7 +112,7 @@ def verify(
     counterexamples: list[Counterexample] = []
     for xs, got in zip(inputs, outputs):
         try:
-            want, valid = _expected(program, xs, model.settings.causal)
+            want, valid = compiler.evaluate_validated(program, xs, model.settings.causal)
         except EVALUATION_ERRORS as e:  # e.g. a numeric function applied to string values: a wrong program
             disagreeing += len(xs)
             if len(counterexamples) < n_counterexamples:
@@ -147,18 +147,6 @@ def verify(
         counterexamples=tuple(counterexamples),
         weights=compare_weights(program, model) if weights else None,
     )
-
-
-def _expected(program: Program, xs, causal: bool) -> tuple[list, bool]:
-    """The program's output and Tracr-validity on ``xs``; a causal model sees prefixes (output i from xs[:i+1])."""
-    if not causal:
-        return compiler.evaluate_validated(program, xs)
-    want, valid = [], True
-    for i in range(len(xs)):
-        out, ok = compiler.evaluate_validated(program, xs[: i + 1])
-        want.append(out[i])
-        valid = valid and ok
-    return want, valid
 
 
 # ----------------------------------------------------------------------------- weights

@@ -14,9 +14,10 @@ from collections import Counter
 
 import numpy as np
 
-from metamodels import compiler, densification, forward, tokens
+from metamodels import battery, compiler, densification, forward, tokens
 from metamodels.dataset import store
 from metamodels.rasp import canonical, text
+from metamodels.rasp.program import Program
 from metamodels.sampling import SamplerConfig, sample
 
 DROPS: tuple[str, ...] = (
@@ -30,7 +31,8 @@ class BuildConfig:
     """Everything that determines a dataset's contents (stored in its manifest).
 
     Compile settings are fixed (``vocab_size``/``max_seq_len`` as (a, a)) or drawn
-    per example uniformly from the inclusive ranges; the vocabulary is 1..size.
+    per example uniformly from the inclusive ranges; the vocabulary is 1..size, or
+    with ``open_vocab`` one of :data:`VOCAB_KINDS` of that size.
     """
 
     n: int
@@ -46,6 +48,9 @@ class BuildConfig:
     val_permille: int = 10
     test_permille: int = 10
     dense_fidelity: float | None = None  # densify every model to this held-out fidelity (drop those below)
+    # Open vocabulary: per example a vocabulary kind (integers, letters, words, floats), causal masking half
+    # the time, named variables, and random value tables (see SamplerConfig.table_probability).
+    open_vocab: bool = False
 
     def __post_init__(self) -> None:
         if self.n < 1 or self.shard_size < 1:
@@ -63,9 +68,55 @@ class BuildConfig:
         rng = np.random.default_rng([self.seed, index, 1])
         size = int(rng.integers(self.vocab_size[0], self.vocab_size[1] + 1))
         length = int(rng.integers(self.max_seq_len[0], self.max_seq_len[1] + 1))
+        if not self.open_vocab:
+            return SamplerConfig(
+                vocab=tuple(range(1, size + 1)), max_seq_len=length, min_ops=self.min_ops, max_ops=self.max_ops
+            )
         return SamplerConfig(
-            vocab=tuple(range(1, size + 1)), max_seq_len=length, min_ops=self.min_ops, max_ops=self.max_ops
-        )
+            vocab=open_vocabulary(rng, size), max_seq_len=length, min_ops=self.min_ops, max_ops=self.max_ops,
+            table_probability=0.5, predicate_table_probability=0.3, causal=self.causal(index),
+        )  # fmt: skip
+
+    def causal(self, index: int) -> bool:
+        """Whether example ``index`` is compiled with a causal mask (half of the open-vocabulary ones)."""
+        return self.open_vocab and bool(np.random.default_rng([self.seed, index, 2]).random() < 0.5)
+
+
+VOCAB_KINDS: tuple[str, ...] = ("integers", "letters", "words", "floats")
+_WORDS = ("the", "cat", "sat", "on", "mat", "dog", "ran", "up", "a", "hill", "big", "red", "sun", "and", "sky", "old")
+_NAMES = ("count", "prev", "flag", "shifted", "total", "frac", "first", "rank", "key", "width", "match", "score")
+
+
+def open_vocabulary(rng: np.random.Generator, size: int) -> tuple:
+    """A vocabulary of ``size`` tokens of a random kind: integers (from 0 or 1), letters, words or floats."""
+    kind = VOCAB_KINDS[int(rng.integers(len(VOCAB_KINDS)))]
+    if kind == "integers":
+        start = int(rng.integers(0, 2))
+        return tuple(range(start, start + size))
+    if kind == "letters":
+        return tuple("abcdefghijklmnopqrstuvwxyz"[:size])
+    if kind == "words":
+        return tuple(sorted(_WORDS[i] for i in rng.choice(len(_WORDS), size=min(size, len(_WORDS)), replace=False)))
+    return tuple(round(0.5 * (i + 1), 1) for i in range(size))
+
+
+def vocab_kind(vocab: tuple | list) -> str:
+    """Which of VOCAB_KINDS a vocabulary is (strings of length 1 are letters)."""
+    if all(isinstance(v, str) for v in vocab):
+        return "letters" if all(len(v) == 1 for v in vocab) else "words"
+    return "floats" if any(isinstance(v, float) for v in vocab) else "integers"
+
+
+def named(program: Program, rng: np.random.Generator) -> Program:
+    """``program`` with its variables renamed to random words (what user-chosen names do to Tracr's residual order)."""
+    words = [_NAMES[int(rng.integers(len(_NAMES)))] + f"_{i}" for i in range(len(program.ops))]
+    order = rng.permutation(len(words))
+    rename = {op.name: words[j] for op, j in zip(program.ops, order)}
+    rename.update({"tokens": "tokens", "indices": "indices"})
+    ops = tuple(
+        dataclasses.replace(op, name=rename[op.name], args=tuple(rename[a] for a in op.args)) for op in program.ops
+    )
+    return Program(ops=ops, output=rename[program.output])
 
 
 def fingerprint(settings_key: tuple, outputs: list[list]) -> str:
@@ -91,8 +142,11 @@ def make_example(config: BuildConfig, index: int, provenance: dict) -> dict | st
         program = sample(sampler, config.seed, index).program
     except RuntimeError:
         return "sampler_exhausted"
+    causal = sampler.causal
+    if config.open_vocab:
+        program = named(program, np.random.default_rng([config.seed, index, 3]))
     try:
-        model = compiler.try_compile(program, compiler.settings_for(sampler.vocab, sampler.max_seq_len))
+        model = compiler.try_compile(program, compiler.settings_for(sampler.vocab, sampler.max_seq_len, causal=causal))
     except Exception:  # noqa: BLE001 - a crash inside Tracr is counted (and visible in stats), not fatal to a build
         return "compile_crashed"
     if isinstance(model, compiler.CompileFailure):
@@ -105,7 +159,7 @@ def make_example(config: BuildConfig, index: int, provenance: dict) -> dict | st
     if model.n_layers > config.max_layers:
         return "too_many_layers"
     inputs = sampler.battery
-    expected = [program.evaluate(xs) for xs in inputs]
+    expected = [battery.expected_output(program.evaluate, xs, causal) for xs in inputs]
     if not all(forward.outputs_match(got, want) for got, want in zip(forward.run(model, inputs), expected)):
         return "differential_mismatch"
     if config.dense_fidelity is not None:
@@ -113,7 +167,7 @@ def make_example(config: BuildConfig, index: int, provenance: dict) -> dict | st
         if dense.fidelity < config.dense_fidelity:
             return "below_fidelity"
         model = dense.model
-    settings = (sampler.vocab, sampler.max_seq_len, False)
+    settings = (sampler.vocab, sampler.max_seq_len, causal)
     return {
         "id": f"{config.seed}-{index}",
         "seed": config.seed,

@@ -17,6 +17,7 @@ import hashlib
 
 from metamodels.rasp import functions, layers
 from metamodels.rasp.program import INPUTS, Op, Program
+from metamodels.rasp.tables import Table
 
 
 def structure_keys(program: Program) -> dict[str, str]:
@@ -29,7 +30,9 @@ def structure_keys(program: Program) -> dict[str, str]:
         op = program.by_name[name]
         ordered, coeffs = _ordered_args(op, {a: key(a) for a in op.args})
         args = [key(a) for a in ordered]
-        head = f"{op.kind}|{op.encoding}|{op.fn}|{op.predicate}|{coeffs}|{','.join(args)}"
+        # Tables count as one function here, so op order (and so tokens) does not depend on their entries.
+        fn, predicate = ("table" if isinstance(f, Table) else f for f in (op.fn, op.predicate))
+        head = f"{op.kind}|{op.encoding}|{fn}|{predicate}|{coeffs}|{','.join(args)}"
         return hashlib.sha1(head.encode()).hexdigest()[:16]
 
     return {name: key(name) for name in (*INPUTS, *program.by_name)}

@@ -150,13 +150,21 @@ class Program:
     def encoding_of(self, name: str) -> Encoding:
         return "categorical" if name in INPUTS else self.by_name[name].encoding  # type: ignore[return-value]
 
-    def to_rasp(self) -> rasp.SOp:
-        """Tracr ``rasp`` expression of the output, every SOp labelled with its name."""
-        return _to_rasp(self)
+    def to_rasp(self, causal: bool = False) -> rasp.SOp:
+        """Tracr ``rasp`` expression of the output, every SOp labelled with its name.
 
-    def evaluate(self, xs: Sequence[object]) -> list[object]:
-        """Reference semantics: Tracr's ``rasp.evaluate`` on one input sequence."""
-        return MemoEvaluator().evaluate(self.to_rasp(), list(xs))  # type: ignore[return-value]
+        ``causal=True`` masks every Select to earlier positions: the semantics of a causal
+        model, for evaluation (compile the unmasked expression with the causal setting).
+        """
+        return _to_rasp(self, causal)
+
+    def evaluate(self, xs: Sequence[object], causal: bool = False) -> list[object]:
+        """Reference semantics: Tracr's ``rasp.evaluate`` on one input sequence.
+
+        ``causal``: what a causally masked model computes — every Select also requires
+        key position <= query position.
+        """
+        return MemoEvaluator().evaluate(self.to_rasp(causal), list(xs))  # type: ignore[return-value]
 
 
 class Memoized:
@@ -180,8 +188,11 @@ class MemoEvaluator(Memoized, rasp.DefaultRASPEvaluator):
     """Tracr's reference evaluator, memoized."""
 
 
+_EARLIER = rasp.Select(rasp.indices, rasp.indices, rasp.Comparison.LEQ).named("causal_mask")
+
+
 @functools.lru_cache(maxsize=4096)
-def _to_rasp(program: Program) -> rasp.SOp:
+def _to_rasp(program: Program, causal: bool = False) -> rasp.SOp:
     env: dict[str, rasp.RASPExpr] = {"tokens": rasp.tokens, "indices": rasp.indices}
     for op in program.ops:
         a = [env[x] for x in op.args]
@@ -194,6 +205,8 @@ def _to_rasp(program: Program) -> rasp.SOp:
         elif op.kind == "Select":
             predicate = op.predicate if isinstance(op.predicate, Table) else rasp.Comparison[op.predicate]
             expr = rasp.Select(a[0], a[1], predicate)  # type: ignore[misc,arg-type]
+            if causal:
+                expr = rasp.selector_and(expr.named(f"{op.name}_unmasked"), _EARLIER)
         elif op.kind == "Aggregate":
             expr = rasp.Aggregate(a[0], a[1], default=0 if op.encoding == "numerical" else None)  # type: ignore[arg-type]
         else:

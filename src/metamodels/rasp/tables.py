@@ -58,6 +58,8 @@ class Table:
     ``arity`` 1: inputs are values; arity 2: inputs are ``(x, y)`` pairs (for a
     predicate, ``(key, query)``). Calling a table on an input it lacks raises
     :class:`NoEntry` naming the input: a table says nothing outside its domain.
+    The empty table (``{}``, :meth:`unread`) is a function not read yet: what a
+    program token sequence says about a table (see :mod:`metamodels.tokens`).
     """
 
     entries: tuple[tuple[Value, Value], ...]
@@ -66,8 +68,6 @@ class Table:
     def __post_init__(self) -> None:
         if self.arity not in (1, 2):
             raise ValueError(f"a table has arity 1 or 2, not {self.arity}")
-        if not self.entries:
-            raise ValueError("a table needs at least one entry")
         keys = [k for k, _ in self.entries]
         if self.arity == 2 and not all(isinstance(k, tuple) and len(k) == 2 for k in keys):
             raise ValueError("a two-argument table needs (x, y) pairs as inputs")
@@ -84,7 +84,7 @@ class Table:
         """The table of ``fn`` over ``domains`` (one domain per argument).
 
         Inputs where ``fn`` raises an ArithmeticError or returns None are left out, as
-        Tracr's value-set inference leaves them out. ValueError if nothing is left.
+        Tracr's value-set inference leaves them out.
         """
         inputs = list(set(domains[0])) if len(domains) == 1 else list(itertools.product(*map(set, domains)))
         entries = []
@@ -96,6 +96,11 @@ class Table:
             if value is not None:
                 entries.append((key, _plain(value)))
         return cls(tuple(entries), len(domains))
+
+    @classmethod
+    def unread(cls, arity: int) -> Table:
+        """The empty table: a function whose entries are not known (yet)."""
+        return cls((), arity)
 
     @property
     def mapping(self) -> dict[Value, Value]:
