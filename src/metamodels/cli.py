@@ -97,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         "--mlp-exactness",
         type=int,
         default=None,
-        help="Tracr's MLP approximation parameter (default 100, 1000 from length 10)",
+        help="Tracr's MLP approximation parameter (default 100, 1000 from length 6)",
     )
 
     p = sub.add_parser(
