@@ -144,3 +144,18 @@ def test_a_program_undefined_almost_everywhere_does_not_hold():
     )
     report = verification.verify(vacuous, model, weights=False)
     assert report.verdict == "agrees_where_defined" and not report.holds()
+
+
+def test_a_candidate_inside_tracrs_domain_only_at_length_one_does_not_hold():
+    """Found on a causal model: a categorical Aggregate of a selector wider than 1 from length 2 on is
+    outside Tracr's domain there, so it was compared on length-1 inputs only and 'verified' vacuously."""
+    from metamodels.dataset import written
+
+    program, vocab, max_seq_len, causal = written.written_programs()["same_as_first"]
+    model = compiler.compile_program(program, vocab, max_seq_len, causal=causal)
+    vacuous = text.parse_program(
+        "s = Select(indices, indices, LEQ)\na = Aggregate(s, indices)\nm = SequenceMap(lambda x, y: x == y, a, indices)\nreturn m\n"
+    )
+    report = verification.verify(vacuous, model, weights=False)
+    assert report.verdict != "refuted" and report.compared_lengths == 1 and not report.holds()
+    assert verification.verify(program, model, weights=False).holds()

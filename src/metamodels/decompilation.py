@@ -28,6 +28,7 @@ from tqdm import tqdm
 from metamodels import decoding, metamodel, weight_encoding
 from metamodels import tokens as tokens_mod
 from metamodels.compiled import CompiledModel
+from metamodels.dataset import store
 from metamodels.rasp import functions, text
 from metamodels.rasp.program import Program
 
@@ -251,37 +252,50 @@ def verified_at_k(
     permute_residual: int | None = None,
     repair: int = 200,
 ) -> dict:
-    """verified@{1,8,k}, with repair, and the false-verification rate over dataset rows.
+    """verified@{1,8,k}, with repair, and the false-verification rate over dataset rows, overall and by group.
 
     A verified program is then compared with the true program: on every input
     when verification was exhaustive (they can still differ where the program is
-    undefined), else on a larger random battery with another seed.
+    undefined), else on a larger random battery with another seed. Groups: number
+    of ops, vocabulary kind, causal or not (``by_*``, where there is more than one).
     """
     from metamodels import evaluation
-    from metamodels.dataset import store
 
-    first: list[int | None] = []
-    repaired = false_verified = 0
+    results = []
     for row in tqdm(rows, disable=not progress, desc=f"verify beam {k}", unit="model"):
         model = store.model_from_row(row)
         if permute_residual is not None:
             model = evaluation.permuted(model, permute_residual)
+        record = {**evaluation.groups_of(row), "rank": None, "repaired": False, "false": False}
         try:
             result = decompile(model, checkpoint=meta, beam=k, verify=True, repair=repair, certificate=False)
         except weight_encoding.EncodingError:
-            first.append(None)
+            results.append(record)
             continue
-        verified_ = result.status == "verified"
-        first.append(result.candidates[result.chosen].rank if verified_ and not result.repaired else None)
-        repaired += verified_ and result.repaired
-        if verified_:
-            false_verified += _differs_from_truth(result.program, row, model)  # type: ignore[arg-type]
-    n = max(1, len(first))
-    verified = sum(r is not None for r in first) + repaired
+        if result.status == "verified":
+            record["rank"] = result.candidates[result.chosen].rank if not result.repaired else None
+            record["repaired"] = result.repaired
+            record["false"] = _differs_from_truth(result.program, row, model)  # type: ignore[arg-type]
+        results.append(record)
+    report = {"beam": k, **_verified_rates(results, k)}
+    for group in ("n_ops", "vocab_kind", "causal"):
+        values = sorted({str(r[group]) for r in results}, key=lambda v: (len(v), v))
+        if len(values) > 1:
+            report[f"by_{group}"] = {v: _verified_rates([r for r in results if str(r[group]) == v], k) for v in values}
+    return report
+
+
+def _verified_rates(results: list[dict], k: int) -> dict:
+    n = max(1, len(results))
+    verified = sum(r["rank"] is not None or r["repaired"] for r in results)
+    false_verified = sum(r["false"] for r in results)
     return {
-        "beam": k,
-        "n": len(first),
-        **{f"verified@{j}": sum(r is not None and r < j for r in first) / n for j in sorted({1, 8, k}) if j <= k},
+        "n": len(results),
+        **{
+            f"verified@{j}": sum(r["rank"] is not None and r["rank"] < j for r in results) / n
+            for j in sorted({1, 8, k})
+            if j <= k
+        },
         f"verified@{k}+repair": verified / n,
         "false_verification": false_verified / max(1, verified),
         "false_verified": false_verified,

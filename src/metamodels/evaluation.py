@@ -38,6 +38,7 @@ from metamodels import battery, decoding, densification, forward, metamodel, rea
 from metamodels import tokens as tokens_mod
 from metamodels.compiled import CompiledModel
 from metamodels.dataset import store
+from metamodels.dataset.examples import vocab_kind
 from metamodels.rasp import canonical, text
 from metamodels.rasp.program import Program
 
@@ -166,10 +167,19 @@ def permuted(model: CompiledModel, seed: int) -> CompiledModel:
     return densification.change_basis(model, np.eye(model.d_model)[:, order])
 
 
+def groups_of(row: dict) -> dict:
+    """What results are broken down by: number of ops, vocabulary kind, causal or not."""
+    return {
+        "n_ops": int(row["n_ops"]),
+        "vocab_kind": vocab_kind(json.loads(row["vocab"])),
+        "causal": bool(row["causal"]),
+    }
+
+
 def _evaluate_chunk(model: metamodel.MetaModel, rows: list[dict], permute_residual: int | None) -> list[dict]:
     out, items, programs, kept = [], [], [], []
     for row in rows:
-        record = {"id": row["id"], "n_ops": int(row["n_ops"]), "truth": row["program"]}
+        record = {"id": row["id"], **groups_of(row), "truth": row["program"]}
         model_ = store.model_from_row(row)
         if permute_residual is not None:
             model_ = permuted(model_, permute_residual)
@@ -247,14 +257,16 @@ def _rates(records: list[dict]) -> dict:
 
 
 def summarize(records: list[dict]) -> dict:
-    by_ops = defaultdict(list)
-    for r in records:
-        by_ops[r["n_ops"]].append(r)
-    return {
-        "overall": _rates(records),
-        "by_n_ops": {k: _rates(v) for k, v in sorted(by_ops.items())},
-        "examples": [{k: v for k, v in r.items() if k not in ("tf_hits", "tf_fields")} for r in records],
-    }
+    """Rates overall, by number of ops, and by vocabulary kind and causal masking where those vary."""
+    out: dict = {"overall": _rates(records)}
+    for group in ("n_ops", "vocab_kind", "causal"):
+        by = defaultdict(list)
+        for r in records:
+            by[r[group]].append(r)
+        if group == "n_ops" or len(by) > 1:
+            out[f"by_{group}"] = {k: _rates(v) for k, v in sorted(by.items(), key=lambda kv: str(kv[0]).zfill(3))}
+    out["examples"] = [{k: v for k, v in r.items() if k not in ("tf_hits", "tf_fields")} for r in records]
+    return out
 
 
 def plot(report: dict, png: str | Path) -> None:
@@ -286,15 +298,17 @@ def plot(report: dict, png: str | Path) -> None:
 
 
 def format_table(report: dict) -> str:
-    """The report's rates as a plain-text table, one row per op count plus the total."""
-    head = f"{'ops':>5} {'n':>5} {'exact':>7} {'funct.':>7} {'+readout':>8} {'tf tok':>7} {'tf prog':>7}"
-    rows = [(str(k), v) for k, v in report["by_n_ops"].items()] + [("all", report["overall"])]
-    lines = [f"{report['split']} split of {report['data']}", head]
-    for k, r in rows:
-        lines.append(
-            f"{k:>5} {r['n']:>5} {r['exact']:>7.3f} {r['functional']:>7.3f} {r['functional_readout']:>8.3f} "
-            f"{r['teacher_forced_token']:>7.3f} {r['teacher_forced_program']:>7.3f}"
-        )
+    """The report's rates as plain-text tables: by op count (and vocabulary kind, causal) plus the total."""
+    lines = [f"{report['split']} split of {report['data']}"]
+    for group, title in (("n_ops", "ops"), ("vocab_kind", "vocab"), ("causal", "causal")):
+        if f"by_{group}" not in report:
+            continue
+        lines.append(f"{title:>8} {'n':>5} {'exact':>7} {'funct.':>7} {'+readout':>8} {'tf tok':>7} {'tf prog':>7}")
+        for k, r in [*report[f"by_{group}"].items(), ("all", report["overall"])]:
+            lines.append(
+                f"{k!s:>8} {r['n']:>5} {r['exact']:>7.3f} {r['functional']:>7.3f} {r['functional_readout']:>8.3f} "
+                f"{r['teacher_forced_token']:>7.3f} {r['teacher_forced_program']:>7.3f}"
+            )
     lines.append(
         "fields (teacher-forced): " + ", ".join(f"{f} {a:.3f}" for f, a in report["overall"]["fields"].items())
     )
@@ -302,9 +316,13 @@ def format_table(report: dict) -> str:
         lines.append(f"unsupported by the encoder (counted wrong): {report['overall']['unsupported']}")
     if "verification" in report:
         v = report["verification"]
-        lines.append(
-            "verification: "
-            + ", ".join(f"{k} {v[k]:.3f}" for k in v if k.startswith("verified@"))
-            + f", false verification {v['false_verification']:.3f} (n={v['n']}, beam {v['beam']})"
-        )
+        lines.append(f"verification (beam {v['beam']}): {_verified_line(v)}")
+        for group in ("n_ops", "vocab_kind", "causal"):
+            for k, r in v.get(f"by_{group}", {}).items():
+                lines.append(f"  {group} {k}: {_verified_line(r)}")
     return "\n".join(lines)
+
+
+def _verified_line(v: dict) -> str:
+    rates = ", ".join(f"{k} {v[k]:.3f}" for k in v if k.startswith("verified@"))
+    return f"{rates}, false verification {v['false_verification']:.3f} (n={v['n']})"

@@ -69,17 +69,22 @@ class VerificationReport:
     agreement_by_position: tuple[float, ...]
     counterexamples: tuple[Counterexample, ...]
     weights: WeightCertificate | None
+    input_lengths: int = 0  # distinct input lengths checked
+    compared_lengths: int = 0  # ... of which some input was inside the program's domain and defined
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
 
     def holds(self, min_defined: float = 0.5) -> bool:
-        """Not refuted, and defined on at least ``min_defined`` of the compared positions.
+        """Not refuted, defined on at least ``min_defined`` of the compared positions, and compared
+        on inputs of at least two lengths (when there are two).
 
         A program undefined (None) almost everywhere agrees with any model
-        vacuously; 0.5 is the sampler's own bar for a non-trivial program.
+        vacuously; 0.5 is the sampler's own bar for a non-trivial program. So does
+        one outside Tracr's domain on all but the shortest inputs (a categorical
+        Aggregate of a selector that is wider from length 2 on: found on a causal model).
         """
-        if self.verdict == "refuted":
+        if self.verdict == "refuted" or self.compared_lengths < min(2, self.input_lengths):
             return False
         total = self.compared_positions + self.undefined_positions
         return total > 0 and self.compared_positions / total >= min_defined
@@ -110,6 +115,7 @@ def verify(
     agree, defined = np.zeros(n), np.zeros(n)
     outside = undefined = disagreeing = 0
     counterexamples: list[Counterexample] = []
+    compared_lengths: set[int] = set()
     for xs, got in zip(inputs, outputs):
         try:
             want, valid = compiler.evaluate_validated(program, xs, model.settings.causal)
@@ -127,6 +133,7 @@ def verify(
                 undefined += 1
                 continue
             defined[i] += 1
+            compared_lengths.add(len(xs))
             if forward.outputs_match([got[i]], [w]):
                 agree[i] += 1
             else:
@@ -146,6 +153,8 @@ def verify(
         agreement_by_position=tuple(float(a / d) if d else float("nan") for a, d in zip(agree, defined)),
         counterexamples=tuple(counterexamples),
         weights=compare_weights(program, model) if weights else None,
+        input_lengths=len({len(xs) for xs in inputs}),
+        compared_lengths=len(compared_lengths),
     )
 
 
