@@ -69,3 +69,13 @@ def test_epochs_are_reproducible_cover_everything_and_differ():
     assert all((a == b).all() for a, b in zip(e0, again))
     assert sorted(np.concatenate(e0).tolist()) == list(range(len(data)))
     assert any(not np.array_equal(a, b) for a, b in zip(e0, e1))
+
+
+def test_concatenated_sets_keep_every_example_intact():
+    data = batching.load_split(FIXTURE, "train", ROWS, max_program_tokens=128, workers=1)
+    val = batching.load_split(FIXTURE, "val", ROWS, max_program_tokens=128, workers=1)
+    both = batching.concat([data, val])
+    assert len(both) == len(data) + len(val) and both.ids == data.ids + val.ids
+    for i, (source, j) in enumerate([(data, k) for k in range(len(data))] + [(val, k) for k in range(len(val))]):
+        np.testing.assert_array_equal(both.weight_tokens(i).values, source.weight_tokens(j).values)
+        np.testing.assert_array_equal(both.programs[i], source.programs[j])

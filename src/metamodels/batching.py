@@ -63,6 +63,24 @@ class EncodedSet:
         )  # fmt: skip
 
 
+def concat(sets: list[EncodedSet]) -> EncodedSet:
+    """Several encoded sets as one (examples in order); skip counts add up."""
+    if len(sets) == 1:
+        return sets[0]
+    if any(s.fill is not None for s in sets):
+        raise ValueError("only rows-encoded sets can be concatenated")
+    starts = np.cumsum([0] + [len(s.values) for s in sets[:-1]])
+    offsets = np.concatenate([sets[0].offsets[:1]] + [s.offsets[1:] + start for s, start in zip(sets, starts)])
+    skipped: Counter = Counter()
+    for s in sets:
+        skipped.update(s.skipped)
+    return EncodedSet(
+        np.concatenate([s.values for s in sets]), np.concatenate([s.tags for s in sets]), offsets,
+        [p for s in sets for p in s.programs], np.concatenate([s.n_ops for s in sets]),
+        [i for s in sets for i in s.ids], dict(skipped),
+    )  # fmt: skip
+
+
 def _encode_shard(args: tuple) -> tuple:
     path, split, enc, max_program_tokens, limit = args
     values, tags, programs, n_ops, ids, skipped = [], [], [], [], [], Counter()

@@ -242,7 +242,10 @@ def _add_metamodel_commands(sub) -> None:
         "periodic validation, early stopping, loss curves, and the best checkpoint in OUT/checkpoint. Rerun the same "
         "command to resume a killed run.",
     )
-    p.add_argument("--data", type=Path, required=True, help="dataset directory (from `metamodels dataset build`)")
+    p.add_argument(
+        "--data", type=Path, required=True, action="append",
+        help="dataset directory (from `metamodels dataset build`); repeat to train on several (splits concatenated)",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, required=True, help="run directory (checkpoint, log.jsonl, curves.png, state)")
     p.add_argument("--preset", default="small", help="model size: tiny, small (2 CPU cores; default) or paper")
     p.add_argument(
@@ -253,7 +256,7 @@ def _add_metamodel_commands(sub) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="examples per step (default 32)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
     p.add_argument("--eval-every", type=int, default=250, help="steps between validations (default 250)")
-    p.add_argument("--limit", type=int, help="use only the first N training examples")
+    p.add_argument("--limit", type=int, help="use only the first N training examples (of each dataset)")
     p.add_argument("--augment", action="store_true", help="relabel residual directions randomly per example (rows)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--cache", type=Path, help="where encoded examples are cached (default OUT/cache)")
@@ -509,7 +512,7 @@ def _train(args: argparse.Namespace) -> int:
     from metamodels import training
 
     cfg = training.TrainConfig(
-        data=str(args.data), out=str(args.out), preset=args.preset, encoding=args.encoding, batch_size=args.batch_size,
+        data=tuple(str(d) for d in args.data) if len(args.data) > 1 else str(args.data[0]), out=str(args.out), preset=args.preset, encoding=args.encoding, batch_size=args.batch_size,
         lr=args.lr, steps=args.steps, minutes=None if args.steps else args.minutes, eval_every=args.eval_every,
         seed=args.seed, limit=args.limit, threads=args.threads, augment=args.augment, cache_dir=str(args.cache) if args.cache else None,
         init=str(args.init) if args.init else None,

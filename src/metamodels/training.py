@@ -36,7 +36,7 @@ LOG = "log.jsonl"
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    data: str
+    data: str | tuple[str, ...]  # one dataset directory, or several (their splits are concatenated)
     out: str
     preset: str = "small"
     encoding: str = "rows"
@@ -64,6 +64,10 @@ class TrainConfig:
             raise ValueError(f"unknown preset {self.preset!r}; expected one of {sorted(metamodel.PRESETS)}")
         if self.steps is None and self.minutes is None:
             raise ValueError("give a number of steps or a time budget in minutes")
+
+
+def _dirs(cfg: TrainConfig) -> list[str]:
+    return [cfg.data] if isinstance(cfg.data, str) else list(cfg.data)
 
 
 def encoding_config(name: str) -> weight_encoding.EncodingConfig:
@@ -111,10 +115,10 @@ def provenance(cfg: TrainConfig, extra: dict) -> dict:
         ).stdout.strip()
     except OSError:
         commit = ""
-    manifest = json.loads((Path(cfg.data) / "manifest.json").read_text())
+    manifests = [json.loads((Path(d) / "manifest.json").read_text()) for d in _dirs(cfg)]
     return {
         "train_config": dataclasses.asdict(cfg),
-        "dataset": {"path": str(cfg.data), "config": manifest.get("config")},
+        "datasets": [{"path": d, "config": m.get("config")} for d, m in zip(_dirs(cfg), manifests)],
         "package_version": __version__,
         "git_commit": commit,
         "torch_version": torch.__version__,
@@ -138,9 +142,10 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
         else metamodel.MetaModelConfig(**metamodel.PRESETS[cfg.preset], encoding=encoding_config(cfg.encoding))
     )
     cache = cfg.cache_dir or str(out / "cache")
-    load = lambda split, limit: batching.load_split(  # noqa: E731
-        cfg.data, split, mcfg.encoding, max_program_tokens=mcfg.max_program_tokens, limit=limit, cache_dir=cache
-    )
+    load = lambda split, limit: batching.concat([  # noqa: E731
+        batching.load_split(d, split, mcfg.encoding, max_program_tokens=mcfg.max_program_tokens, limit=limit, cache_dir=cache)
+        for d in _dirs(cfg)
+    ])  # fmt: skip
     train_set, val_set = load("train", cfg.limit), load("val", cfg.eval_examples)
     if not len(train_set) or not len(val_set):
         raise ValueError(f"{cfg.data}: no usable train/val examples (skipped: {train_set.skipped})")
