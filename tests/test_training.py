@@ -226,3 +226,16 @@ def test_lib_split_is_compiled_from_the_hand_written_programs(trained, capsys):
     assert "== lib-sort" in out and "smaller = Select(tokens, tokens, LT)" in out and "lib split" in out
     assert cli.main(["evaluate", "--checkpoint", str(checkpoint), "--split", "test"]) == 2
     assert "--data is required" in capsys.readouterr().err
+
+
+def test_written_split_reports_readout_and_breakdowns(capsys):
+    """Open-vocabulary programs: functional accuracy with readout, by vocabulary kind and causal (shipped checkpoint)."""
+    assert cli.main(["evaluate", "--split", "written", "--limit", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "written split of written.py" in out and "+readout" in out
+    assert "   vocab" in out and "  causal" in out
+    meta = decompilation.load_metamodel()
+    report = evaluation.evaluate(meta, None, "written", limit=6, progress=False)
+    readout_right = [r for r in report["examples"] if r["functional_readout"]]
+    assert all(r["read_out"] for r in readout_right if not r["functional"])
+    assert report["overall"]["functional_readout"] >= report["overall"]["functional"]

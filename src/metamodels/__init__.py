@@ -3,12 +3,14 @@
 The public API (stable; see the README's changelog for any change):
 
 - ``parse_program(text) -> Program``, ``format_program(program) -> str``
-- ``program_from_rasp(sop) -> Program`` and ``Program.to_rasp()``
+- ``program_from_rasp(sop, vocab=None, max_seq_len=None) -> Program`` and ``Program.to_rasp()``;
+  functions and predicates outside the library are ``Table``s (value tables)
 - ``compile_program(program, vocab, max_seq_len, *, causal, mlp_exactness) -> CompiledModel``
 - ``canonicalize(program)``, ``tokenize(program)``, ``detokenize(ids)``
 - ``load_model(path)``, ``save_model(model, path)``, ``run_model(model, inputs)``
 - ``verify(program, model) -> VerificationReport``, ``densify(model, ...) -> Densified``
-- ``decompile(model, *, checkpoint=None, beam=1, verify=False) -> Decompiled`` (program text, tokens, scores)
+- ``decompile(model, *, checkpoint=None, beam=1, verify=False, readout=True) -> Decompiled`` (program text, tokens, scores)
+- ``read_tables(program, model) -> Program``: a program's functions and predicates read from the weights
 
 Heavy modules (Tracr's compiler, JAX) are imported on first use.
 """
@@ -19,15 +21,17 @@ from typing import TYPE_CHECKING, Any
 
 from metamodels.rasp.canonical import canonicalize
 from metamodels.rasp.program import Op, Program, program_from_rasp
+from metamodels.rasp.tables import Table
 from metamodels.rasp.text import ProgramSyntaxError, format_program, parse_program
 
 if TYPE_CHECKING:
     from metamodels.compiled import CompiledModel
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"
 __all__ = [
     "Op",
     "Program",
+    "Table",
     "ProgramSyntaxError",
     "parse_program",
     "format_program",
@@ -42,6 +46,7 @@ __all__ = [
     "verify",
     "densify",
     "decompile",
+    "read_tables",
 ]
 
 
@@ -111,3 +116,10 @@ def decompile(model: CompiledModel, **kwargs: Any) -> Any:
     from metamodels import decompilation
 
     return decompilation.decompile(model, **kwargs)
+
+
+def read_tables(program: Program, model: CompiledModel) -> Program:
+    """``program`` with its functions and predicates read from ``model``'s weights; see :mod:`metamodels.readout`."""
+    from metamodels import readout
+
+    return readout.read_tables(program, model)
