@@ -41,6 +41,16 @@ def test_kv_cached_steps_equal_teacher_forced_logits():
         torch.testing.assert_close(logits, full[:, t], rtol=1e-4, atol=1e-4)
 
 
+def test_many_programs_after_one_cached_prefix_equal_teacher_forcing():
+    model = _model()
+    values, tags, mask, program = (x[1:] for x in _inputs())  # the example with padded weight tokens
+    programs = torch.cat([program, program.flip(1), program.roll(2, 1)])  # [3, T]
+    with torch.no_grad():
+        full = model(values.expand(3, -1, -1), tags.expand(3, -1, -1), mask.expand(3, -1), programs)
+    cached = model.extend(model.prefill(values, tags, mask), mask, programs)
+    torch.testing.assert_close(cached, full, rtol=1e-4, atol=1e-4)
+
+
 def test_padding_weight_tokens_do_not_change_the_output():
     model = _model()
     values, tags, mask, program = _inputs()

@@ -156,8 +156,6 @@ def score(
     program = torch.zeros(n, t, dtype=torch.long)
     for i, s in enumerate(sequences):
         program[i, : len(s)] = torch.tensor(s)
-    logp = torch.log_softmax(
-        model(values.expand(n, -1, -1), tags.expand(n, -1, -1), mask.expand(n, -1), program[:, :-1]), -1
-    )
+    logp = torch.log_softmax(model.extend(model.prefill(values, tags, mask), mask, program[:, :-1]), -1)
     picked = logp.gather(-1, program[:, 1:, None])[..., 0] * (program[:, 1:] != 0)
     return picked.sum(1).tolist()

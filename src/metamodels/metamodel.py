@@ -187,6 +187,22 @@ class MetaModel(nn.Module):
         return cache
 
     @torch.no_grad()
+    def extend(self, cache: Cache, weight_mask: torch.Tensor, program: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits of many programs after one model's cached weight tokens.
+
+        cache: :meth:`prefill` of one example (batch 1); weight_mask [1, P]; program [N, T] long
+        -> logits [N, T, vocab], equal to ``forward`` with the weights repeated N times, without
+        recomputing the P weight tokens N times (what scoring repair candidates needs).
+        """
+        n, t = program.shape
+        x = self._embed_program(program, 0)
+        earlier = torch.tril(torch.ones(t, t, dtype=torch.bool))
+        mask = torch.cat([weight_mask.expand(t, -1), earlier], dim=1)[None, None].expand(n, 1, t, -1)
+        for block, (k, v) in zip(self.blocks, cache):
+            x, _ = block(x, mask, (k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)))
+        return self.head(self.ln_f(x)) + self.token_bias
+
+    @torch.no_grad()
     def step(
         self, token: torch.Tensor, position: int, cache: Cache, key_mask: torch.Tensor
     ) -> tuple[torch.Tensor, Cache]:
