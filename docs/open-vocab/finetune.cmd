@@ -1,0 +1,1 @@
+OMP_WAIT_POLICY=PASSIVE metamodels train --data /work/data/ds100k --data /work/data/open20k --limit 20000 --init src/metamodels/checkpoints/default --out /work/runs/ft-open --minutes 42 --threads 2 --seed 0 --augment --lr 5e-4 --cache /work/data/cache
