@@ -9,7 +9,7 @@ The public API (stable; see the README's changelog for any change):
 - ``canonicalize(program)``, ``tokenize(program)``, ``detokenize(ids)``
 - ``load_model(path)``, ``save_model(model, path)``, ``run_model(model, inputs)``
 - ``verify(program, model) -> VerificationReport``, ``densify(model, ...) -> Densified``
-- ``decompile(model, *, checkpoint=None, beam=1, verify=False, readout=True) -> Decompiled`` (program text, tokens, scores)
+- ``decompile(model, *, checkpoint=None, beam=1, verify=False, read_tables=True) -> Decompiled`` (program text, tokens, scores)
 - ``read_tables(program, model) -> Program``: a program's functions and predicates read from the weights
 
 Heavy modules (Tracr's compiler, JAX) are imported on first use.

@@ -473,7 +473,7 @@ def _decompile(args: argparse.Namespace) -> int:
         verify=args.verify,
         max_inputs=args.inputs,
         repair=args.repair,
-        readout=not args.no_readout,
+        read_tables=not args.no_readout,
     )
     if args.json:
         print(json.dumps(result.to_json(), indent=1, default=str))

@@ -25,7 +25,7 @@ from typing import Literal
 
 from tqdm import tqdm
 
-from metamodels import decoding, metamodel, weight_encoding
+from metamodels import decoding, metamodel, readout, weight_encoding
 from metamodels import tokens as tokens_mod
 from metamodels.compiled import CompiledModel
 from metamodels.dataset import store
@@ -96,17 +96,17 @@ def decompile(
     max_inputs: int = 100_000,
     repair: int = 200,
     certificate: bool = True,
-    readout: bool = True,
+    read_tables: bool = True,
 ) -> Decompiled:
     """Decompile a compiled model; see the module docstring. EncodingError if the weights are out of range.
 
     ``certificate=False`` skips the recompile-and-compare check of the verified program;
-    ``readout=False`` keeps the meta-model's library functions as decoded.
+    ``read_tables=False`` keeps the meta-model's library functions as decoded.
     """
     meta = checkpoint if isinstance(checkpoint, metamodel.MetaModel) else load_metamodel(checkpoint)
     weights = weight_encoding.encode(model.params, meta.cfg.encoding)
     found = decoding.greedy(meta, [weights]) if beam == 1 else decoding.beam_search(meta, weights, beam)
-    if readout:
+    if read_tables:
         found = with_readout(found, model)
     # Beam rank: decoded candidates before this one (a read-out variant precedes its own).
     candidates = [_candidate(sum(not f.read_out for f in found[:i]), c) for i, c in enumerate(found)]
@@ -136,28 +136,27 @@ def decompile(
 
 
 def with_readout(found: list[decoding.Candidate], model: CompiledModel) -> list[decoding.Candidate]:
-    """Each candidate preceded by its read-out variant, where the structure fits and the variant differs."""
-    from metamodels import readout
-
+    """Each candidate preceded by its read-out variant, where the structure fits; repeated programs dropped."""
     out: list[decoding.Candidate] = []
     seen: set[str] = set()
     for c in found:
-        for variant in (_read(c, model, readout), c):
-            key = text.format_program(variant.program) if variant and variant.program else None
-            if variant is not None and (key is None or key not in seen):
-                seen.add(key)  # type: ignore[arg-type]
+        for variant in (_read_out(c, model), c):
+            if variant is None:
+                continue
+            key = text.format_program(variant.program) if variant.program is not None else None
+            if key is None or key not in seen:
+                seen.update([key] if key else [])
                 out.append(variant)
     return out
 
 
-def _read(c: decoding.Candidate, model: CompiledModel, readout) -> decoding.Candidate | None:
+def _read_out(c: decoding.Candidate, model: CompiledModel) -> decoding.Candidate | None:
     if c.program is None:
         return None
     try:
-        program = readout.read_tables(c.program, model)
+        return dataclasses.replace(c, program=readout.read_tables(c.program, model), read_out=True)
     except readout.ReadoutError:
         return None
-    return dataclasses.replace(c, program=program, read_out=True)
 
 
 def neighbours(program: Program) -> list[Program]:

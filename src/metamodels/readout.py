@@ -121,7 +121,10 @@ def match(program: Program, model: CompiledModel) -> dict[str, str]:
     ReadoutError names the first operation nothing fits.
     """
     vars_ = variables(model)
-    written = writers(model, vars_)
+    return _match(program, vars_, writers(model, vars_))
+
+
+def _match(program: Program, vars_: dict[str, Variable], written: dict[str, Writer]) -> dict[str, str]:
     sublayer = layers.assign_sublayers(program)
     ops = [op for op in program.ops if op.name in sublayer]
     stuck: list[Op] = []
@@ -180,9 +183,9 @@ def read_tables(program: Program, model: CompiledModel, *, per_length: int = 30,
     of ``per_length`` inputs per length. ReadoutError if the structure does not fit.
     """
     program = program.without_dead_code()
-    mapping = match(program, model)
     vars_ = variables(model)
     written = writers(model, vars_)
+    mapping = _match(program, vars_, written)
     ops = list(program.ops)
     s = model.settings
     inputs = battery.make_battery(s.vocab, s.max_seq_len, per_length=per_length, seed=seed)
@@ -198,7 +201,7 @@ def read_tables(program: Program, model: CompiledModel, *, per_length: int = 30,
                 domains,
                 vars_[mapping[op.name]],
             )
-            ops[i] = dataclasses.replace(op, fn=_named(op.fn, table, library_function))
+            ops[i] = dataclasses.replace(op, fn=_named(op, table))
         elif op.kind in ("Aggregate", "SelectorWidth"):
             j = next(j for j, o in enumerate(ops) if o.name == op.args[0])
             select = ops[j]
@@ -207,18 +210,16 @@ def read_tables(program: Program, model: CompiledModel, *, per_length: int = 30,
                 w = next(written[n] for n in w.reads[0] if n in written and written[n].head is not None)
             keys, queries = (vars_[mapping[a]] for a in select.args)
             table = _attention_table(model, w.sublayer // 2, w.head, keys, queries)  # type: ignore[arg-type]
-            ops[j] = dataclasses.replace(select, predicate=_named(select.predicate, table, library_predicate))
+            ops[j] = dataclasses.replace(select, predicate=_named(select, table))
     return Program(tuple(ops), program.output)
 
 
-def _named(decoded: str | Table | None, table: Table, library) -> str | Table:
-    from metamodels.rasp import functions
-
-    if isinstance(decoded, str):
-        fn = functions.predicate_fn(decoded) if decoded in functions.PREDICATES else functions.by_name(decoded).fn
-        if agrees(fn, table):
-            return decoded
-    return library(table) or table
+def _named(op: Op, table: Table) -> str | Table:
+    """The decoded library name if it computes ``table``, else the first library equal, else the table."""
+    decoded = op.predicate if op.kind == "Select" else op.fn
+    if isinstance(decoded, str) and agrees(op.function, table):  # type: ignore[arg-type]
+        return decoded
+    return (library_predicate if op.kind == "Select" else library_function)(table) or table
 
 
 def _domain(program: Program, name: str, mapping, vars_, model: CompiledModel, inputs) -> list[Value]:
