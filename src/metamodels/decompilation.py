@@ -151,12 +151,8 @@ def with_readout(found: list[decoding.Candidate], model: CompiledModel) -> list[
 
 
 def _read_out(c: decoding.Candidate, model: CompiledModel) -> decoding.Candidate | None:
-    if c.program is None:
-        return None
-    try:
-        return dataclasses.replace(c, program=readout.read_tables(c.program, model), read_out=True)
-    except readout.ReadoutError:
-        return None
+    read = readout.read_tables_or_none(c.program, model) if c.program is not None else None
+    return dataclasses.replace(c, program=read, read_out=True) if read is not None else None
 
 
 def neighbours(program: Program) -> list[Program]:

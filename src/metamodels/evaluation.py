@@ -214,11 +214,9 @@ def _evaluate_chunk(model: metamodel.MetaModel, rows: list[dict], permute_residu
             record.update(exact=False, functional=False, functional_readout=False, decoded=None)
             continue
         record["decoded"] = text.format_program(candidate.program)
-        try:
-            read = readout.read_tables(candidate.program, model_)
-            record["read_out"] = True
-        except readout.ReadoutError:
-            read, record["read_out"] = candidate.program, False
+        read = readout.read_tables_or_none(candidate.program, model_)
+        record["read_out"] = read is not None
+        read = read or candidate.program
         if truth is not None:
             record["exact"] = tokens_mod.tokenize(candidate.program) == truth
         else:

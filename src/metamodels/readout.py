@@ -214,6 +214,14 @@ def read_tables(program: Program, model: CompiledModel, *, per_length: int = 30,
     return Program(tuple(ops), program.output)
 
 
+def read_tables_or_none(program: Program, model: CompiledModel) -> Program | None:
+    """:func:`read_tables`, or None where the structure does not fit the model (or it has no labels)."""
+    try:
+        return read_tables(program, model)
+    except ReadoutError:
+        return None
+
+
 def _named(op: Op, table: Table) -> str | Table:
     """The decoded library name if it computes ``table``, else the first library equal, else the table."""
     decoded = op.predicate if op.kind == "Select" else op.fn
