@@ -3,7 +3,9 @@
 A split is encoded once (weights -> :class:`~metamodels.weight_encoding.WeightTokens`)
 and held in memory as ragged arrays (values in float16: ~6 KB per example for the
 rows encoding), cached on disk keyed by the dataset manifest, split and encoding,
-so a second run (or a resumed one) starts in seconds. Examples the encoder cannot
+so a second run (or a resumed one) starts in seconds. A split can also be read
+*densified* (:class:`Dense`): each model PCA-compressed to a fidelity bar,
+randomly rotated and its MLP hidden units and heads permuted, seeded per example. Examples the encoder cannot
 represent, or whose programs exceed the meta-model's length, are counted, never
 silently dropped.
 """
@@ -25,6 +27,25 @@ import torch
 
 from metamodels import weight_encoding
 from metamodels.dataset import store
+
+
+@dataclasses.dataclass(frozen=True)
+class Dense:
+    """Read every model densified: :func:`densification.densify` to ``fidelity`` on ``heldout`` inputs, then
+    :func:`densification.permute_units`; example seeds derive from ``seed`` and the example id."""
+
+    fidelity: float = 0.99
+    seed: int = 0
+    heldout: int = 1000
+
+
+def densified(model, dense: Dense, example_id: str):
+    """The model as :class:`Dense` says (a CompiledModel in, a CompiledModel out)."""
+    from metamodels import densification
+
+    seed = int(hashlib.sha256(f"{dense.seed}:{example_id}".encode()).hexdigest()[:8], 16)
+    out = densification.densify(model, target_fidelity=dense.fidelity, seed=seed, heldout_max=dense.heldout).model
+    return densification.permute_units(out, seed + 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +103,7 @@ def concat(sets: list[EncodedSet]) -> EncodedSet:
 
 
 def _encode_shard(args: tuple) -> tuple:
-    path, split, enc, max_program_tokens, limit = args
+    path, split, enc, max_program_tokens, limit, dense = args
     values, tags, programs, n_ops, ids, skipped = [], [], [], [], [], Counter()
     for row in store.read_shard(Path(path)).to_pylist():
         if split is not None and row["split"] != split:
@@ -90,7 +111,10 @@ def _encode_shard(args: tuple) -> tuple:
         if len(row["tokens"]) > max_program_tokens:
             skipped["program_too_long"] += 1
             continue
-        params = {w["name"]: np.asarray(w["data"], np.float32).reshape(w["shape"]) for w in row["weights"]}
+        if dense is None:
+            params = {w["name"]: np.asarray(w["data"], np.float32).reshape(w["shape"]) for w in row["weights"]}
+        else:
+            params = densified(store.model_from_row(row), dense, row["id"]).params
         try:
             wt = weight_encoding.encode(params, enc)
         except weight_encoding.EncodingError as e:
@@ -118,8 +142,9 @@ def load_split(
     limit: int | None = None,
     workers: int = 2,
     cache_dir: str | Path | None = None,
+    dense: Dense | None = None,
 ) -> EncodedSet:
-    """Encode one split of a dataset directory (optionally its first ``limit`` examples)."""
+    """Encode one split of a dataset directory (optionally its first ``limit`` examples, optionally densified)."""
     directory = Path(directory)
     paths = store.shard_paths(directory)
     key = hashlib.sha256(
@@ -132,23 +157,27 @@ def load_split(
                 max_program_tokens,
                 limit,
             ]
+            + ([dataclasses.asdict(dense)] if dense is not None else [])
         ).encode()
     ).hexdigest()[:16]
-    cache = Path(cache_dir) / f"{split}-{enc.name}-{key}.npz" if cache_dir else None
+    name = f"{split}-{enc.name}{'-dense' if dense is not None else ''}-{key}.npz"
+    cache = Path(cache_dir) / name if cache_dir else None
     if cache is not None and cache.is_file():
         return _read_cache(cache)
+    jobs = [(str(p), split, enc, max_program_tokens, None, dense) for p in paths]
     parts: list[tuple] = []
-    jobs = [(str(p), split, enc, max_program_tokens, None) for p in paths]
-    if limit is not None:  # serial, stopping as soon as there are enough
-        for job in jobs:
-            parts.append(_encode_shard(job))
-            if sum(len(p[4]) for p in parts) >= limit:
+    # a few shards at a time (``workers`` in parallel), stopping as soon as there are ``limit`` examples
+    step = len(jobs) if limit is None else max(1, workers)
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 and len(jobs) > 1 else None
+    try:  # spawn: JAX may be loaded in this process
+        for start in range(0, len(jobs), step):
+            group = jobs[start : start + step]
+            parts += list(pool.map(_encode_shard, group)) if pool else [_encode_shard(j) for j in group]
+            if limit is not None and sum(len(p[4]) for p in parts) >= limit:
                 break
-    elif workers > 1:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:  # JAX may be loaded
-            parts = list(pool.map(_encode_shard, jobs, chunksize=8))
-    else:
-        parts = [_encode_shard(j) for j in jobs]
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
     out = _concat(parts, limit)
     if enc.name == "flat":
         out = dataclasses.replace(out, fill=(enc.flat_size // enc.width, weight_encoding.FLAT_PAD))

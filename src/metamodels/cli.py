@@ -266,6 +266,19 @@ def _add_metamodel_commands(sub) -> None:
         help="fine-tune: start from this checkpoint's weights, architecture and encoding (--preset and --encoding "
         "are then ignored); tokens added to the vocabulary since it was trained are learned",
     )  # fmt: skip
+    p.add_argument(
+        "--basis", choices=("stored", "canonical"),
+        help="rows encoding: read weights in their stored residual basis (Tracr's; default) or in the canonical basis "
+        "read off the weights, which any rotation leaves unchanged (for dense models; also with --init)",
+    )  # fmt: skip
+    p.add_argument(
+        "--dense-data", type=Path, action="append", default=[],
+        help="also train on this dataset's models made dense (PCA to --dense-fidelity, random rotation, hidden units "
+        "and heads permuted; seeded per example by --seed); repeatable",
+    )  # fmt: skip
+    p.add_argument(
+        "--dense-fidelity", type=float, default=0.99, help="fidelity bar of --dense-data (default 0.99)"
+    )
 
     p = sub.add_parser(
         "evaluate",
@@ -515,7 +528,8 @@ def _train(args: argparse.Namespace) -> int:
         data=tuple(str(d) for d in args.data) if len(args.data) > 1 else str(args.data[0]), out=str(args.out), preset=args.preset, encoding=args.encoding, batch_size=args.batch_size,
         lr=args.lr, steps=args.steps, minutes=None if args.steps else args.minutes, eval_every=args.eval_every,
         seed=args.seed, limit=args.limit, threads=args.threads, augment=args.augment, cache_dir=str(args.cache) if args.cache else None,
-        init=str(args.init) if args.init else None,
+        init=str(args.init) if args.init else None, basis=args.basis, dense_data=tuple(str(d) for d in args.dense_data),
+        dense_fidelity=args.dense_fidelity,
     )  # fmt: skip
     checkpoint = training.train(cfg)
     print(f"best checkpoint: {checkpoint}; log {args.out / training.LOG}; curves {args.out / 'curves.png'}")

@@ -21,29 +21,34 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from metamodels import battery, forward
+from metamodels import battery, forward, residual_basis
 from metamodels.compiled import CompiledModel, Value
-
-_WRITES = ("token_embed/embeddings", "pos_embed/embeddings")
-_LAYER_WRITES = ("attn/linear/w", "attn/linear/b", "mlp/linear_2/w", "mlp/linear_2/b")
-_LAYER_READS = ("attn/query/w", "attn/key/w", "attn/value/w", "mlp/linear_1/w")
 
 
 def change_basis(model: CompiledModel, basis: np.ndarray) -> CompiledModel:
     """Re-express the residual stream in ``basis`` [D, d'] (orthonormal columns): x' = x @ basis."""
-    basis = basis.astype(np.float32)
+    return dataclasses.replace(model, params=residual_basis.change_basis(model.params, basis), residual_labels=())
+
+
+def permute_units(model: CompiledModel, seed: int) -> CompiledModel:
+    """The same model with each layer's MLP hidden units and attention heads in a random order (exact).
+
+    Residual labels are kept: the residual basis does not change. What Tracr's
+    own unit order tells a meta-model is what this augmentation takes away.
+    """
+    rng = np.random.default_rng(seed)
     p = dict(model.params)
-    for key in _WRITES:
-        p[key] = p[key] @ basis
-    p["unembed"] = basis.T @ p["unembed"]
+    heads, k = model.n_heads, model.key_size
     for layer in range(model.n_layers):
-        for key in _LAYER_WRITES:
-            name = f"transformer/layer_{layer}/{key}"
-            p[name] = p[name] @ basis
-        for key in _LAYER_READS:
-            name = f"transformer/layer_{layer}/{key}"
-            p[name] = basis.T @ p[name]
-    return dataclasses.replace(model, params=p, residual_labels=())
+        at = f"transformer/layer_{layer}/"
+        units = (np.arange(heads * k).reshape(heads, k)[rng.permutation(heads)]).ravel()
+        for key in ("attn/query", "attn/key", "attn/value"):
+            p[at + key + "/w"], p[at + key + "/b"] = p[at + key + "/w"][:, units], p[at + key + "/b"][units]
+        p[at + "attn/linear/w"] = p[at + "attn/linear/w"][units]
+        hidden = rng.permutation(p[at + "mlp/linear_1/w"].shape[1])
+        p[at + "mlp/linear_1/w"], p[at + "mlp/linear_1/b"] = p[at + "mlp/linear_1/w"][:, hidden], p[at + "mlp/linear_1/b"][hidden]
+        p[at + "mlp/linear_2/w"] = p[at + "mlp/linear_2/w"][hidden]
+    return dataclasses.replace(model, params=p)
 
 
 def random_rotation(dim: int, seed: int) -> np.ndarray:

@@ -56,8 +56,13 @@ class TrainConfig:
     threads: int | None = None
     cache_dir: str | None = None
     init: str | None = None  # start from this checkpoint's weights (its architecture and encoding; fine-tuning)
+    basis: str | None = None  # rows encoding's residual basis ("stored", "canonical"); None: the encoding's default
+    dense_data: tuple[str, ...] = ()  # datasets whose models are also read densified (see batching.Dense)
+    dense_fidelity: float = 0.99
 
     def __post_init__(self) -> None:
+        if (self.basis is not None or self.dense_data) and self.encoding != "rows":
+            raise ValueError("--basis and --dense-data need the rows encoding")
         if self.augment and self.encoding != "rows":
             raise ValueError("--augment relabels residual directions and needs the rows encoding")
         if self.preset not in metamodel.PRESETS:
@@ -70,11 +75,20 @@ def _dirs(cfg: TrainConfig) -> list[str]:
     return [cfg.data] if isinstance(cfg.data, str) else list(cfg.data)
 
 
-def encoding_config(name: str) -> weight_encoding.EncodingConfig:
-    """Default sizes of each encoding: rows (32 values per token), flat (65,536 weights in 128 chunks of 512)."""
+def encoding_config(name: str, basis: str | None = None) -> weight_encoding.EncodingConfig:
+    """Default sizes of each encoding: rows (32 values per token), flat (65,536 weights in 128 chunks of 512).
+
+    The rows encoding in the canonical basis skips rows under 1% of their matrix's
+    largest entry (PCA-compressed weights leak a little into every direction).
+    """
     if name == "flat":
         return weight_encoding.EncodingConfig("flat", width=512, flat_size=65536, max_tokens=128)
+    if basis == "canonical":
+        return weight_encoding.EncodingConfig("rows", basis="canonical", min_row=CANONICAL_MIN_ROW)
     return weight_encoding.EncodingConfig(name)  # type: ignore[arg-type]
+
+
+CANONICAL_MIN_ROW = 0.01
 
 
 def program_loss(model: metamodel.MetaModel, batch: batching.Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,15 +150,20 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     start = metamodel.load_checkpoint(cfg.init)[0].train() if cfg.init else None
     if start is not None:
         start.token_bias.zero_()  # tokens newer than the checkpoint's vocabulary are learned here
-    mcfg = (
-        start.cfg
-        if start is not None
-        else metamodel.MetaModelConfig(**metamodel.PRESETS[cfg.preset], encoding=encoding_config(cfg.encoding))
-    )
+    encoding = encoding_config(cfg.encoding, cfg.basis)
+    if start is None:
+        mcfg = metamodel.MetaModelConfig(**metamodel.PRESETS[cfg.preset], encoding=encoding)
+    elif cfg.basis is not None:  # fine-tune to read weights in another residual basis
+        mcfg = dataclasses.replace(start.cfg, encoding=dataclasses.replace(start.cfg.encoding, basis=encoding.basis, min_row=encoding.min_row))
+        start.cfg = mcfg
+    else:
+        mcfg = start.cfg
     cache = cfg.cache_dir or str(out / "cache")
+    dense = batching.Dense(cfg.dense_fidelity, cfg.seed)
+    sources = [(d, None) for d in _dirs(cfg)] + [(d, dense) for d in cfg.dense_data]
     load = lambda split, limit: batching.concat([  # noqa: E731
-        batching.load_split(d, split, mcfg.encoding, max_program_tokens=mcfg.max_program_tokens, limit=limit, cache_dir=cache)
-        for d in _dirs(cfg)
+        batching.load_split(d, split, mcfg.encoding, max_program_tokens=mcfg.max_program_tokens, limit=limit, cache_dir=cache, dense=how)
+        for d, how in sources
     ])  # fmt: skip
     train_set, val_set = load("train", cfg.limit), load("val", cfg.eval_examples)
     if not len(train_set) or not len(val_set):

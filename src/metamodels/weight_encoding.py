@@ -24,6 +24,13 @@ table needs — and it survives renaming variables (which reorders whole blocks,
 never the values inside one). Sequences are ~100 tokens instead of the flat
 encoding's fixed 128 padded chunks, and nothing is padding.
 
+``basis="canonical"`` first re-expresses the weights in the residual basis
+read off the writers themselves (:mod:`metamodels.residual_basis`), so any
+rotation of the residual stream encodes exactly as the unrotated model, and a
+PCA-compressed one nearly so (dense weights, paper 000 section 3.2). Compressed
+weights are not sparse: ``min_row`` skips rows whose largest entry is below that
+fraction of their matrix's largest (leaks of other variables into a direction).
+
 Shape-agnostic: any d_model, vocabulary size, sequence length, number of heads
 or layers the tag tables cover (see ``LIMITS``); beyond them,
 :class:`EncodingError` says which limit.
@@ -38,9 +45,11 @@ from typing import Literal
 
 import numpy as np
 
+from metamodels import residual_basis
 from metamodels.compiled import LAYER_KEYS
 
 EncodingName = Literal["rows", "flat"]
+BASES: tuple[str, ...] = ("stored", "canonical")
 ENCODINGS: tuple[str, ...] = ("rows", "flat")
 # Roles of the rows encoding. "Residual axis" is the axis of size d_model.
 ROLES: tuple[str, ...] = (
@@ -70,7 +79,7 @@ _LAYER_ROLES = dict(
 # Matrices stored [other, d_model] (residual axis last) rather than [d_model, other].
 _RESIDUAL_LAST = {"token_embed", "pos_embed", "attn_out", "mlp_out"}
 _RESIDUAL_BIAS = {"attn_out_bias", "mlp_out_bias"}  # biases over the residual axis
-VERSION = 3  # bump when an encoding's output changes (keys encoded-data caches)
+VERSION = 4  # bump when an encoding's output changes (keys encoded-data caches)
 FLAT_PAD = 0.05  # the flat encoding's padding value (paper 000)
 LIMITS = {"layers": 30, "residual": 2047, "chunks": 128, "rank": 255}
 N_TAGS = 5
@@ -89,12 +98,18 @@ class EncodingConfig:
     flat_size: int = 65536  # flat only: length the flattened weights are padded to
     max_tokens: int = 512  # longest weight-token sequence accepted
     writer_rank: bool = True  # rows only: fill the fifth tag (checkpoints from before it existed read False)
+    basis: str = "stored"  # rows only: "canonical" reads the weights in their canonical residual basis (dense models)
+    min_row: float = 0.0  # rows only: skip rows below this fraction of their matrix's largest entry
 
     def __post_init__(self) -> None:
         if self.name not in ENCODINGS:
             raise ValueError(f"unknown weight encoding {self.name!r}; expected one of {ENCODINGS}")
         if self.name == "flat" and self.flat_size % self.width:
             raise ValueError(f"flat_size {self.flat_size} must be a multiple of width {self.width}")
+        if self.basis not in BASES:
+            raise ValueError(f"unknown residual basis {self.basis!r}; expected one of {BASES}")
+        if self.name == "flat" and (self.basis != "stored" or self.min_row):
+            raise ValueError("the flat encoding reads the weights as stored (basis and min_row are rows options)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,6 +190,8 @@ def writer_ranks(params: Mapping[str, np.ndarray]) -> np.ndarray:
 
 
 def _encode_rows(params: Mapping[str, np.ndarray], config: EncodingConfig) -> WeightTokens:
+    if config.basis == "canonical":
+        params = residual_basis.canonicalize(params)
     values: list[np.ndarray] = []
     tags: list[tuple[int, ...]] = []
     ranks = writer_ranks(params)
@@ -188,7 +205,8 @@ def _encode_rows(params: Mapping[str, np.ndarray], config: EncodingConfig) -> We
         else:
             rows = w.T if role in _RESIDUAL_LAST else w  # [d_model, other]
             directions = np.arange(len(rows))
-        keep = np.abs(rows).max(axis=1) > 0
+        largest = np.abs(rows).max(axis=1)
+        keep = largest > config.min_row * largest.max(initial=0.0)
         for row, direction in zip(rows[keep], directions[keep]):
             _check(layer, direction, math.ceil(row.size / config.width))
             for chunk in range(0, row.size, config.width):
