@@ -79,3 +79,16 @@ def test_concatenated_sets_keep_every_example_intact():
     for i, (source, j) in enumerate([(data, k) for k in range(len(data))] + [(val, k) for k in range(len(val))]):
         np.testing.assert_array_equal(both.weight_tokens(i).values, source.weight_tokens(j).values)
         np.testing.assert_array_equal(both.programs[i], source.programs[j])
+
+
+def test_a_densified_split_holds_the_same_programs_read_from_dense_weights(tmp_path):
+    canonical = training.encoding_config("rows", "canonical")
+    dense = batching.Dense(fidelity=0.99, seed=5, heldout=300)
+    got = batching.load_split(FIXTURE, "train", canonical, max_program_tokens=128, limit=6, workers=1, dense=dense, cache_dir=tmp_path)  # fmt: skip
+    rows = list(store.iter_rows(FIXTURE, "train"))[:6]
+    assert got.ids == [r["id"] for r in rows] and len(list(tmp_path.glob("train-rows-dense-*.npz"))) == 1
+    for i, row in enumerate(rows):
+        model = batching.densified(store.model_from_row(row), dense, row["id"])  # seeded per example: reproducible
+        assert model.densified["fidelity"] >= 0.99 and not model.residual_labels
+        np.testing.assert_array_equal(got.weight_tokens(i).tags, weight_encoding.encode(model.params, canonical).tags)
+        np.testing.assert_array_equal(got.programs[i], row["tokens"])

@@ -54,3 +54,15 @@ def test_fixed_width_is_honoured_and_checked():
         assert "d_model must be between 1 and" in str(e)
     else:
         raise AssertionError("an impossible width was accepted")
+
+
+def test_permuting_hidden_units_and_heads_is_output_preserving():
+    changed = 0
+    for s in cases.sampled(20, seed=2):
+        model = compiler.compile_program(s.program)
+        permuted = densification.permute_units(model, seed=s.index)
+        inputs = battery.make_battery(model.settings.vocab, model.settings.max_seq_len, seed=2)
+        ids = np.stack([forward.encode(model, xs) for xs in inputs if len(xs) == 4])
+        np.testing.assert_allclose(forward.logits(permuted, ids), forward.logits(model, ids), atol=1e-4)
+        changed += any(not np.array_equal(permuted.params[k], model.params[k]) for k in model.params)
+    assert changed >= 15  # models with one hidden unit and one head per layer cannot change

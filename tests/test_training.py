@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from metamodels import cli, decompilation, evaluation, forward, metamodel, training
+from metamodels import batching, cli, decompilation, evaluation, forward, metamodel, training
 from metamodels.compiled import CompiledModel
 from metamodels.dataset import store
 from tests.test_dataset_loader import FIXTURE
@@ -170,6 +170,26 @@ def test_permuted_residual_models_compute_the_same_and_are_evaluated(trained):
     meta, _ = metamodel.load_checkpoint(checkpoint)
     report = evaluation.evaluate(meta, FIXTURE, "train", limit=3, permute_residual=1, progress=False)
     assert report["permute_residual"] == 1 and report["overall"]["n"] == 3
+
+
+def test_dense_evaluation_reports_widths_and_fidelity(trained):
+    meta, _ = metamodel.load_checkpoint(trained[1])
+    dense = batching.Dense(fidelity=0.99, seed=1, heldout=300)
+    report = evaluation.evaluate(meta, FIXTURE, "train", limit=3, dense=dense, verify_k=2, verify_limit=1, progress=False)
+    assert report["overall"]["n"] == 3 and report["verification"]["n"] == 1
+    assert report["densified"]["n"] == 3 and report["densified"]["fidelity_min"] >= 0.99
+    assert "densified (fidelity bar 0.99)" in evaluation.format_table(report)
+
+
+def test_fine_tuning_to_the_canonical_basis_on_dense_data(trained, tmp_path):
+    cfg = training.TrainConfig(
+        data=str(FIXTURE), out=str(tmp_path), steps=2, minutes=None, eval_every=2, eval_examples=4, limit=8,
+        init=str(trained[1]), basis="canonical", dense_data=(str(FIXTURE),),
+    )  # fmt: skip
+    meta, provenance = metamodel.load_checkpoint(training.train(cfg, progress=False))
+    assert meta.cfg.encoding.basis == "canonical" and provenance["train_config"]["dense_data"] == [str(FIXTURE)]
+    with pytest.raises(ValueError, match="rows encoding"):
+        training.TrainConfig(data=".", out=".", encoding="flat", basis="canonical")
 
 
 def test_training_with_augmentation_runs_and_flat_refuses_it(tmp_path):

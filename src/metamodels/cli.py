@@ -215,7 +215,11 @@ def _add_metamodel_commands(sub) -> None:
         "in order of score and the first that verifies is returned, with its evidence.",
     )
     p.add_argument("model", type=Path, help="model file (.safetensors), e.g. src/metamodels/examples/sort.safetensors")
-    p.add_argument("--checkpoint", type=Path, help="meta-model checkpoint directory (default: the shipped one)")
+    p.add_argument(
+        "--checkpoint", type=Path,
+        help="meta-model checkpoint directory (default: the shipped one for the model's weights: Tracr's basis, or "
+        "dense when the model has no residual labels, e.g. after `metamodels densify`)",
+    )  # fmt: skip
     p.add_argument("--beam", type=int, default=1, help="beam width; 1 = greedy (default 1)")
     p.add_argument(
         "--verify", action="store_true", help="verify candidates against the model and return the first that holds"
@@ -305,6 +309,12 @@ def _add_metamodel_commands(sub) -> None:
         "--permute-residual", type=int, metavar="SEED",
         help="first shuffle the order of each model's variables in its residual stream (what other variable names do)",
     )  # fmt: skip
+    p.add_argument(
+        "--dense", type=float, metavar="FIDELITY",
+        help="first make each model dense: PCA-compressed to the smallest width keeping this fidelity on held-out "
+        "inputs, randomly rotated, hidden units and heads permuted (seeded by --dense-seed and the example)",
+    )  # fmt: skip
+    p.add_argument("--dense-seed", type=int, default=1, help="seed of --dense (default 1)")
     p.add_argument("--programs", action="store_true", help="print every program, truth vs decoded (always for lib)")
     p.add_argument("--json", type=Path, help="write the full report (every example) to this JSON file")
     p.add_argument("--plot", type=Path, help="write accuracy by number of ops to this PNG")
@@ -494,6 +504,8 @@ def _decompile(args: argparse.Namespace) -> int:
     if result.text is None:
         raise ValueError("the meta-model produced no complete program within its length limit")
     print(result.text)
+    if args.checkpoint is None and result.checkpoint == str(decompilation.DENSE_CHECKPOINT):
+        print("# read by the dense-weights meta-model (the model's residual stream is not in Tracr's basis)")
     if result.status == "verified":
         r = result.report
         weights = {
@@ -539,7 +551,7 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from metamodels import decompilation, evaluation
+    from metamodels import batching, decompilation, evaluation
 
     if args.data is None and args.split not in ("lib", "written"):
         raise ValueError("--data is required (except for --split lib and --split written)")
@@ -547,6 +559,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     report = evaluation.evaluate(
         meta, args.data, args.split, limit=args.limit, verify_k=args.verify_k, verify_limit=args.verify_limit,
         permute_residual=args.permute_residual,
+        dense=batching.Dense(args.dense, args.dense_seed, heldout=20_000) if args.dense is not None else None,
     )  # fmt: skip
     if args.split in ("lib", "written") or args.programs:
         for r in report["examples"]:

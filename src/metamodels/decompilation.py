@@ -33,6 +33,7 @@ from metamodels.rasp import functions, text
 from metamodels.rasp.program import Program
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "default"
+DENSE_CHECKPOINT = Path(__file__).parent / "checkpoints" / "dense"
 Status = Literal["verified", "unverified", "not_checked"]
 
 
@@ -68,6 +69,7 @@ class Decompiled:
     report: object | None = None
     repaired: bool = False  # verified only after replacing one function or predicate of a decoded candidate
     chosen: int = 0  # index in ``candidates`` of the returned program
+    checkpoint: str = ""  # the meta-model's checkpoint directory
 
     def to_json(self) -> dict:
         out = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("program", "report")}
@@ -78,8 +80,15 @@ class Decompiled:
 _LOADED: dict[str, metamodel.MetaModel] = {}
 
 
+def shipped_checkpoint(model: CompiledModel | None = None) -> Path:
+    """The shipped checkpoint for ``model``: in Tracr's own residual basis (it has residual labels), the default
+    one; in any other basis (dense: rotated, PCA-compressed), the one that reads weights in their canonical basis."""
+    dense = model is not None and not model.residual_labels
+    return DENSE_CHECKPOINT if dense and DENSE_CHECKPOINT.is_dir() else DEFAULT_CHECKPOINT
+
+
 def load_metamodel(checkpoint: str | Path | None = None) -> metamodel.MetaModel:
-    """The meta-model of a checkpoint directory (default: the shipped one), loaded once per process."""
+    """The meta-model of a checkpoint directory (default: the shipped default one), loaded once per process."""
     path = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
     key = str(path.resolve())
     if key not in _LOADED:
@@ -100,10 +109,28 @@ def decompile(
 ) -> Decompiled:
     """Decompile a compiled model; see the module docstring. EncodingError if the weights are out of range.
 
+    ``checkpoint`` None: the shipped meta-model for the model's basis (:func:`shipped_checkpoint`).
     ``certificate=False`` skips the recompile-and-compare check of the verified program;
     ``read_tables=False`` keeps the meta-model's library functions as decoded.
     """
-    meta = checkpoint if isinstance(checkpoint, metamodel.MetaModel) else load_metamodel(checkpoint)
+    if checkpoint is None:
+        checkpoint = shipped_checkpoint(model)
+    if isinstance(checkpoint, metamodel.MetaModel):
+        return _decompile(model, checkpoint, beam, verify, max_inputs, repair, certificate, read_tables)
+    result = _decompile(model, load_metamodel(checkpoint), beam, verify, max_inputs, repair, certificate, read_tables)
+    return dataclasses.replace(result, checkpoint=str(checkpoint))
+
+
+def _decompile(
+    model: CompiledModel,
+    meta: metamodel.MetaModel,
+    beam: int,
+    verify: bool,
+    max_inputs: int,
+    repair: int,
+    certificate: bool,
+    read_tables: bool,
+) -> Decompiled:
     weights = weight_encoding.encode(model.params, meta.cfg.encoding)
     found = decoding.greedy(meta, [weights]) if beam == 1 else decoding.beam_search(meta, weights, beam)
     if read_tables:
@@ -244,7 +271,7 @@ def verified_at_k(
     k: int,
     *,
     progress: bool = True,
-    permute_residual: int | None = None,
+    models: list[CompiledModel] | None = None,
     repair: int = 200,
 ) -> dict:
     """verified@{1,8,k}, with repair, and the false-verification rate over dataset rows, overall and by group.
@@ -253,14 +280,13 @@ def verified_at_k(
     when verification was exhaustive (they can still differ where the program is
     undefined), else on a larger random battery with another seed. Groups: number
     of ops, vocabulary kind, causal or not (``by_*``, where there is more than one).
+    ``models``: the rows' models as they are to be decompiled (default: as compiled).
     """
     from metamodels import evaluation
 
     results = []
-    for row in tqdm(rows, disable=not progress, desc=f"verify beam {k}", unit="model"):
-        model = store.model_from_row(row)
-        if permute_residual is not None:
-            model = evaluation.permuted(model, permute_residual)
+    models = models if models is not None else [store.model_from_row(r) for r in rows]
+    for row, model in tqdm(zip(rows, models), total=len(rows), disable=not progress, desc=f"verify beam {k}", unit="model"):
         record = {**evaluation.groups_of(row), "rank": None, "repaired": False, "false": False}
         try:
             result = decompile(model, checkpoint=meta, beam=k, verify=True, repair=repair, certificate=False)

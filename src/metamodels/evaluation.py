@@ -24,6 +24,7 @@ Metrics, overall and by number of ops:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from collections import defaultdict
@@ -34,7 +35,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from metamodels import battery, decoding, densification, forward, metamodel, readout, verification, weight_encoding
+from metamodels import batching, battery, decoding, densification, forward, metamodel, readout, verification, weight_encoding
 from metamodels import tokens as tokens_mod
 from metamodels.compiled import CompiledModel
 from metamodels.dataset import store
@@ -103,13 +104,17 @@ def evaluate(
     verify_k: int = 0,
     verify_limit: int = 100,
     permute_residual: int | None = None,
+    dense: batching.Dense | None = None,
     progress: bool = True,
 ) -> dict:
     """Evaluate on (the first ``limit`` examples of) one split; returns the report.
 
     ``permute_residual`` (a seed): evaluate each model in a random permutation of
     its residual basis (exactly output-preserving; what compiling the same program
-    with other variable names does to Tracr's residual order).
+    with other variable names does to Tracr's residual order). ``dense``: evaluate
+    each model densified (PCA-compressed to a fidelity bar on held-out inputs,
+    rotated, units permuted; see :class:`batching.Dense`); the report gives the
+    compressed widths and fidelities.
     """
     if split == "lib":  # hand-written programs, compiled here (datasets exclude them from every split)
         from metamodels.dataset import lib
@@ -123,12 +128,14 @@ def evaluate(
         rows = list(itertools.islice(store.iter_rows(Path(data), split), limit))
     if not rows:
         raise ValueError(f"{data}: split {split!r} has no examples")
+    desc = "densify" if dense is not None else "load"
+    models = [shown(store.model_from_row(r), r["id"], permute_residual, dense) for r in tqdm(rows, disable=not progress or dense is None, desc=desc, unit="model")]  # fmt: skip
     per_example = []
     bar = tqdm(total=len(rows), disable=not progress, desc=f"evaluate {split}", unit="model")
     for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        per_example += _evaluate_chunk(model, chunk, permute_residual)
-        bar.update(len(chunk))
+        chunk = slice(start, start + batch_size)
+        per_example += _evaluate_chunk(model, rows[chunk], models[chunk])
+        bar.update(len(rows[chunk]))
     bar.close()
     report = summarize(per_example)
     report.update(
@@ -136,14 +143,37 @@ def evaluate(
         data={"lib": "lib.py", "written": "written.py"}.get(split, str(data)),
         n_examples=len(rows),
         permute_residual=permute_residual,
+        dense=dataclasses.asdict(dense) if dense is not None else None,
     )
+    if dense is not None:
+        report["densified"] = _densified_summary([m.densified for m in models])
     if verify_k:
         from metamodels import decompilation
 
         report["verification"] = decompilation.verified_at_k(
-            model, rows[:verify_limit], verify_k, progress=progress, permute_residual=permute_residual
+            model, rows[:verify_limit], verify_k, progress=progress, models=models[:verify_limit]
         )
     return report
+
+
+def shown(model: CompiledModel, example_id: str, permute_residual: int | None, dense: batching.Dense | None) -> CompiledModel:
+    """The model as the evaluation shows it to the meta-model (see :func:`evaluate`)."""
+    if permute_residual is not None:
+        model = permuted(model, permute_residual)
+    return batching.densified(model, dense, example_id) if dense is not None else model
+
+
+def _densified_summary(infos: list[dict]) -> dict:
+    ratio = np.array([i["d_model"] / i["original_d_model"] for i in infos])
+    fid = np.array([i["fidelity"] for i in infos])
+    return {
+        "n": len(infos),
+        "width_ratio_mean": float(ratio.mean()),
+        "width_ratio_median": float(np.median(ratio)),
+        "compressed": float((ratio < 1).mean()),
+        "fidelity_mean": float(fid.mean()),
+        "fidelity_min": float(fid.min()),
+    }
 
 
 def permuted(model: CompiledModel, seed: int) -> CompiledModel:
@@ -176,13 +206,10 @@ def groups_of(row: dict) -> dict:
     }
 
 
-def _evaluate_chunk(model: metamodel.MetaModel, rows: list[dict], permute_residual: int | None) -> list[dict]:
+def _evaluate_chunk(model: metamodel.MetaModel, rows: list[dict], models: list[CompiledModel]) -> list[dict]:
     out, items, programs, kept = [], [], [], []
-    for row in rows:
+    for row, model_ in zip(rows, models):
         record = {"id": row["id"], **groups_of(row), "truth": row["program"]}
-        model_ = store.model_from_row(row)
-        if permute_residual is not None:
-            model_ = permuted(model_, permute_residual)
         try:
             items.append(weight_encoding.encode(model_.params, model.cfg.encoding))
         except weight_encoding.EncodingError as e:
@@ -298,6 +325,13 @@ def plot(report: dict, png: str | Path) -> None:
 def format_table(report: dict) -> str:
     """The report's rates as plain-text tables: by op count (and vocabulary kind, causal) plus the total."""
     lines = [f"{report['split']} split of {report['data']}"]
+    if report.get("densified"):
+        d = report["densified"]
+        lines.append(
+            f"densified (fidelity bar {report['dense']['fidelity']}): width {d['width_ratio_mean']:.2f} of the "
+            f"original on average, {d['compressed']:.0%} compressed, held-out fidelity mean {d['fidelity_mean']:.3f}, "
+            f"min {d['fidelity_min']:.3f}"
+        )
     for group, title in (("n_ops", "ops"), ("vocab_kind", "vocab"), ("causal", "causal")):
         if f"by_{group}" not in report:
             continue

@@ -75,19 +75,18 @@ def canonical_basis(params: Mapping[str, np.ndarray]) -> np.ndarray:
     """
     vectors = writer_vectors(params)
     scale = np.abs(vectors).max(initial=0.0)
-    basis: list[np.ndarray] = []
+    d = vectors.shape[1]
+    basis, k = np.zeros((d, d)), 0
     for v in vectors:
         norm = np.linalg.norm(v)
-        if norm <= ZERO * scale:
+        if norm <= ZERO * scale or k == d:
             continue
-        r = v.copy()
-        for _ in range(2):  # Gram-Schmidt twice: orthogonal to float precision
-            for q in basis:
-                r -= (q @ r) * q
+        r = v - basis[:, :k] @ (basis[:, :k].T @ v)
+        r -= basis[:, :k] @ (basis[:, :k].T @ r)  # twice: orthogonal to float precision
         if np.linalg.norm(r) > NEW_DIRECTION * norm:
-            basis.append(r / np.linalg.norm(r))
-    d = vectors.shape[1]
-    return np.stack(basis, axis=1) if basis else np.zeros((d, 0))
+            basis[:, k] = r / np.linalg.norm(r)
+            k += 1
+    return basis[:, :k]
 
 
 def canonicalize(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
