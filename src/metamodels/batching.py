@@ -105,9 +105,7 @@ def concat(sets: list[EncodedSet]) -> EncodedSet:
 def _encode_shard(args: tuple) -> tuple:
     path, split, enc, max_program_tokens, limit, dense = args
     values, tags, programs, n_ops, ids, skipped = [], [], [], [], [], Counter()
-    for row in store.read_shard(Path(path)).to_pylist():
-        if split is not None and row["split"] != split:
-            continue
+    for row in store.read_shard(Path(path), split=split).to_pylist():
         if len(row["tokens"]) > max_program_tokens:
             skipped["program_too_long"] += 1
             continue

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from metamodels.compiled import CompiledModel, CompileSettings
@@ -98,10 +99,12 @@ def write_shard(directory: Path, k: int, rows: Sequence[dict]) -> Path:
     return path
 
 
-def read_shard(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
-    """Read one shard, checking it is a complete Parquet file with our schema."""
+def read_shard(path: Path, columns: Sequence[str] | None = None, split: str | None = None) -> pa.Table:
+    """Read one shard (optionally only one split's rows), checking it is a complete Parquet file with our schema."""
     try:
         table = pq.read_table(path, columns=list(columns) if columns else None)
+        if split is not None:
+            table = table.filter(pc.equal(table["split"], split))
     except (OSError, pa.ArrowInvalid) as e:
         raise StoreError(f"{path}: not a readable Parquet shard ({e})") from None
     missing = [f.name for f in SCHEMA if (columns is None or f.name in columns) and f.name not in table.schema.names]
@@ -146,10 +149,8 @@ def shard_paths(directory: Path) -> list[Path]:
 def iter_rows(directory: Path, split: str | None = None, columns: Sequence[str] | None = None) -> Iterator[dict]:
     """Rows of a dataset directory (optionally one split), shard by shard."""
     for path in shard_paths(Path(directory)):
-        table = read_shard(path, columns)
-        for row in table.to_pylist():
-            if split is None or row.get("split") == split:
-                yield row
+        needed = [*columns, "split"] if columns and split is not None and "split" not in columns else columns
+        yield from read_shard(path, needed, split).to_pylist()
 
 
 @dataclasses.dataclass(frozen=True)
