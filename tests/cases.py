@@ -69,3 +69,15 @@ def sampled(n: int, seed: int = 0) -> tuple[sampling.Sampled, ...]:
     if len(_SAMPLED.get(seed, ())) < n:
         _SAMPLED[seed] = tuple(sampling.sample_unique(sampling.SamplerConfig(), n, seed)[0])
     return _SAMPLED[seed][:n]
+
+
+def assert_same_logits(model, other, atol: float, length: int = 4) -> list:
+    """``other`` reads out like ``model`` on the battery's inputs of one length; returns the whole battery."""
+    import numpy as np
+
+    from metamodels import battery, forward
+
+    inputs = battery.make_battery(model.settings.vocab, model.settings.max_seq_len, seed=2)
+    ids = np.stack([forward.encode(model, xs) for xs in inputs if len(xs) == length])
+    np.testing.assert_allclose(forward.logits(other, ids), forward.logits(model, ids), atol=atol)
+    return inputs

@@ -6,15 +6,10 @@ import dataclasses
 
 import numpy as np
 
-from metamodels import battery, compiler, densification, forward, residual_basis, weight_encoding
+from metamodels import compiler, densification, residual_basis, weight_encoding
 from tests import cases
 
 CANONICAL = weight_encoding.EncodingConfig("rows", basis="canonical", min_row=0.01, max_tokens=100_000)
-
-
-def _battery_ids(model, length=4):
-    inputs = battery.make_battery(model.settings.vocab, model.settings.max_seq_len, seed=2)
-    return np.stack([forward.encode(model, xs) for xs in inputs if len(xs) == length])
 
 
 def test_any_rotation_gives_the_same_canonical_weights_and_tokens():
@@ -41,8 +36,7 @@ def test_canonical_basis_is_orthonormal_and_output_preserving():
         assert basis.shape[1] <= model.d_model
         canonical = dataclasses.replace(model, params=residual_basis.canonicalize(model.params), residual_labels=())
         assert canonical.d_model == basis.shape[1]
-        ids = _battery_ids(model)
-        np.testing.assert_allclose(forward.logits(canonical, ids), forward.logits(model, ids), atol=1e-2)
+        cases.assert_same_logits(model, canonical, atol=1e-2)
 
 
 def test_a_direction_nobody_writes_is_dropped_and_covariance_holds():
@@ -62,7 +56,9 @@ def test_compressed_models_stay_within_the_token_budget():
     for s in cases.sampled(12, seed=3):
         model = compiler.compile_program(s.program)
         dense = densification.densify(model, seed=1, heldout_max=500).model
-        sizes.append((len(weight_encoding.encode(dense.params, CANONICAL)), len(weight_encoding.encode(model.params, CANONICAL))))
+        sizes.append(
+            (len(weight_encoding.encode(dense.params, CANONICAL)), len(weight_encoding.encode(model.params, CANONICAL)))
+        )
     dense_sizes, sparse_sizes = np.array(sizes).T
     assert dense_sizes.max() <= 512
     assert np.median(dense_sizes) <= 2 * np.median(sparse_sizes)

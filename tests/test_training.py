@@ -175,7 +175,9 @@ def test_permuted_residual_models_compute_the_same_and_are_evaluated(trained):
 def test_dense_evaluation_reports_widths_and_fidelity(trained):
     meta, _ = metamodel.load_checkpoint(trained[1])
     dense = batching.Dense(fidelity=0.99, seed=1, heldout=300)
-    report = evaluation.evaluate(meta, FIXTURE, "train", limit=3, dense=dense, verify_k=2, verify_limit=1, progress=False)
+    report = evaluation.evaluate(
+        meta, FIXTURE, "train", limit=3, dense=dense, verify_k=2, verify_limit=1, progress=False
+    )
     assert report["overall"]["n"] == 3 and report["verification"]["n"] == 1
     assert report["densified"]["n"] == 3 and report["densified"]["fidelity_min"] >= 0.99
     assert "densified (fidelity bar 0.99)" in evaluation.format_table(report)

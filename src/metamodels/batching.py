@@ -166,7 +166,11 @@ def load_split(
     parts: list[tuple] = []
     # a few shards at a time (``workers`` in parallel), stopping as soon as there are ``limit`` examples
     step = len(jobs) if limit is None else max(1, workers)
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 and len(jobs) > 1 else None
+    pool = (
+        ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        if workers > 1 and len(jobs) > 1
+        else None
+    )
     try:  # spawn: JAX may be loaded in this process
         for start in range(0, len(jobs), step):
             group = jobs[start : start + step]

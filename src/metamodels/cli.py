@@ -280,9 +280,7 @@ def _add_metamodel_commands(sub) -> None:
         help="also train on this dataset's models made dense (PCA to --dense-fidelity, random rotation, hidden units "
         "and heads permuted; seeded per example by --seed); repeatable",
     )  # fmt: skip
-    p.add_argument(
-        "--dense-fidelity", type=float, default=0.99, help="fidelity bar of --dense-data (default 0.99)"
-    )
+    p.add_argument("--dense-fidelity", type=float, default=0.99, help="fidelity bar of --dense-data (default 0.99)")
 
     p = sub.add_parser(
         "evaluate",

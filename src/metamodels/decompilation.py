@@ -286,7 +286,9 @@ def verified_at_k(
 
     results = []
     models = models if models is not None else [store.model_from_row(r) for r in rows]
-    for row, model in tqdm(zip(rows, models), total=len(rows), disable=not progress, desc=f"verify beam {k}", unit="model"):
+    for row, model in tqdm(
+        zip(rows, models), total=len(rows), disable=not progress, desc=f"verify beam {k}", unit="model"
+    ):
         record = {**evaluation.groups_of(row), "rank": None, "repaired": False, "false": False}
         try:
             result = decompile(model, checkpoint=meta, beam=k, verify=True, repair=repair, certificate=False)

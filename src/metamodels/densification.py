@@ -46,7 +46,10 @@ def permute_units(model: CompiledModel, seed: int) -> CompiledModel:
             p[at + key + "/w"], p[at + key + "/b"] = p[at + key + "/w"][:, units], p[at + key + "/b"][units]
         p[at + "attn/linear/w"] = p[at + "attn/linear/w"][units]
         hidden = rng.permutation(p[at + "mlp/linear_1/w"].shape[1])
-        p[at + "mlp/linear_1/w"], p[at + "mlp/linear_1/b"] = p[at + "mlp/linear_1/w"][:, hidden], p[at + "mlp/linear_1/b"][hidden]
+        p[at + "mlp/linear_1/w"], p[at + "mlp/linear_1/b"] = (
+            p[at + "mlp/linear_1/w"][:, hidden],
+            p[at + "mlp/linear_1/b"][hidden],
+        )
         p[at + "mlp/linear_2/w"] = p[at + "mlp/linear_2/w"][hidden]
     return dataclasses.replace(model, params=p)
 

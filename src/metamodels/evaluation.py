@@ -35,7 +35,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from metamodels import batching, battery, decoding, densification, forward, metamodel, readout, verification, weight_encoding
+from metamodels import (
+    batching,
+    battery,
+    decoding,
+    densification,
+    forward,
+    metamodel,
+    readout,
+    verification,
+    weight_encoding,
+)
 from metamodels import tokens as tokens_mod
 from metamodels.compiled import CompiledModel
 from metamodels.dataset import store
@@ -156,7 +166,9 @@ def evaluate(
     return report
 
 
-def shown(model: CompiledModel, example_id: str, permute_residual: int | None, dense: batching.Dense | None) -> CompiledModel:
+def shown(
+    model: CompiledModel, example_id: str, permute_residual: int | None, dense: batching.Dense | None
+) -> CompiledModel:
     """The model as the evaluation shows it to the meta-model (see :func:`evaluate`)."""
     if permute_residual is not None:
         model = permuted(model, permute_residual)

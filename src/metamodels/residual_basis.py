@@ -96,4 +96,3 @@ def canonicalize(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         largest = np.abs(w).max(initial=0.0)
         out[name] = np.where(np.abs(w) > ZERO * largest, w, 0).astype(np.float32)
     return out
-

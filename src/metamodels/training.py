@@ -154,7 +154,9 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     if start is None:
         mcfg = metamodel.MetaModelConfig(**metamodel.PRESETS[cfg.preset], encoding=encoding)
     elif cfg.basis is not None:  # fine-tune to read weights in another residual basis
-        mcfg = dataclasses.replace(start.cfg, encoding=dataclasses.replace(start.cfg.encoding, basis=encoding.basis, min_row=encoding.min_row))
+        mcfg = dataclasses.replace(
+            start.cfg, encoding=dataclasses.replace(start.cfg.encoding, basis=encoding.basis, min_row=encoding.min_row)
+        )
         start.cfg = mcfg
     else:
         mcfg = start.cfg
