@@ -281,6 +281,9 @@ def _add_metamodel_commands(sub) -> None:
         "and heads permuted; seeded per example by --seed); repeatable",
     )  # fmt: skip
     p.add_argument("--dense-fidelity", type=float, default=0.99, help="fidelity bar of --dense-data (default 0.99)")
+    p.add_argument(
+        "--dense-limit", type=int, help="use only the first N training examples of each --dense-data (default --limit)"
+    )
 
     p = sub.add_parser(
         "evaluate",
@@ -539,7 +542,7 @@ def _train(args: argparse.Namespace) -> int:
         lr=args.lr, steps=args.steps, minutes=None if args.steps else args.minutes, eval_every=args.eval_every,
         seed=args.seed, limit=args.limit, threads=args.threads, augment=args.augment, cache_dir=str(args.cache) if args.cache else None,
         init=str(args.init) if args.init else None, basis=args.basis, dense_data=tuple(str(d) for d in args.dense_data),
-        dense_fidelity=args.dense_fidelity,
+        dense_fidelity=args.dense_fidelity, dense_limit=args.dense_limit,
     )  # fmt: skip
     checkpoint = training.train(cfg)
     print(f"best checkpoint: {checkpoint}; log {args.out / training.LOG}; curves {args.out / 'curves.png'}")

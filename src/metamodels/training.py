@@ -59,6 +59,7 @@ class TrainConfig:
     basis: str | None = None  # rows encoding's residual basis ("stored", "canonical"); None: the encoding's default
     dense_data: tuple[str, ...] = ()  # datasets whose models are also read densified (see batching.Dense)
     dense_fidelity: float = 0.99
+    dense_limit: int | None = None  # training examples read densified from each of dense_data (default: limit)
 
     def __post_init__(self) -> None:
         if (self.basis is not None or self.dense_data) and self.encoding != "rows":
@@ -89,6 +90,7 @@ def encoding_config(name: str, basis: str | None = None) -> weight_encoding.Enco
 
 
 CANONICAL_MIN_ROW = 0.01
+DENSE_HELDOUT = 300  # held-out inputs on which training examples' densification meets its fidelity bar
 
 
 def program_loss(model: metamodel.MetaModel, batch: batching.Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,13 +163,14 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     else:
         mcfg = start.cfg
     cache = cfg.cache_dir or str(out / "cache")
-    dense = batching.Dense(cfg.dense_fidelity, cfg.seed)
+    dense = batching.Dense(cfg.dense_fidelity, cfg.seed, heldout=DENSE_HELDOUT)
     sources = [(d, None) for d in _dirs(cfg)] + [(d, dense) for d in cfg.dense_data]
-    load = lambda split, limit: batching.concat([  # noqa: E731
-        batching.load_split(d, split, mcfg.encoding, max_program_tokens=mcfg.max_program_tokens, limit=limit, cache_dir=cache, dense=how)
+    load = lambda split, limit, dense_limit: batching.concat([  # noqa: E731
+        batching.load_split(d, split, mcfg.encoding, max_program_tokens=mcfg.max_program_tokens, limit=dense_limit if how else limit, cache_dir=cache, dense=how)
         for d, how in sources
     ])  # fmt: skip
-    train_set, val_set = load("train", cfg.limit), load("val", cfg.eval_examples)
+    train_set = load("train", cfg.limit, cfg.dense_limit or cfg.limit)
+    val_set = load("val", cfg.eval_examples, cfg.eval_examples)
     if not len(train_set) or not len(val_set):
         raise ValueError(f"{cfg.data}: no usable train/val examples (skipped: {train_set.skipped})")
     torch.manual_seed(cfg.seed)
