@@ -12,20 +12,20 @@ silently dropped.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
-import multiprocessing
 import re
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from metamodels import weight_encoding
+from metamodels import workers as workers_mod
 from metamodels.dataset import store
 
 
@@ -166,20 +166,12 @@ def load_split(
     parts: list[tuple] = []
     # a few shards at a time (``workers`` in parallel), stopping as soon as there are ``limit`` examples
     step = len(jobs) if limit is None else max(1, workers)
-    pool = (
-        ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-        if workers > 1 and len(jobs) > 1
-        else None
-    )
-    try:  # spawn: JAX may be loaded in this process
+    with workers_mod.process_pool(workers) if workers > 1 and len(jobs) > 1 else contextlib.nullcontext() as pool:
         for start in range(0, len(jobs), step):
             group = jobs[start : start + step]
             parts += list(pool.map(_encode_shard, group)) if pool else [_encode_shard(j) for j in group]
             if limit is not None and sum(len(p[4]) for p in parts) >= limit:
                 break
-    finally:
-        if pool:
-            pool.shutdown(cancel_futures=True)
     out = _concat(parts, limit)
     if enc.name == "flat":
         out = dataclasses.replace(out, fill=(enc.flat_size // enc.width, weight_encoding.FLAT_PAD))

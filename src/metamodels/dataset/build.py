@@ -16,11 +16,9 @@ to a ``lib`` program (by canonical hash or fingerprint) are dropped.
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import dataclasses
 import functools
 import itertools
-import multiprocessing
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +27,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from metamodels import modelfile
+from metamodels import workers as workers_mod
 from metamodels.dataset import examples, lib, store
 from metamodels.rasp import canonical
 
@@ -186,14 +185,10 @@ def _shard_results(
         for k in itertools.count(first):
             yield k, examples.make_shard(config, k, prov)
         return
-    context = multiprocessing.get_context("spawn")  # JAX is multithreaded: never fork it
-    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
-    try:
+    with workers_mod.process_pool(workers) as pool:  # spawned, never forked: JAX is multithreaded
         yield from _in_order(
             first, lambda k: pool.submit(examples.make_shard, config, k, prov), lambda f: f.result(), ahead=2 * workers
         )
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _in_order(first: int, submit: Callable, result: Callable, ahead: int) -> Iterator[tuple[int, tuple]]:
