@@ -159,3 +159,15 @@ def test_a_candidate_inside_tracrs_domain_only_at_length_one_does_not_hold():
     report = verification.verify(vacuous, model, weights=False)
     assert report.verdict != "refuted" and report.compared_lengths == 1 and not report.holds()
     assert verification.verify(program, model, weights=False).holds()
+
+
+def test_weight_certificate_of_a_dense_model_holds_up_to_rotation_and_never_claims_a_mismatch():
+    from metamodels import densification
+
+    for s in cases.sampled(6, seed=5):
+        model = compiler.compile_program(s.program)
+        rotated = verification.compare_weights(s.program, densification.rotate(model, seed=1))
+        assert rotated.match is True and "rotation" in rotated.reason
+        compressed = densification.densify(model, seed=1, heldout_max=300).model
+        if compressed.d_model < model.d_model:
+            assert verification.compare_weights(s.program, compressed).match is None

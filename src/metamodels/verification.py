@@ -25,7 +25,7 @@ from typing import Literal
 
 import numpy as np
 
-from metamodels import battery, compiler, forward
+from metamodels import battery, compiler, forward, residual_basis
 from metamodels.compiled import CompiledModel, Value
 from metamodels.rasp.program import Program
 
@@ -166,6 +166,8 @@ def compare_weights(program: Program, model: CompiledModel) -> WeightCertificate
     other = compiler.try_compile(program, model.settings)
     if isinstance(other, compiler.CompileFailure):
         return WeightCertificate(None, f"the program does not compile: {other}")
+    if not model.residual_labels:  # not Tracr's basis (densified, or from elsewhere)
+        return _compare_canonical(model, other)
     shape = lambda m: (m.d_model, m.n_layers, m.mlp_hidden, m.input_values, m.output_values)  # noqa: E731
     if shape(other) != shape(model):
         return WeightCertificate(
@@ -184,6 +186,22 @@ def compare_weights(program: Program, model: CompiledModel) -> WeightCertificate
     if not np.allclose(a["unembed"], b["unembed"][permutation], atol=1e-5):
         return WeightCertificate(False, "the read-out differs under the best residual matching")
     return WeightCertificate(True, "weights equal up to residual, hidden-unit and head permutations")
+
+
+def _compare_canonical(model: CompiledModel, other: CompiledModel) -> WeightCertificate:
+    """A model in another residual basis: equal canonical weights (:mod:`residual_basis`) prove equality up to a
+    rotation; a compressed model or another hidden-unit order cannot be compared this way (None)."""
+    a, b = residual_basis.canonicalize(model.params), residual_basis.canonicalize(other.params)
+    same = a.keys() == b.keys() and all(
+        a[k].shape == b[k].shape and np.allclose(a[k], b[k], atol=1e-4 * max(1.0, float(np.abs(b[k]).max(initial=0))))
+        for k in a
+    )
+    if same:
+        return WeightCertificate(True, "weights equal up to a rotation of the residual stream")
+    return WeightCertificate(
+        None, "the model is not in Tracr's residual basis and its weights are not a rotation of the recompiled "
+        "program's (compressed, or units permuted); behaviour decides",
+    )  # fmt: skip
 
 
 def _digest(*parts: object) -> str:
