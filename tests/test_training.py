@@ -241,6 +241,24 @@ def test_shipped_checkpoint_decompiles_the_bundled_sort(capsys):
     assert "return " in capsys.readouterr().out
 
 
+def test_a_densified_model_is_decompiled_by_the_shipped_dense_checkpoint(tmp_path, capsys):
+    from metamodels import densification, modelfile
+
+    meta, provenance = metamodel.load_checkpoint(decompilation.DENSE_CHECKPOINT)
+    assert meta.cfg.encoding.basis == "canonical" and "train_command" in provenance
+    sort = modelfile.load(cli.EXAMPLES / "sort.safetensors")
+    assert decompilation.shipped_checkpoint(sort) == decompilation.DEFAULT_CHECKPOINT
+    dense = densification.densify(sort, seed=0).model
+    assert decompilation.shipped_checkpoint(dense) == decompilation.DENSE_CHECKPOINT
+    path = tmp_path / "dense.safetensors"
+    modelfile.save(dense, path)
+    assert cli.main(["decompile", str(path), "--beam", "4", "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "return " in out and "dense-weights meta-model" in out
+    result = decompilation.decompile(dense)
+    assert result.checkpoint == str(decompilation.DENSE_CHECKPOINT) and result.program is not None
+
+
 def test_lib_split_is_compiled_from_the_hand_written_programs(trained, capsys):
     _, checkpoint = trained
     assert cli.main(["evaluate", "--checkpoint", str(checkpoint), "--split", "lib", "--limit", "2"]) == 0

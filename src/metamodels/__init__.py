@@ -27,7 +27,7 @@ from metamodels.rasp.text import ProgramSyntaxError, format_program, parse_progr
 if TYPE_CHECKING:
     from metamodels.compiled import CompiledModel
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 __all__ = [
     "Op",
     "Program",

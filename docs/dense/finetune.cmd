@@ -1,0 +1,1 @@
+OMP_WAIT_POLICY=PASSIVE metamodels train --init src/metamodels/checkpoints/default --basis canonical --data data/ds100k --data data/open20k --dense-data data/ds100k --limit 12000 --dense-limit 8000 --augment --lr 5e-4 --minutes 50 --threads 2 --seed 0 --cache data/cache --out runs/ft-dense
