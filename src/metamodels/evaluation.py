@@ -262,7 +262,8 @@ def _evaluate_chunk(model: metamodel.MetaModel, rows: list[dict], models: list[C
             record["exact"] = _canonical_text(candidate.program) == _canonical_text(text.parse_program(row["program"]))
         inputs = [tuple(x) for x in json.loads(row["battery_inputs"])]
         want = json.loads(row["battery_outputs"])
-        record["functional"] = record["exact"] or same_outputs(
+        # exact tokens prove a library program; a table program's tokens are its structure only (tables unread)
+        record["functional"] = (record["exact"] and truth is not None) or same_outputs(
             outputs_of(candidate.program, inputs, row["causal"]), want
         )
         record["functional_readout"] = same_outputs(outputs_of(read, inputs, row["causal"]), want)
