@@ -138,8 +138,8 @@ def evaluate(
         rows = list(itertools.islice(store.iter_rows(Path(data), split), limit))
     if not rows:
         raise ValueError(f"{data}: split {split!r} has no examples")
-    desc = "densify" if dense is not None else "load"
-    models = [shown(store.model_from_row(r), r["id"], permute_residual, dense) for r in tqdm(rows, disable=not progress or dense is None, desc=desc, unit="model")]  # fmt: skip
+    shown_rows = tqdm(rows, disable=not progress or dense is None, desc="densify", unit="model")
+    models = [shown(store.model_from_row(r), r["id"], permute_residual, dense) for r in shown_rows]
     per_example = []
     bar = tqdm(total=len(rows), disable=not progress, desc=f"evaluate {split}", unit="model")
     for start in range(0, len(rows), batch_size):
