@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import functools
 
-from metamodels import sampling
+import numpy as np
+
+from metamodels import battery, forward, sampling
 
 HAND_WRITTEN: dict[str, tuple[str, tuple, int]] = {
     "paper_sort": (
@@ -73,10 +75,6 @@ def sampled(n: int, seed: int = 0) -> tuple[sampling.Sampled, ...]:
 
 def assert_same_logits(model, other, atol: float, length: int = 4) -> list:
     """``other`` reads out like ``model`` on the battery's inputs of one length; returns the whole battery."""
-    import numpy as np
-
-    from metamodels import battery, forward
-
     inputs = battery.make_battery(model.settings.vocab, model.settings.max_seq_len, seed=2)
     ids = np.stack([forward.encode(model, xs) for xs in inputs if len(xs) == length])
     np.testing.assert_allclose(forward.logits(other, ids), forward.logits(model, ids), atol=atol)

@@ -26,6 +26,7 @@ import torch
 
 from metamodels import weight_encoding
 from metamodels import workers as workers_mod
+from metamodels.compiled import CompiledModel
 from metamodels.dataset import store
 
 
@@ -39,8 +40,8 @@ class Dense:
     heldout: int = 1000
 
 
-def densified(model, dense: Dense, example_id: str):
-    """The model as :class:`Dense` says (a CompiledModel in, a CompiledModel out)."""
+def densified(model: CompiledModel, dense: Dense, example_id: str) -> CompiledModel:
+    """The model as :class:`Dense` says."""
     from metamodels import densification
 
     seed = int(hashlib.sha256(f"{dense.seed}:{example_id}".encode()).hexdigest()[:8], 16)

@@ -138,14 +138,16 @@ def evaluate(
         rows = list(itertools.islice(store.iter_rows(Path(data), split), limit))
     if not rows:
         raise ValueError(f"{data}: split {split!r} has no examples")
-    shown_rows = tqdm(rows, disable=not progress or dense is None, desc="densify", unit="model")
-    models = [shown(store.model_from_row(r), r["id"], permute_residual, dense) for r in shown_rows]
-    per_example = []
+    per_example, densified, verify_models = [], [], []  # models are shown chunk by chunk, not all held at once
     bar = tqdm(total=len(rows), disable=not progress, desc=f"evaluate {split}", unit="model")
     for start in range(0, len(rows), batch_size):
-        chunk = slice(start, start + batch_size)
-        per_example += _evaluate_chunk(model, rows[chunk], models[chunk])
-        bar.update(len(rows[chunk]))
+        chunk = rows[start : start + batch_size]
+        models = [shown(store.model_from_row(r), r["id"], permute_residual, dense) for r in chunk]
+        per_example += _evaluate_chunk(model, chunk, models)
+        densified += [m.densified for m in models if dense is not None]
+        if verify_k and len(verify_models) < verify_limit:  # verified@k reuses the first models as shown
+            verify_models += models[: verify_limit - len(verify_models)]
+        bar.update(len(chunk))
     bar.close()
     report = summarize(per_example)
     report.update(
@@ -156,12 +158,12 @@ def evaluate(
         dense=dataclasses.asdict(dense) if dense is not None else None,
     )
     if dense is not None:
-        report["densified"] = _densified_summary([m.densified for m in models])
+        report["densified"] = _densified_summary(densified)
     if verify_k:
         from metamodels import decompilation
 
         report["verification"] = decompilation.verified_at_k(
-            model, rows[:verify_limit], verify_k, progress=progress, models=models[:verify_limit]
+            model, rows[:verify_limit], verify_k, progress=progress, models=verify_models
         )
     return report
 

@@ -37,6 +37,7 @@ ZERO = 1e-5  # entries below this fraction of their matrix's largest are float e
 
 
 def n_layers(params: Mapping[str, np.ndarray]) -> int:
+    """Number of layers of weights in :mod:`metamodels.compiled`'s layout."""
     return sum(1 for k in params if k.endswith("attn/query/w"))
 
 

@@ -136,9 +136,8 @@ def symlog(x: np.ndarray) -> np.ndarray:
 
 def canonical_order(params: Mapping[str, np.ndarray]) -> list[str]:
     """Parameter names in a fixed order: embeddings, layers (Tracr's order inside), unembedding."""
-    n_layers = sum(1 for k in params if k.endswith("attn/query/w"))
     names = ["token_embed/embeddings", "pos_embed/embeddings"]
-    names += [f"transformer/layer_{i}/{k}" for i in range(n_layers) for k in LAYER_KEYS]
+    names += [f"transformer/layer_{i}/{k}" for i in range(residual_basis.n_layers(params)) for k in LAYER_KEYS]
     names.append("unembed")
     missing = [n for n in names if n not in params]
     if missing or len(names) != len(params):
