@@ -13,7 +13,8 @@ import argparse
 import logging
 import time
 
-from metamodels import compiler, sampling
+from metamodels.dataset import sampling
+from metamodels.transformer import compiler
 
 
 def main() -> None:

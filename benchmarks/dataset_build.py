@@ -16,9 +16,9 @@ import resource
 import tempfile
 import time
 
-from metamodels import compiler
 from metamodels.dataset import build, examples
-from metamodels.sampling import sample
+from metamodels.dataset.sampling import sample
+from metamodels.transformer import compiler
 
 
 def main() -> None:

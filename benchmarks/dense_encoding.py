@@ -17,7 +17,9 @@ import logging
 
 import numpy as np
 
-from metamodels import compiler, densification, sampling, training, weight_encoding
+from metamodels.dataset import sampling
+from metamodels.meta import training, weight_encoding
+from metamodels.transformer import compiler, densification
 
 
 def main() -> None:

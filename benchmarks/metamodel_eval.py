@@ -5,7 +5,7 @@
 
 For each checkpoint: autoregressive exact-program accuracy, functional accuracy,
 teacher-forced token and whole-program accuracy, overall and by number of ops
-(from :func:`metamodels.evaluation.evaluate`), the training provenance (budget,
+(from :func:`metamodels.evaluation.evaluate.evaluate`), the training provenance (budget,
 steps, examples seen), and greedy decompile latency (encode + decode, seconds
 per model, median and 95th percentile over ``--latency`` models, one at a time).
 Prints the ratio of the first checkpoint's metrics to the others'.
@@ -18,8 +18,10 @@ import json
 import statistics
 import time
 
-from metamodels import decompilation, evaluation, metamodel
 from metamodels.dataset import store
+from metamodels.decompilation import pipeline
+from metamodels.evaluation import evaluate, reporting
+from metamodels.meta import metamodel
 
 
 def latency(meta: metamodel.MetaModel, data: str, split: str, n: int, **decompile_args) -> dict:
@@ -31,7 +33,7 @@ def latency(meta: metamodel.MetaModel, data: str, split: str, n: int, **decompil
     seconds = []
     for model in models:
         start = time.perf_counter()
-        decompilation.decompile(model, checkpoint=meta, **decompile_args)
+        pipeline.decompile(model, checkpoint=meta, **decompile_args)
         seconds.append(time.perf_counter() - start)
     seconds.sort()
     return {
@@ -59,7 +61,9 @@ def main() -> None:
     for spec in args.checkpoint:
         name, _, path = spec.partition("=")
         meta, provenance = metamodel.load_checkpoint(path)
-        report = evaluation.evaluate(meta, args.data, args.split, limit=args.limit, progress=False)
+        report = evaluate.evaluate(
+            meta, args.data, evaluate.EvaluateConfig(args.split, limit=args.limit), progress=False
+        )
         report["latency"] = latency(meta, args.data, args.split, args.latency)
         report["provenance"] = provenance
         if args.verify_latency:
@@ -68,7 +72,7 @@ def main() -> None:
         at = provenance.get("at", {})
         print(f"== {name}: {path} ({meta.cfg.encoding.name} encoding, {meta.n_params():,} parameters; "
               f"trained {at.get('seconds', 0) / 60:.0f} min, {at.get('step')} steps)")  # fmt: skip
-        print(evaluation.format_table(report))
+        print(reporting.format_table(report))
         lat = report["latency"]
         print(f"greedy decompile latency: median {lat['median_s']:.3f} s, p95 {lat['p95_s']:.3f} s per model")
         if args.verify_latency:

@@ -14,7 +14,9 @@ import logging
 import statistics
 import time
 
-from metamodels import compiler, sampling, verification
+from metamodels.dataset import sampling
+from metamodels.decompilation import verification
+from metamodels.transformer import compiler
 
 
 def main() -> None:

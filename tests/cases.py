@@ -5,15 +5,36 @@
 sort, sort_unique, length, reverse, hist, frac_prevs, pair_balance, shuffle_dyck,
 ...), with the vocabulary and length Tracr tests them at, one entry per program.
 ``sampled(n, ...)``: programs from our sampler, fixed seeds.
+``FIXTURE``: the committed test dataset; ``read_model_file`` / ``write_model_file``: raw model-file access.
 """
 
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
 
-from metamodels import battery, forward, sampling
+from metamodels.dataset import sampling
+from metamodels.transformer import battery, forward
+
+FIXTURE = Path(__file__).parent / "fixtures" / "dataset"
+EXAMPLES = (
+    Path(__file__).parents[1] / "src" / "metamodels" / "examples"
+)  # the bundled sort program and model  # a small committed dataset (see dataset/test_build.py)
+
+
+def read_model_file(path) -> tuple[dict, dict]:
+    """A model file's raw tensors and metadata (to damage them in tests)."""
+    with safe_open(str(path), framework="numpy") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+
+
+def write_model_file(path, params: dict, metadata: dict) -> None:
+    save_file(params, str(path), metadata=metadata)
+
 
 HAND_WRITTEN: dict[str, tuple[str, tuple, int]] = {
     "paper_sort": (

@@ -8,14 +8,29 @@ import sys
 import pytest
 
 from metamodels import cli
+from tests.cases import FIXTURE
 
 
 def test_compile_and_run_the_paper_sort(tmp_path, capsys):
     out = tmp_path / "sort.safetensors"
-    assert cli.main(["compile", str(cli.EXAMPLES / "sort.rasp"), "-o", str(out)]) == 0
+    assert cli.main(["compile", str(cli.EXAMPLES / "sort.rasp"), "-o", str(out), "--with-source"]) == 0
     assert cli.main(["run", str(out), "3", "1", "5", "2", "--program"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[-2] == "1 2 3 5" and lines[-1].startswith("1 2 3 5")
+
+
+def test_model_files_do_not_carry_their_program_unless_asked(tmp_path):
+    """Issue 14: a model file handed to a decompiler carried the answer (program_text, layer_of)."""
+    from metamodels.transformer import modelfile
+
+    plain, sourced = tmp_path / "plain.safetensors", tmp_path / "sourced.safetensors"
+    assert cli.main(["compile", str(cli.EXAMPLES / "sort.rasp"), "-o", str(plain)]) == 0
+    assert cli.main(["compile", str(cli.EXAMPLES / "sort.rasp"), "-o", str(sourced), "--with-source"]) == 0
+    a, b = modelfile.load(plain), modelfile.load(sourced)
+    assert a.program_text is None and a.layer_of == {} and "Select" not in plain.read_bytes().decode("latin-1")
+    assert b.program_text and b.layer_of
+    bundled = modelfile.load(cli.EXAMPLES / "sort.safetensors")
+    assert bundled.program_text is None and bundled.layer_of == {}
 
 
 def test_string_vocabulary(tmp_path, capsys):
@@ -101,3 +116,91 @@ def test_verify_and_densify_commands(tmp_path, capsys):
     wrong.write_text((cli.EXAMPLES / "sort.rasp").read_text().replace("LT)", "GT)"))
     assert cli.main(["verify", str(wrong), str(model), "--json"]) == 1
     assert '"verdict": "refuted"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["decompile", "missing.safetensors"], "missing.safetensors"),
+        (["decompile", "{sort}", "--checkpoint", "{tmp}"], "not a readable meta-model checkpoint"),
+        (["decompile", "{sort}", "--beam", "0"], "--beam must be at least 1"),
+        (["train", "--data", "{tmp}", "--out", "{tmp}/run"], "no manifest.json"),
+        (["train", "--data", "{fixture}", "--out", "{tmp}/run", "--preset", "huge"], "unknown preset"),
+        (["evaluate", "--data", "{fixture}", "--split", "test", "--checkpoint", "{tmp}"], "not a readable"),
+    ],
+)
+def test_meta_model_commands_fail_with_one_line(tmp_path, capsys, argv, message):
+    fill = {"sort": str(cli.EXAMPLES / "sort.safetensors"), "tmp": str(tmp_path), "fixture": str(FIXTURE)}
+    assert cli.main([a.format(**fill) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err and "Traceback" not in err
+
+
+BAD_PROGRAMS = {
+    "duplicate table key": ("a = Map({1: 1, 1: 2}, tokens)\nreturn a\n", "twice"),
+    "keys that are equal (1 and True)": ("a = Map({1: 'a', True: 'b'}, tokens)\nreturn a\n", "twice"),
+    "infinite coefficient": (
+        "a = numerical(Map(lambda x: x == 1, tokens))\nb = numerical(LinearSequenceMap(a, a, 1e999, 1))\nreturn b\n",
+        "finite",
+    ),  # fmt: skip
+    "100,000 minus signs": ("x = " + "-" * 100_000 + "x\nreturn x\n", "nested too deeply"),
+    "unhashable table key": ("a = Map({[1]: 2}, tokens)\nreturn a\n", "literal values only"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_PROGRAMS))
+def test_bad_programs_fail_with_one_line(tmp_path, capsys, name):
+    """Issue 14, point 9-10: merged keys, files the loader rejects, MemoryError on deep nesting."""
+    source, message = BAD_PROGRAMS[name]
+    program = tmp_path / "p.rasp"
+    program.write_text(source)
+    assert cli.main(["compile", str(program), "-o", str(tmp_path / "m.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["compile", "{sort_rasp}", "--vocab", "nan,1,2", "-o", "{tmp}/m.st"], "finite"),
+        (["compile", "{sort_rasp}", "--max-seq-len", "0", "-o", "{tmp}/m.st"], "max_seq_len"),
+        (["compile", "{sort_rasp}", "--mlp-exactness", "-5", "-o", "{tmp}/m.st"], "mlp_exactness"),
+        (["compile", "{sort_rasp}", "-o", "/nonexistent/x.st"], "does not exist"),
+        (["sample", "--max-seq-len", "0"], "max_seq_len"),
+        (["sample", "--ops", "0"], "--ops"),
+        (["verify", "{sort_rasp}", "{sort}", "--inputs", "0"], "--inputs must be at least 1"),
+        (["dataset", "build", "{tmp}/d", "--n", "2", "--max-params", "0"], "--max-params must be at least 1"),
+        (["dataset", "build", "{tmp}/d", "--n", "2", "--workers", "0"], "--workers must be at least 1"),
+        (["train", "--data", "{fixture}", "--out", "{tmp}/r", "--minutes", "-1"], "--minutes must be positive"),
+        (["train", "--data", "{fixture}", "--out", "{tmp}/r", "--eval-every", "0"], "--eval-every must be at least 1"),
+        (["train", "--data", "{fixture}", "--out", "{tmp}/r", "--batch-size", "0"], "--batch-size must be at least 1"),
+        (["evaluate", "--split", "nope"], "invalid choice"),
+        (["decompile", "{sort}", "--beam", "0"], "--beam must be at least 1"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_options_fail_with_one_line(tmp_path, capsys, argv, message):
+    fill = {"sort": str(cli.EXAMPLES / "sort.safetensors"), "sort_rasp": str(cli.EXAMPLES / "sort.rasp"),
+            "tmp": str(tmp_path), "fixture": str(FIXTURE)}  # fmt: skip
+    try:
+        code = cli.main([a.format(**fill) for a in argv])
+    except SystemExit as e:  # argparse's own refusals exit from inside the parser
+        code = e.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and err.count("\n") == 1 and message in err, err
+
+
+def test_verify_exits_zero_only_on_a_verdict_that_holds(tmp_path, capsys):
+    """Issue 14, point 2: `LT)` -> `TRUE)` was 'verified' with no position compared, exit 0."""
+    sort = cli.EXAMPLES / "sort.safetensors"
+    assert cli.main(["verify", str(cli.EXAMPLES / "sort.rasp"), str(sort)]) == 0
+    vacuous = tmp_path / "vacuous.rasp"
+    vacuous.write_text((cli.EXAMPLES / "sort.rasp").read_text().replace("LT)", "TRUE)"))
+    assert cli.main(["verify", str(vacuous), str(sort)]) == 1
+    assert "verdict: inconclusive" in capsys.readouterr().out
+    widened = tmp_path / "widened.rasp"
+    widened.write_text((cli.EXAMPLES / "sort.rasp").read_text().replace("indices, EQ)", "indices, LEQ)"))
+    assert cli.main(["verify", str(widened), str(sort)]) == 1
+    assert "verdict: refuted" in capsys.readouterr().out

@@ -19,20 +19,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from metamodels import artifacts
+from metamodels.errors import MetamodelsError
 from metamodels.rasp.canonical import canonicalize
-from metamodels.rasp.program import Op, Program, program_from_rasp
+from metamodels.rasp.program import Op, Program
 from metamodels.rasp.tables import Table
 from metamodels.rasp.text import ProgramSyntaxError, format_program, parse_program
 
 if TYPE_CHECKING:
-    from metamodels.compiled import CompiledModel
+    from metamodels.transformer.compiled import CompiledModel
 
-__version__ = "0.4.0"
+__version__ = artifacts.VERSION
 __all__ = [
     "Op",
     "Program",
     "Table",
     "ProgramSyntaxError",
+    "MetamodelsError",
     "parse_program",
     "format_program",
     "program_from_rasp",
@@ -50,9 +53,16 @@ __all__ = [
 ]
 
 
+def program_from_rasp(sop: Any, vocab: Any = None, max_seq_len: int | None = None) -> Program:
+    """A Tracr rasp expression as a Program; see :func:`metamodels.transformer.compiler.program_from_rasp`."""
+    from metamodels.transformer import compiler
+
+    return compiler.program_from_rasp(sop, vocab, max_seq_len)
+
+
 def compile_program(program: Any, vocab: Any = None, max_seq_len: int | None = None, **kwargs: Any) -> CompiledModel:
-    """Compile a Program (or Tracr rasp expression); see :func:`metamodels.compiler.compile_program`."""
-    from metamodels import compiler
+    """Compile a Program (or Tracr rasp expression); see :func:`metamodels.transformer.compiler.compile_program`."""
+    from metamodels.transformer import compiler
 
     return compiler.compile_program(
         program,
@@ -63,63 +73,63 @@ def compile_program(program: Any, vocab: Any = None, max_seq_len: int | None = N
 
 
 def tokenize(program: Program) -> list[int]:
-    """Token ids of the program's canonical form; see :mod:`metamodels.tokens`."""
-    from metamodels import tokens
+    """Token ids of the program's canonical form; see :mod:`metamodels.rasp.tokens`."""
+    from metamodels.rasp import tokens
 
     return tokens.tokenize(program)
 
 
 def detokenize(ids: list[int]) -> Program:
-    """The program a token sequence describes; see :mod:`metamodels.tokens`."""
-    from metamodels import tokens
+    """The program a token sequence describes; see :mod:`metamodels.rasp.tokens`."""
+    from metamodels.rasp import tokens
 
     return tokens.detokenize(ids)
 
 
 def load_model(path: Any) -> CompiledModel:
-    """Read a model file; see :mod:`metamodels.modelfile`."""
-    from metamodels import modelfile
+    """Read a model file; see :mod:`metamodels.transformer.modelfile`."""
+    from metamodels.transformer import modelfile
 
     return modelfile.load(path)
 
 
-def save_model(model: CompiledModel, path: Any) -> None:
-    """Write a model file; see :mod:`metamodels.modelfile`."""
-    from metamodels import modelfile
+def save_model(model: CompiledModel, path: Any, *, with_source: bool = False) -> None:
+    """Write a model file (without its program text unless ``with_source``); see :mod:`metamodels.transformer.modelfile`."""
+    from metamodels.transformer import modelfile
 
-    modelfile.save(model, path)
+    modelfile.save(model, path, with_source=with_source)
 
 
 def run_model(model: CompiledModel, inputs: list) -> list:
-    """Decoded outputs of a compiled model on each input sequence; see :mod:`metamodels.forward`."""
-    from metamodels import forward
+    """Decoded outputs of a compiled model on each input sequence; see :mod:`metamodels.transformer.forward`."""
+    from metamodels.transformer import forward
 
     return forward.run(model, inputs)
 
 
 def verify(program: Program, model: CompiledModel, **kwargs: Any) -> Any:
-    """Check a program against a compiled model; see :func:`metamodels.verification.verify`."""
-    from metamodels import verification
+    """Check a program against a compiled model; see :func:`metamodels.decompilation.verification.verify`."""
+    from metamodels.decompilation import verification
 
     return verification.verify(program, model, **kwargs)
 
 
 def densify(model: CompiledModel, **kwargs: Any) -> Any:
-    """PCA-compress and rotate a model's residual stream; see :func:`metamodels.densification.densify`."""
-    from metamodels import densification
+    """PCA-compress and rotate a model's residual stream; see :func:`metamodels.transformer.densification.densify`."""
+    from metamodels.transformer import densification
 
     return densification.densify(model, **kwargs)
 
 
 def decompile(model: CompiledModel, **kwargs: Any) -> Any:
-    """Decompile a compiled model with a meta-model; see :func:`metamodels.decompilation.decompile`."""
-    from metamodels import decompilation
+    """Decompile a compiled model with a meta-model; see :func:`metamodels.decompilation.pipeline.decompile`."""
+    from metamodels.decompilation import pipeline
 
-    return decompilation.decompile(model, **kwargs)
+    return pipeline.decompile(model, **kwargs)
 
 
 def read_tables(program: Program, model: CompiledModel) -> Program:
-    """``program`` with its functions and predicates read from ``model``'s weights; see :mod:`metamodels.readout`."""
-    from metamodels import readout
+    """``program`` with its functions and predicates read from ``model``'s weights; see :mod:`metamodels.decompilation.readout`."""
+    from metamodels.decompilation import readout
 
     return readout.read_tables(program, model)

@@ -11,10 +11,23 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _exit_with(parent: int) -> None:
+    """In a worker: exit as soon as ``parent`` is gone (a killed build must not leave workers computing)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 @contextlib.contextmanager
@@ -22,7 +35,9 @@ def process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     """A spawn pool of ``workers`` single-threaded processes, shut down (pending work cancelled) on exit."""
     saved = {k: os.environ.get(k) for k in THREAD_VARIABLES}
     os.environ.update(dict.fromkeys(THREAD_VARIABLES, "1"))  # read by each library when a worker loads it
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_exit_with, initargs=(os.getpid(),)
+    )
     try:
         list(pool.map(abs, range(workers)))  # start every worker now, while the variables are set
     finally:

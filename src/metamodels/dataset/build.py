@@ -19,16 +19,17 @@ import collections
 import dataclasses
 import functools
 import itertools
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 from tqdm import tqdm
 
-from metamodels import modelfile
+from metamodels import artifacts
 from metamodels import workers as workers_mod
-from metamodels.dataset import examples, lib, store
+from metamodels.dataset import examples, lib, stats, store
+from metamodels.dataset.sampling import SamplerConfig
+from metamodels.errors import MetamodelsError
 from metamodels.rasp import canonical
 
 FORMAT_VERSION = 1
@@ -44,16 +45,11 @@ class BuildReport:
     seconds: float
     resumed_from_shard: int
 
-
-def provenance() -> dict:
-    """Package versions and the git commit of the code that builds."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=Path(__file__).parent
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return {**modelfile.versions(), "git_commit": commit or "unknown"}
+    def describe(self, out: Path) -> str:
+        """What ``metamodels dataset build`` prints."""
+        rate = self.rows / self.seconds if self.seconds else 0.0
+        head = f"{out}: {self.rows} examples in {self.shards} shards ({self.seconds:.0f} s this run, {rate:.1f} examples/s)"
+        return head + stats.format_counts("dropped (all runs)", {k: self.drops.get(k, 0) for k in examples.DROPS})
 
 
 def build_dataset(
@@ -72,6 +68,16 @@ def build_dataset(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    with store.lock(out):
+        return _build(out, config, workers, ray_address, progress, stop_after_shards)
+
+
+GIVE_UP_EMPTY = 8  # consecutive shards that store nothing: the settings can never be met
+
+
+def _build(
+    out: Path, config: examples.BuildConfig, workers: int, ray_address: str | None, progress: bool, stop: int | None
+) -> BuildReport:
     manifest = _open_manifest(out, config)
     committed = manifest["shards"]
     seen = {
@@ -85,9 +91,10 @@ def build_dataset(
     lib_hashes = {canonical.canonical_hash(p) for p in lib.lib_programs().values()}
     results = _shard_results(config, first_new, workers, ray_address)
     with tqdm(total=config.n, initial=total, desc="building", unit="ex", disable=not progress) as bar:
-        while total < config.n and (stop_after_shards is None or len(committed) - first_new < stop_after_shards):
+        while total < config.n and (stop is None or len(committed) - first_new < stop):
             k, (candidates, start, end) = next(results)
-            rows, shard_drops = [], examples.count_drops(candidates)
+            rows: list[dict] = []
+            shard_drops = examples.count_drops(candidates)
             for row in (c for c in candidates if isinstance(c, dict)):
                 reason = _keep(row, seen, lib_hashes, total + len(rows), config.n)
                 if reason:
@@ -103,6 +110,11 @@ def build_dataset(
             manifest["complete"] = total >= config.n
             store.write_manifest(out, manifest)
             bar.update(len(rows))
+            if len(committed) >= GIVE_UP_EMPTY and not any(rec["rows"] for rec in committed[-GIVE_UP_EMPTY:]):
+                results.close()
+                common = ", ".join(f"{k} {v}" for k, v in drops.most_common(3))
+                raise MetamodelsError(f"{out}: the last {GIVE_UP_EMPTY} shards stored no example (drops: {common}); "
+                                      "these settings cannot be met: loosen the caps or the op range")  # fmt: skip
     results.close()  # cancels work computed ahead
     return BuildReport(total, len(committed), dict(drops), time.perf_counter() - started, first_new)
 
@@ -112,17 +124,19 @@ def _open_manifest(out: Path, config: examples.BuildConfig) -> dict:
     wanted = dataclasses.asdict(config)
     if manifest is None:
         if any(out.glob("shard_*.parquet")):
-            raise ValueError(f"{out}: holds shards but no manifest; use an empty directory")
+            raise MetamodelsError(f"{out}: holds shards but no manifest; use an empty directory")
         return {
             "format_version": FORMAT_VERSION,
             "config": wanted,
             "shards": [],
             "complete": False,
-            "provenance": provenance(),
+            "provenance": artifacts.provenance(),
         }
     stored = {k: tuple(v) if isinstance(v, list) else v for k, v in manifest["config"].items()}
     if stored != {k: tuple(v) if isinstance(v, list) else v for k, v in wanted.items()}:
-        raise ValueError(f"{out}: holds a build with different settings {manifest['config']}; use another directory")
+        raise MetamodelsError(
+            f"{out}: holds a build with different settings {manifest['config']}; use another directory"
+        )
     for rec in manifest["shards"]:
         if not (out / rec["file"]).is_file():
             raise store.StoreError(f"{out / rec['file']}: listed in the manifest but missing")
@@ -144,8 +158,6 @@ def _keep(row: dict, seen: set[str], lib_hashes: set[str], kept: int, n: int) ->
 def _lib_fingerprints(vocab_json: str, max_seq_len: int) -> frozenset[str]:
     """Fingerprints of the lib programs at one example's settings (their function on its battery)."""
     import json
-
-    from metamodels.sampling import SamplerConfig
 
     sampler = SamplerConfig(vocab=tuple(json.loads(vocab_json)), max_seq_len=max_seq_len)
     out = set()
@@ -171,9 +183,9 @@ def _split(fingerprint: str, config: examples.BuildConfig) -> str:
 
 def _shard_results(
     config: examples.BuildConfig, first: int, workers: int, ray_address: str | None
-) -> Iterator[tuple[int, tuple]]:
+) -> Generator[tuple[int, tuple], None, None]:
     """(k, make_shard result) for k = first, first+1, ..., computed ahead in parallel, yielded in order."""
-    prov = provenance()
+    prov = artifacts.provenance()
     if ray_address is not None:
         import ray
 

@@ -14,11 +14,14 @@ from collections import Counter
 
 import numpy as np
 
-from metamodels import battery, compiler, densification, forward, tokens
+from metamodels import options
 from metamodels.dataset import store
-from metamodels.rasp import canonical, text
+from metamodels.dataset.sampling import SamplerConfig, SamplerExhausted, sample
+from metamodels.errors import MetamodelsError
+from metamodels.rasp import canonical, text, tokens
 from metamodels.rasp.program import Program
-from metamodels.sampling import SamplerConfig, sample
+from metamodels.transformer import battery, compiler, densification, forward
+from metamodels.transformer.compiled import CompiledModel
 
 DROPS: tuple[str, ...] = (
     "sampler_exhausted", "compile_failed", "compile_crashed", "differential_mismatch", "too_many_params", "too_many_tokens",
@@ -35,33 +38,45 @@ class BuildConfig:
     with ``open_vocab`` one of :data:`VOCAB_KINDS` of that size.
     """
 
-    n: int
-    seed: int = 0
-    min_ops: int = 1
+    n: int = options.option(help="number of examples to store")
+    seed: int = options.option(0, help="sampling seed")
+    min_ops: int = options.option(1, flag="--ops", upper="max_ops", help="operations per program, N or A-B")
     max_ops: int = 9
-    vocab_size: tuple[int, int] = (5, 5)
-    max_seq_len: tuple[int, int] = (5, 5)
-    shard_size: int = 250
-    max_params: int = 65536
-    max_tokens: int = 128
-    max_layers: int = 10
+    vocab_size: tuple[int, int] = options.option(
+        (5, 5), help="vocabulary size (1..size), fixed or A-B drawn per example"
+    )
+    max_seq_len: tuple[int, int] = options.option((5, 5), help="maximum length, fixed or A-B drawn per example")
+    shard_size: int = options.option(250, help="sample indices per shard")
+    max_params: int = options.option(65536, help="drop models with more weights")
+    max_tokens: int = options.option(128, help="drop programs with more tokens")
+    max_layers: int = options.option(10, help="drop models with more layers")
     val_permille: int = 10
     test_permille: int = 10
-    dense_fidelity: float | None = None  # densify every model to this held-out fidelity (drop those below)
-    # Open vocabulary: per example a vocabulary kind (integers, letters, words, floats), causal masking half
-    # the time, named variables, and random value tables (see SamplerConfig.table_probability).
-    open_vocab: bool = False
+    dense_fidelity: float | None = options.option(
+        None, flag="--dense", metavar="FIDELITY", help="densify every model (PCA + rotation) to this held-out fidelity"
+    )
+    open_vocab: bool = options.option(
+        False,
+        help="open-vocabulary programs: per example a vocabulary of integers, letters, words or floats (of "
+        "--vocab-size), causal masking half the time, named variables, and random value-table functions and "
+        "predicates alongside the library",
+    )
 
     def __post_init__(self) -> None:
-        if self.n < 1 or self.shard_size < 1:
-            raise ValueError(f"n and shard_size must be positive, got n={self.n}, shard_size={self.shard_size}")
+        for name in ("n", "shard_size", "max_params", "max_tokens", "max_layers"):
+            if getattr(self, name) < 1:
+                raise MetamodelsError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.val_permille + self.test_permille <= 1000 or min(self.val_permille, self.test_permille) < 0:
+            raise MetamodelsError(
+                f"val_permille and test_permille must be 0..1000 together, got {self.val_permille}, {self.test_permille}"
+            )
         for name in ("vocab_size", "max_seq_len"):
             lo, hi = getattr(self, name)
             if not 1 <= lo <= hi:
-                raise ValueError(f"{name} range must satisfy 1 <= a <= b, got {lo}-{hi}")
+                raise MetamodelsError(f"{name} range must satisfy 1 <= a <= b, got {lo}-{hi}")
         SamplerConfig(min_ops=self.min_ops, max_ops=self.max_ops)  # validates the op range
         if self.dense_fidelity is not None and not 0.0 < self.dense_fidelity <= 1.0:
-            raise ValueError(f"dense_fidelity must be in (0, 1], got {self.dense_fidelity}")
+            raise MetamodelsError(f"dense_fidelity must be in (0, 1], got {self.dense_fidelity}")
 
     def sampler(self, index: int) -> SamplerConfig:
         """The sampler configuration (with this example's compile settings) of sample ``index``."""
@@ -100,13 +115,6 @@ def open_vocabulary(rng: np.random.Generator, size: int) -> tuple:
     return tuple(round(0.5 * (i + 1), 1) for i in range(size))
 
 
-def vocab_kind(vocab: tuple | list) -> str:
-    """Which of VOCAB_KINDS a vocabulary is (strings of length 1 are letters)."""
-    if all(isinstance(v, str) for v in vocab):
-        return "letters" if all(len(v) == 1 for v in vocab) else "words"
-    return "floats" if any(isinstance(v, float) for v in vocab) else "integers"
-
-
 def named(program: Program, rng: np.random.Generator) -> Program:
     """``program`` with its variables renamed to random words (what user-chosen names do to Tracr's residual order)."""
     words = [_NAMES[int(rng.integers(len(_NAMES)))] + f"_{i}" for i in range(len(program.ops))]
@@ -140,7 +148,7 @@ def make_example(config: BuildConfig, index: int, provenance: dict) -> dict | st
     sampler = config.sampler(index)
     try:
         program = sample(sampler, config.seed, index).program
-    except RuntimeError:
+    except SamplerExhausted:
         return "sampler_exhausted"
     causal = sampler.causal
     if config.open_vocab:
@@ -187,3 +195,23 @@ def make_example(config: BuildConfig, index: int, provenance: dict) -> dict | st
 
 def count_drops(candidates: list[dict | str]) -> Counter:
     return Counter(c for c in candidates if isinstance(c, str))
+
+
+def example_row(row_id: str, split: str, program: Program, model: CompiledModel) -> dict:
+    """A dataset-like row for a program compiled here: model columns, battery and expected outputs.
+
+    ``tokens`` is None for a program with value tables (they have no tokens); causal models are
+    expected to agree prefix by prefix.
+    """
+    s = model.settings
+    inputs = battery.make_battery(s.vocab, s.max_seq_len)
+    try:
+        ids = tokens.tokenize(program)
+    except ValueError:
+        ids = None
+    return {
+        "id": row_id, "split": split, "program": text.format_program(program), "n_ops": program.n_ops,
+        "tokens": ids, **store.model_row(model),
+        "battery_inputs": json.dumps([list(xs) for xs in inputs]),
+        "battery_outputs": json.dumps([battery.expected_output(program.evaluate, xs, s.causal) for xs in inputs]),
+    }  # fmt: skip

@@ -7,13 +7,10 @@ more written here, each with the settings it is compiled at.
 
 from __future__ import annotations
 
-import json
-
-from metamodels import battery, compiler, tokens
-from metamodels.compiled import CompiledModel
-from metamodels.dataset import store
+from metamodels.dataset import examples
 from metamodels.rasp import text
 from metamodels.rasp.program import Program
+from metamodels.transformer import compiler
 
 LIB_SOURCES: dict[str, str] = {
     "sort": "smaller = Select(tokens, tokens, LT)\ntarget = SelectorWidth(smaller)\n"
@@ -31,7 +28,7 @@ LIB_SOURCES: dict[str, str] = {
     "frac_prevs = numerical(Aggregate(prevs, is_one))\nreturn frac_prevs\n",
 }
 
-LIB_SETTINGS = {"vocab": compiler.DEFAULT_VOCAB, "max_seq_len": compiler.DEFAULT_MAX_SEQ_LEN}
+LIB_VOCAB, LIB_MAX_SEQ_LEN = compiler.DEFAULT_VOCAB, compiler.DEFAULT_MAX_SEQ_LEN  # the lib split's settings
 
 
 def lib_programs() -> dict[str, Program]:
@@ -40,29 +37,9 @@ def lib_programs() -> dict[str, Program]:
 
 
 def lib_rows() -> list[dict]:
-    """The lib programs compiled at ``LIB_SETTINGS``, as dataset-like rows (for ``evaluate --split lib``)."""
-    vocab, max_seq_len = LIB_SETTINGS["vocab"], LIB_SETTINGS["max_seq_len"]
+    """The lib programs compiled at the lib settings, as dataset-like rows (for ``evaluate --split lib``)."""
+    vocab, max_seq_len = LIB_VOCAB, LIB_MAX_SEQ_LEN
     return [
-        example_row(f"lib-{name}", "lib", program, compiler.compile_program(program, vocab, max_seq_len))
+        examples.example_row(f"lib-{name}", "lib", program, compiler.compile_program(program, vocab, max_seq_len))
         for name, program in lib_programs().items()
     ]
-
-
-def example_row(row_id: str, split: str, program: Program, model: CompiledModel) -> dict:
-    """A dataset-like row for a program compiled here: model columns, battery and expected outputs.
-
-    ``tokens`` is None for a program with value tables (they have no tokens); causal models are
-    expected to agree prefix by prefix.
-    """
-    s = model.settings
-    inputs = battery.make_battery(s.vocab, s.max_seq_len)
-    try:
-        ids = tokens.tokenize(program)
-    except ValueError:
-        ids = None
-    return {
-        "id": row_id, "split": split, "program": text.format_program(program), "n_ops": program.n_ops,
-        "tokens": ids, **store.model_row(model),
-        "battery_inputs": json.dumps([list(xs) for xs in inputs]),
-        "battery_outputs": json.dumps([battery.expected_output(program.evaluate, xs, s.causal) for xs in inputs]),
-    }  # fmt: skip

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import collections
+import collections.abc
 import json
 from pathlib import Path
 
 import numpy as np
 
-from metamodels import tokens
 from metamodels.dataset import store
+from metamodels.rasp import tokens
 
 COLUMNS = ("split", "n_ops", "n_layers", "n_params", "tokens", "vocab", "max_seq_len", "model_config")
 
@@ -43,11 +44,19 @@ def collect(directory: Path) -> dict[str, collections.Counter]:
     return dict(h)
 
 
+def format_counts(title: str, counter: collections.abc.Mapping) -> str:
+    """A titled table of counts, most frequent first, with percentages and bars."""
+    total = sum(counter.values()) or 1
+    rows = sorted(counter.items(), key=lambda kv: (-kv[1], str(kv[0])))
+    bars = [f"  {str(k):<32} {n:>7}  {100 * n / total:5.1f}%  {'#' * round(40 * n / total)}" for k, n in rows]
+    return "\n".join([f"\n{title}:", *bars])
+
+
 def report(directory: Path, plot_path: Path | None) -> str:
     """The statistics as text; writes the plots to ``plot_path`` when given."""
     manifest = store.read_manifest(Path(directory)) or {}
     h = collect(directory)
-    drops = collections.Counter()
+    drops: collections.Counter[str] = collections.Counter()
     for rec in manifest.get("shards", []):
         drops.update(rec["drops"])
     lines = [

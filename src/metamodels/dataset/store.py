@@ -11,7 +11,7 @@ files, each written atomically (temporary file, then rename), and
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -22,7 +22,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from metamodels.compiled import CompiledModel, CompileSettings
+from metamodels import artifacts
+from metamodels.errors import MetamodelsError
+from metamodels.transformer.compiled import CompiledModel, CompileSettings
 
 WEIGHT = pa.struct([("name", pa.string()), ("shape", pa.list_(pa.int32())), ("data", pa.list_(pa.float32()))])
 SCHEMA = pa.schema(
@@ -52,9 +54,10 @@ SCHEMA = pa.schema(
     ]
 )
 MANIFEST = "manifest.json"
+LOCK = ".lock"  # held by the one build writing into a directory
 
 
-class StoreError(ValueError):
+class StoreError(MetamodelsError):
     """A dataset file that is missing, partial or malformed; names the file."""
 
 
@@ -90,12 +93,41 @@ def model_from_row(row: dict) -> CompiledModel:
     return CompiledModel.from_config(params, settings, {**config, "program_text": row["program"]})
 
 
+@contextlib.contextmanager
+def lock(directory: Path) -> Iterator[None]:
+    """Hold ``directory/.lock`` (our pid) while writing; a second live writer is refused, a stale lock taken over."""
+    path = Path(directory) / LOCK
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                pid = int(path.read_text().strip() or 0)
+                os.kill(pid, 0)  # raises if no such process: the lock is stale
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                path.unlink(missing_ok=True)
+                continue
+            except PermissionError:  # alive, another user's
+                pass
+            raise StoreError(
+                f"{directory}: another build (pid {pid}) is writing here; wait for it or use another directory"
+            ) from None
+    else:
+        raise StoreError(f"{directory}: cannot take the lock {path}")
+    try:
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
 def write_shard(directory: Path, k: int, rows: Sequence[dict]) -> Path:
     """Write rows atomically as shard k; returns its path."""
     path = directory / shard_name(k)
-    tmp = directory / f".{shard_name(k)}.tmp"
-    pq.write_table(pa.Table.from_pylist(list(rows), schema=SCHEMA), tmp, compression="zstd")
-    os.replace(tmp, path)
+    table = pa.Table.from_pylist(list(rows), schema=SCHEMA)
+    artifacts.atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
     return path
 
 
@@ -114,9 +146,7 @@ def read_shard(path: Path, columns: Sequence[str] | None = None, split: str | No
 
 
 def write_manifest(directory: Path, manifest: dict) -> None:
-    tmp = directory / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    os.replace(tmp, directory / MANIFEST)
+    artifacts.write_text(directory / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
 
 
 def read_manifest(directory: Path) -> dict | None:
@@ -151,14 +181,3 @@ def iter_rows(directory: Path, split: str | None = None, columns: Sequence[str] 
     for path in shard_paths(Path(directory)):
         needed = [*columns, "split"] if columns and split is not None and "split" not in columns else columns
         yield from read_shard(path, needed, split).to_pylist()
-
-
-@dataclasses.dataclass(frozen=True)
-class ShardRecord:
-    """A manifest entry: the shard file, its row count and the sample indices it covers."""
-
-    file: str
-    rows: int
-    first_index: int
-    end_index: int
-    drops: dict[str, int]

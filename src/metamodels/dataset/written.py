@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 from tracr.rasp import rasp
 
-from metamodels import compiler
-from metamodels.dataset.lib import example_row
-from metamodels.rasp.program import Program, program_from_rasp
+from metamodels.dataset import examples
+from metamodels.rasp.program import Program
+from metamodels.transformer import compiler
 
 LETTERS = ("a", "b", "c", "d", "e")
 WORDS = ("the", "cat", "sat", "on", "mat")
@@ -107,7 +107,7 @@ def written_programs() -> dict[str, tuple[Program, tuple, int, bool]]:
     """name -> (program, vocab, max_seq_len, causal), tables read over each program's own value sets."""
     out = {}
     for name, (build, vocab, max_seq_len, causal) in _programs().items():
-        out[name] = (program_from_rasp(build(), vocab, max_seq_len), vocab, max_seq_len, causal)
+        out[name] = (compiler.program_from_rasp(build(), vocab, max_seq_len), vocab, max_seq_len, causal)
     return out
 
 
@@ -116,5 +116,5 @@ def written_rows() -> list[dict]:
     rows = []
     for name, (program, vocab, max_seq_len, causal) in written_programs().items():
         model = compiler.compile_program(program, vocab, max_seq_len, causal=causal)
-        rows.append(example_row(f"written-{name}", "written", program, model))
+        rows.append(examples.example_row(f"written-{name}", "written", program, model))
     return rows

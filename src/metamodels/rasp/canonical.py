@@ -15,7 +15,7 @@ import dataclasses
 import functools
 import hashlib
 
-from metamodels.rasp import functions, layers
+from metamodels.rasp import functions, layers, text
 from metamodels.rasp.program import INPUTS, Op, Program
 from metamodels.rasp.tables import Table
 
@@ -69,6 +69,4 @@ def _ordered_args(op: Op, keys: dict[str, str]) -> tuple[list[str], tuple[float,
 
 def canonical_hash(program: Program) -> str:
     """Hex digest identifying a program up to naming, order and commutativity."""
-    from metamodels.rasp import text  # the printed canonical form is the identity
-
     return hashlib.sha256(text.format_program(canonicalize(program)).encode()).hexdigest()

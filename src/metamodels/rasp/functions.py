@@ -10,7 +10,9 @@ from __future__ import annotations
 import ast
 import dataclasses
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
+
+from metamodels.errors import MetamodelsError
 
 Value = object
 Arity = Literal[1, 2]
@@ -54,7 +56,7 @@ def normalise_lambda(text: str) -> str:
 def _f(name: str, text: str, commutative: bool = False) -> Function:
     norm = normalise_lambda(text)
     arity = len(ast.parse(norm, mode="eval").body.args.args)  # type: ignore[attr-defined]
-    return Function(name=name, text=norm, arity=arity, commutative=commutative)
+    return Function(name=name, text=norm, arity=arity, commutative=commutative)  # type: ignore[arg-type]
 
 
 # One-argument functions (Map). The papers' examples are all here.
@@ -122,7 +124,7 @@ assert len(FUNCTIONS) == len(_BY_TEXT) == len(MAP_FUNCTIONS) + len(SEQUENCE_MAP_
 
 # Selector predicates, as in Tracr's ``rasp.Comparison`` (``key <op> query``).
 PREDICATES: tuple[str, ...] = ("EQ", "NEQ", "LT", "LEQ", "GT", "GEQ", "TRUE", "FALSE")
-_PREDICATE_FNS: dict[str, Callable[[Value, Value], bool]] = {
+_PREDICATE_FNS: dict[str, Callable[[Any, Any], bool]] = {
     "EQ": lambda key, query: key == query,
     "NEQ": lambda key, query: key != query,
     "LT": lambda key, query: key < query,
@@ -144,7 +146,7 @@ def by_name(name: str) -> Function:
     try:
         return FUNCTIONS[name]
     except KeyError:
-        raise ValueError(f"unknown function {name!r}; expected one of {sorted(FUNCTIONS)}") from None
+        raise MetamodelsError(f"unknown function {name!r}; expected one of {sorted(FUNCTIONS)}") from None
 
 
 def by_text(text: str) -> Function | None:

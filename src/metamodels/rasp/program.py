@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal, get_args
 
 from tracr.rasp import rasp
 
+from metamodels.errors import MetamodelsError
 from metamodels.rasp import functions
 from metamodels.rasp.tables import Table, library_function, library_predicate
 
@@ -48,28 +50,30 @@ class Op:
 
     def __post_init__(self) -> None:
         if self.kind not in OP_KINDS:
-            raise ValueError(f"{self.name}: unknown op kind {self.kind!r}; expected one of {OP_KINDS}")
+            raise MetamodelsError(f"{self.name}: unknown op kind {self.kind!r}; expected one of {OP_KINDS}")
         if len(self.args) != _ARITY[self.kind]:
-            raise ValueError(f"{self.name}: {self.kind} takes {_ARITY[self.kind]} arguments, got {len(self.args)}")
+            raise MetamodelsError(f"{self.name}: {self.kind} takes {_ARITY[self.kind]} arguments, got {len(self.args)}")
         if (self.kind == "Select") != (self.encoding is None):
-            raise ValueError(f"{self.name}: encoding must be None for Select only, got {self.encoding!r}")
+            raise MetamodelsError(f"{self.name}: encoding must be None for Select only, got {self.encoding!r}")
         if self.encoding is not None and self.encoding not in ENCODINGS:
-            raise ValueError(f"{self.name}: unknown encoding {self.encoding!r}; expected one of {ENCODINGS}")
+            raise MetamodelsError(f"{self.name}: unknown encoding {self.encoding!r}; expected one of {ENCODINGS}")
         if (self.kind in ("Map", "SequenceMap")) != (self.fn is not None):
-            raise ValueError(f"{self.name}: a function is required for Map/SequenceMap only")
+            raise MetamodelsError(f"{self.name}: a function is required for Map/SequenceMap only")
         if self.fn is not None and _arity(self.fn) != _ARITY[self.kind]:
-            raise ValueError(f"{self.name}: function {self.fn} has the wrong arity for {self.kind}")
+            raise MetamodelsError(f"{self.name}: function {self.fn} has the wrong arity for {self.kind}")
         if (self.kind == "Select") != (self.predicate is not None):
-            raise ValueError(f"{self.name}: a predicate is required for Select only")
+            raise MetamodelsError(f"{self.name}: a predicate is required for Select only")
         if isinstance(self.predicate, Table):
             if self.predicate.arity != 2 or not all(isinstance(v, bool) for _, v in self.predicate.entries):
-                raise ValueError(f"{self.name}: a predicate table maps (key, query) pairs to True/False")
+                raise MetamodelsError(f"{self.name}: a predicate table maps (key, query) pairs to True/False")
         elif self.predicate is not None and self.predicate not in functions.PREDICATES:
-            raise ValueError(
+            raise MetamodelsError(
                 f"{self.name}: unknown predicate {self.predicate!r}; expected one of {functions.PREDICATES}"
             )
+        if self.coeffs is not None and not all(math.isfinite(c) for c in self.coeffs):
+            raise MetamodelsError(f"{self.name}: LinearSequenceMap coefficients must be finite, got {self.coeffs}")
         if (self.kind == "LinearSequenceMap") != (self.coeffs is not None):
-            raise ValueError(f"{self.name}: coefficients are required for LinearSequenceMap only")
+            raise MetamodelsError(f"{self.name}: coefficients are required for LinearSequenceMap only")
 
     @property
     def is_sop(self) -> bool:
@@ -84,10 +88,6 @@ class Op:
         if self.predicate is not None:
             return self.predicate if isinstance(self.predicate, Table) else functions.predicate_fn(self.predicate)
         return None
-
-    @property
-    def has_table(self) -> bool:
-        return isinstance(self.fn, Table) or isinstance(self.predicate, Table)
 
 
 def _arity(fn: str | Table) -> int:
@@ -110,7 +110,7 @@ class Program:
         kinds: dict[str, str] = {name: "sop" for name in INPUTS}
         for op in self.ops:
             if not op.name.isidentifier() or op.name in kinds:
-                raise ValueError(f"variable {op.name!r} is not a fresh identifier")
+                raise MetamodelsError(f"variable {op.name!r} is not a fresh identifier")
             wanted = (
                 ("selector", "sop")
                 if op.kind == "Aggregate"
@@ -120,12 +120,12 @@ class Program:
             )
             for arg, want in zip(op.args, wanted):
                 if arg not in kinds:
-                    raise ValueError(f"{op.name}: argument {arg!r} is not defined before use")
+                    raise MetamodelsError(f"{op.name}: argument {arg!r} is not defined before use")
                 if kinds[arg] != want:
-                    raise ValueError(f"{op.name}: argument {arg!r} is a {kinds[arg]}, expected a {want}")
+                    raise MetamodelsError(f"{op.name}: argument {arg!r} is a {kinds[arg]}, expected a {want}")
             kinds[op.name] = "sop" if op.is_sop else "selector"
         if kinds.get(self.output) != "sop" or self.output in INPUTS:
-            raise ValueError(f"output {self.output!r} must name a sequence operation of the program")
+            raise MetamodelsError(f"output {self.output!r} must name a sequence operation of the program")
 
     @functools.cached_property
     def by_name(self) -> dict[str, Op]:
@@ -221,17 +221,21 @@ def _to_rasp(program: Program, causal: bool = False) -> rasp.SOp:
     return env[program.output]  # type: ignore[return-value]
 
 
-def program_from_rasp(sop: rasp.SOp, vocab: Sequence[object] | None = None, max_seq_len: int | None = None) -> Program:
+def program_from_rasp(sop: rasp.SOp, value_sets: Callable[[], Mapping[str, set]] | None = None) -> Program:
     """Convert a Tracr ``rasp`` expression into a :class:`Program`.
+
+    ``value_sets`` gives the value set of every expression by label (Tracr's
+    inference; see :func:`metamodels.transformer.compiler.program_from_rasp`,
+    which supplies it from a vocabulary and a length); it is called only when a
+    function or predicate outside the library must be read as a table.
 
     Ops come in a dependency-first order (rasp records no definition order).
     Names are the expressions' names (labels where two share a name). Functions
     are recognised by the ``fn_name`` annotation that :meth:`Program.to_rasp`
     writes, else by the source text of their lambda. Any other function or
     selector predicate is read as a :class:`~metamodels.rasp.tables.Table` over
-    the value sets Tracr infers for ``vocab`` and ``max_seq_len`` (printed as a
-    library function or comparison when it equals one there); without them it is
-    a ValueError. Raises ValueError naming the expression for constructs a
+    those value sets (printed as a library function or comparison when it equals
+    one there); without them it is a ValueError. Raises ValueError naming the expression for constructs a
     Program cannot express.
     """
     ops: list[Op] = []
@@ -241,14 +245,12 @@ def program_from_rasp(sop: rasp.SOp, vocab: Sequence[object] | None = None, max_
     def domains(expr: rasp.RASPExpr) -> list[set]:
         """Value sets of ``expr``'s arguments, from Tracr's inference over the whole program."""
         if not known:
-            if vocab is None or max_seq_len is None:
+            if value_sets is None:
                 what = "predicate" if isinstance(expr, rasp.Select) else "function"
-                raise ValueError(
+                raise MetamodelsError(
                     f"{expr.name}: its {what} is not in the library; pass vocab and max_seq_len to read it as a table"
                 )
-            from metamodels.compiler import value_sets  # Tracr's value-set inference lives with the compiler
-
-            known.update(value_sets(sop, vocab, max_seq_len))
+            known.update(value_sets())
         return [known[child.label] for child in expr.children]
 
     def visit(expr: rasp.RASPExpr) -> str:
@@ -276,7 +278,7 @@ def _op_from_rasp(expr: rasp.RASPExpr, name: str, args: tuple[str, ...], domains
         if fn is None:
             table = Table.tabulate(expr.f, *domains(expr))
             fn = library_function(table) or table
-        return Op(name, kind, args, encoding, fn=fn)
+        return Op(name, kind, args, encoding, fn=fn)  # type: ignore[arg-type]
     if isinstance(expr, rasp.Select):
         if isinstance(expr.predicate, rasp.Comparison):
             return Op(name, "Select", args, None, predicate=expr.predicate.name)
@@ -289,7 +291,7 @@ def _op_from_rasp(expr: rasp.RASPExpr, name: str, args: tuple[str, ...], domains
         return Op(name, "Aggregate", args, encoding)
     if isinstance(expr, rasp.SelectorWidth):
         return Op(name, "SelectorWidth", args, encoding)
-    raise ValueError(f"{name}: {type(expr).__name__} is not supported (expected one of {OP_KINDS})")
+    raise MetamodelsError(f"{name}: {type(expr).__name__} is not supported (expected one of {OP_KINDS})")
 
 
 def _function_name(expr: rasp.Map | rasp.SequenceMap) -> str | Table | None:

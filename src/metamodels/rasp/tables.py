@@ -19,6 +19,7 @@ import itertools
 import math
 from collections.abc import Callable, Iterable, Sequence
 
+from metamodels.errors import MetamodelsError
 from metamodels.rasp import functions
 
 Value = object
@@ -59,7 +60,7 @@ class Table:
     predicate, ``(key, query)``). Calling a table on an input it lacks raises
     :class:`NoEntry` naming the input: a table says nothing outside its domain.
     The empty table (``{}``, :meth:`unread`) is a function not read yet: what a
-    program token sequence says about a table (see :mod:`metamodels.tokens`).
+    program token sequence says about a table (see :mod:`metamodels.rasp.tokens`).
     """
 
     entries: tuple[tuple[Value, Value], ...]
@@ -67,16 +68,16 @@ class Table:
 
     def __post_init__(self) -> None:
         if self.arity not in (1, 2):
-            raise ValueError(f"a table has arity 1 or 2, not {self.arity}")
+            raise MetamodelsError(f"a table has arity 1 or 2, not {self.arity}")
         keys = [k for k, _ in self.entries]
         if self.arity == 2 and not all(isinstance(k, tuple) and len(k) == 2 for k in keys):
-            raise ValueError("a two-argument table needs (x, y) pairs as inputs")
+            raise MetamodelsError("a two-argument table needs (x, y) pairs as inputs")
         if len(set(keys)) != len(keys):
-            raise ValueError("a table has one entry per input; repeated inputs found")
+            raise MetamodelsError("a table has one entry per input; repeated inputs found")
         for value in itertools.chain(keys, (v for _, v in self.entries)):
             for v in value if isinstance(value, tuple) else (value,):
                 if not isinstance(v, (int, float, str, bool)) or (isinstance(v, float) and not math.isfinite(v)):
-                    raise ValueError(f"table values must be finite numbers, strings or booleans, not {v!r}")
+                    raise MetamodelsError(f"table values must be finite numbers, strings or booleans, not {v!r}")
         object.__setattr__(self, "entries", tuple(sorted(self.entries, key=lambda e: _order(e[0]))))
 
     @classmethod
@@ -90,7 +91,7 @@ class Table:
         entries = []
         for key in inputs:
             try:
-                value = fn(key) if len(domains) == 1 else fn(*key)
+                value = fn(key) if len(domains) == 1 else fn(*key)  # type: ignore[misc]
             except ArithmeticError:
                 continue
             if value is not None:

@@ -16,14 +16,18 @@ and ``#`` comments are allowed.
 from __future__ import annotations
 
 import ast
+import math
 import re
 
+from metamodels.errors import MetamodelsError
 from metamodels.rasp import functions
 from metamodels.rasp.program import Op, Program
 from metamodels.rasp.tables import Table
 
+MAX_TEXT = 1_000_000  # characters of program text: far beyond any program, short of exhausting memory
 
-class ProgramSyntaxError(ValueError):
+
+class ProgramSyntaxError(MetamodelsError):
     """A program text that cannot be read; ``str()`` is one line with the position."""
 
     def __init__(self, message: str, line: int, column: int) -> None:
@@ -66,10 +70,16 @@ def parse_program(text: str) -> Program:
     undefined variable, a type error, or a missing ``return``.
     """
     text = _HEADER.sub("", text)
+    if len(text) > MAX_TEXT:
+        raise ProgramSyntaxError(f"the program text has {len(text)} characters (at most {MAX_TEXT})", 1, 1)
     try:
         module = ast.parse(text)
     except SyntaxError as e:
         raise ProgramSyntaxError(e.msg, e.lineno or 1, e.offset or 1) from None
+    except (MemoryError, RecursionError):  # e.g. 100,000 nested unary minus signs
+        raise ProgramSyntaxError("the program text is nested too deeply to parse", 1, 1) from None
+    except (UnicodeEncodeError, ValueError) as e:  # a lone surrogate, a NUL byte
+        raise ProgramSyntaxError(f"the program text is not valid source ({e})", 1, 1) from None
     ops: list[Op] = []
     output: str | None = None
     for stmt in module.body:
@@ -154,7 +164,7 @@ def _parse_op(name: str, value: ast.expr) -> Op:
             if len(args) != 3:
                 raise _error(value, "Select takes (keys, queries, PREDICATE)")
             predicate = _table(args[2], 2) if isinstance(args[2], ast.Dict) else _predicate(args[2])
-            return Op(name, kind, _names(args[:2], value), None, predicate=predicate)
+            return Op(name, kind, _names(args[:2], value), None, predicate=predicate)  # type: ignore[arg-type]
         if kind in ("Aggregate", "SelectorWidth"):
             default = keywords.pop("default", None)
             if default is not None and ast.literal_eval(default) != (0 if encoding == "numerical" else None):
@@ -179,9 +189,14 @@ def _names(args: list[ast.expr], call: ast.expr) -> tuple[str, ...]:
 
 def _table(node: ast.Dict, arity: int) -> Table:
     try:
+        keys = [ast.literal_eval(k) for k in node.keys]  # type: ignore[arg-type]
         mapping = ast.literal_eval(node)
-    except (ValueError, SyntaxError, TypeError):
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         raise _error(node, "a value table holds literal values only: {input: output, ...}") from None
+    if len(mapping) != len(keys):  # Python's dict keeps the last of equal keys (1 and True are equal)
+        seen: list = []
+        twice = next(k for k in keys if k in seen or seen.append(k))  # type: ignore[func-returns-value]
+        raise _error(node, f"the table gives the key {twice!r} twice (or keys that are equal, like 1 and True)")
     try:
         return Table(tuple(mapping.items()), arity)
     except ValueError as e:
@@ -191,10 +206,10 @@ def _table(node: ast.Dict, arity: int) -> Table:
 def _number(node: ast.expr) -> float:
     try:
         value = ast.literal_eval(node)
-    except ValueError:
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         value = None
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise _error(node, "expected a number")
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise _error(node, "expected a finite number")
     return float(value)
 
 

@@ -1,0 +1,289 @@
+"""Compiled model -> RASP program: the ``decompile`` orchestrator.
+
+1. encode the weights (:mod:`metamodels.meta.weight_encoding`),
+2. decode with the meta-model under the grammar (:mod:`metamodels.meta.decoding`):
+   greedy, or a beam of K candidates best-first,
+2b. (``readout``, on by default) read each candidate's functions and predicates
+   from the weights (:mod:`metamodels.decompilation.readout`); where the structure fits, that
+   variant comes first — it can hold tables the library does not have,
+3. optionally verify the candidates in order against the model
+   (:mod:`metamodels.decompilation.verification`) and return the first that verifies (not
+   refuted, and defined on at least half the positions: a program undefined
+   everywhere agrees with anything), with its weight certificate;
+4. if none does (and ``repair``), try the best candidates' neighbours — one
+   function or predicate replaced by another from the library, the usual error
+   of a meta-model that read the structure right — in order of the meta-model's
+   score, and return the first that verifies (marked as repaired); otherwise the
+   best candidate marked unverified, with its counterexamples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from metamodels.decompilation import readout
+from metamodels.meta import decoding, metamodel, weight_encoding
+from metamodels.rasp import functions, text
+from metamodels.rasp import tokens as tokens_mod
+from metamodels.rasp.program import Program
+from metamodels.transformer import battery
+from metamodels.transformer.compiled import CompiledModel
+
+if TYPE_CHECKING:
+    from metamodels.decompilation.verification import VerificationReport
+
+DEFAULT_CHECKPOINT = Path(__file__).parents[1] / "checkpoints" / "default"
+DENSE_CHECKPOINT = Path(__file__).parents[1] / "checkpoints" / "dense"
+REPAIR = 200  # one-substitution repairs checked when no decoded candidate verifies
+Status = Literal["verified", "unverified", "not_checked"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One decoded candidate: beam rank (0 = best score; a read-out variant shares its candidate's), program text,
+    log-probability, verdict if checked."""
+
+    rank: int
+    text: str | None
+    tokens: tuple[str, ...]
+    score: float
+    verdict: str | None = None
+    read_out: bool = False  # functions and predicates read from the weights (tokens give the structure)
+
+
+@dataclasses.dataclass(frozen=True)
+class Decompiled:
+    """The result of decompiling one model.
+
+    ``program`` is the chosen candidate (None only if decoding hit the length
+    limit); ``status`` says whether it was verified against the model, found to
+    disagree ("unverified": no candidate verified), or not checked. ``report``
+    is the chosen candidate's VerificationReport when checked.
+    """
+
+    program: Program | None
+    text: str | None
+    tokens: tuple[str, ...]
+    score: float
+    status: Status
+    candidates: tuple[Candidate, ...]
+    report: VerificationReport | None = None
+    repaired: bool = False  # verified only after replacing one function or predicate of a decoded candidate
+    chosen: int = 0  # index in ``candidates`` of the returned program
+    checkpoint: str = ""  # the meta-model's checkpoint directory
+
+    def describe(self, default_checkpoint: bool = True, repair: int = 0) -> str:
+        """The result as ``metamodels decompile`` prints it: the program, then what was checked, as comments."""
+        lines = [(self.text or "").rstrip("\n")]
+        if default_checkpoint and self.checkpoint == str(DENSE_CHECKPOINT):
+            lines.append("# read by the dense-weights meta-model (the model's residual stream is not in Tracr's basis)")
+        r = self.report
+        if self.status == "verified" and r is not None:
+            weights = {True: "weights match after recompiling", False: "weights differ after recompiling",
+                       None: "weights not compared"}[r.weights.match if r.weights else None]  # fmt: skip
+            chosen = self.candidates[self.chosen]
+            source = ("a one-substitution repair of the decoded candidates" if self.repaired else
+                      f"beam candidate {chosen.rank + 1}" + (", functions and predicates read from the weights" if chosen.read_out else ""))  # fmt: skip
+            lines.append(f"# verified: {r.verdict} on {r.n_inputs} inputs ({'all' if r.exhaustive else 'random'}); "
+                         f"{weights}; {source}")  # fmt: skip
+        elif self.status == "unverified":
+            lines.append(f"# UNVERIFIED: none of the {len(self.candidates)} decoded candidates"
+                         + (f" nor up to {repair} one-substitution repairs" if repair else "")
+                         + " holds on the model; best candidate shown")  # fmt: skip
+            lines += [f"#   counterexample {list(c.input)}: model {list(c.model_output)}, program {list(c.program_output)}"
+                      for c in (r.counterexamples if r else ())[:3]]  # fmt: skip
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("program", "report")}
+        out["verification"] = self.report.to_json() if self.report is not None else None
+        return out
+
+
+_LOADED: dict[str, metamodel.MetaModel] = {}
+
+
+def shipped_checkpoint(model: CompiledModel | None = None) -> Path:
+    """The shipped checkpoint for ``model``: in Tracr's own residual basis (it has residual labels), the default
+    one; in any other basis (dense: rotated, PCA-compressed), the one that reads weights in their canonical basis."""
+    dense = model is not None and not model.residual_labels
+    return DENSE_CHECKPOINT if dense and DENSE_CHECKPOINT.is_dir() else DEFAULT_CHECKPOINT
+
+
+def load_metamodel(checkpoint: str | Path | None = None) -> metamodel.MetaModel:
+    """The meta-model of a checkpoint directory (default: the shipped default one), loaded once per process."""
+    path = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
+    key = str(path.resolve())
+    if key not in _LOADED:
+        _LOADED[key] = metamodel.load_checkpoint(path)[0]
+    return _LOADED[key]
+
+
+def decompile(
+    model: CompiledModel,
+    *,
+    checkpoint: str | Path | metamodel.MetaModel | None = None,
+    beam: int = 1,
+    verify: bool = False,
+    max_inputs: int = battery.MAX_EXHAUSTIVE,
+    repair: int = REPAIR,
+    certificate: bool = True,
+    read_tables: bool = True,
+) -> Decompiled:
+    """Decompile a compiled model; see the module docstring. EncodingError if the weights are out of range.
+
+    ``checkpoint`` None: the shipped meta-model for the model's basis (:func:`shipped_checkpoint`).
+    ``certificate=False`` skips the recompile-and-compare check of the verified program;
+    ``read_tables=False`` keeps the meta-model's library functions as decoded.
+    """
+    if checkpoint is None:
+        checkpoint = shipped_checkpoint(model)
+    if isinstance(checkpoint, metamodel.MetaModel):
+        return _decompile(model, checkpoint, beam, verify, max_inputs, repair, certificate, read_tables)
+    result = _decompile(model, load_metamodel(checkpoint), beam, verify, max_inputs, repair, certificate, read_tables)
+    return dataclasses.replace(result, checkpoint=str(checkpoint))
+
+
+def _decompile(
+    model: CompiledModel,
+    meta: metamodel.MetaModel,
+    beam: int,
+    verify: bool,
+    max_inputs: int,
+    repair: int,
+    certificate: bool,
+    read_tables: bool,
+) -> Decompiled:
+    weights = weight_encoding.encode(model.params, meta.cfg.encoding)
+    found = decoding.greedy(meta, [weights]) if beam == 1 else decoding.beam_search(meta, weights, beam)
+    if read_tables:
+        found = with_readout(found, model)
+    # Beam rank: decoded candidates before this one (a read-out variant precedes its own).
+    candidates = [_candidate(sum(not f.read_out for f in found[:i]), c) for i, c in enumerate(found)]
+    if not verify:
+        return _result(found[0], "not_checked", candidates)
+    from metamodels.decompilation import verification  # it imports the compiler (JAX): only when verifying
+
+    def verified(c: decoding.Candidate, report, listed: list[Candidate], chosen: int, repaired=False) -> Decompiled:
+        weights_ = verification.compare_weights(c.program, model) if certificate else None  # type: ignore[arg-type]
+        return _result(c, "verified", listed, dataclasses.replace(report, weights=weights_), repaired, chosen)
+
+    first_report = None
+    for i, c in enumerate(found):
+        if c.program is None:
+            continue
+        report = check(c.program, model, max_inputs)
+        candidates[i] = dataclasses.replace(candidates[i], verdict=report.verdict)
+        first_report = first_report or report
+        if report.holds():
+            return verified(c, report, candidates, i)
+    fixed = repair_candidates(meta, weights, found, model, budget=repair, max_inputs=max_inputs)
+    if fixed is not None:
+        c, report = fixed
+        repaired = dataclasses.replace(_candidate(len(candidates), c), verdict=report.verdict)
+        return verified(c, report, [*candidates, repaired], len(candidates), repaired=True)
+    return _result(found[0], "unverified", candidates, first_report)
+
+
+def with_readout(found: list[decoding.Candidate], model: CompiledModel) -> list[decoding.Candidate]:
+    """Each candidate preceded by its read-out variant, where the structure fits; repeated programs dropped."""
+    out: list[decoding.Candidate] = []
+    seen: set[str] = set()
+    for c in found:
+        for variant in (_read_out(c, model), c):
+            if variant is None:
+                continue
+            key = text.format_program(variant.program) if variant.program is not None else None
+            if key is None or key not in seen:
+                seen.update([key] if key else [])
+                out.append(variant)
+    return out
+
+
+def _read_out(c: decoding.Candidate, model: CompiledModel) -> decoding.Candidate | None:
+    read = readout.read_tables_or_none(c.program, model) if c.program is not None else None
+    return dataclasses.replace(c, program=read, read_out=True) if read is not None else None
+
+
+def neighbours(program: Program) -> list[Program]:
+    """Programs differing from ``program`` in one library function or one predicate."""
+    out = []
+    for i, op in enumerate(program.ops):
+        if op.fn is not None:
+            pool = functions.MAP_FUNCTIONS if op.kind == "Map" else functions.SEQUENCE_MAP_FUNCTIONS
+            changes = [dataclasses.replace(op, fn=f.name) for f in pool if f.name != op.fn]
+        elif op.predicate is not None:
+            changes = [dataclasses.replace(op, predicate=p) for p in functions.PREDICATES if p != op.predicate]
+        else:
+            continue
+        out += [dataclasses.replace(program, ops=program.ops[:i] + (new,) + program.ops[i + 1 :]) for new in changes]
+    return out
+
+
+def repair_candidates(
+    meta: metamodel.MetaModel,
+    weights: weight_encoding.WeightTokens,
+    found: list[decoding.Candidate],
+    model: CompiledModel,
+    *,
+    budget: int,
+    max_inputs: int = battery.MAX_EXHAUSTIVE,
+    top: int = 4,
+) -> tuple[decoding.Candidate, VerificationReport] | None:
+    """The best-scored single-substitution neighbour of the top candidates that verifies (at most ``budget`` checks)."""
+    seen = {c.tokens for c in found}
+    pool: dict[tuple[int, ...], Program] = {}
+    for c in found[:top]:
+        for p in neighbours(c.program) if c.program is not None else []:
+            try:
+                ids = tuple(tokens_mod.tokenize(p))
+            except ValueError:
+                continue
+            if ids not in seen:
+                pool.setdefault(ids, p)
+    if not budget or not pool:
+        return None
+    scores = decoding.score(meta, weights, list(pool))
+    for s, ids in sorted(zip(scores, pool), reverse=True)[:budget]:
+        report = check(pool[ids], model, max_inputs)
+        if report.holds():
+            return decoding.Candidate(ids, s, pool[ids]), report
+    return None
+
+
+def check(program: Program, model: CompiledModel, max_inputs: int = battery.MAX_EXHAUSTIVE, screen: int = 300):
+    """Behavioural verification, screened first on a few hundred inputs (most wrong candidates fail there)."""
+    from metamodels.decompilation import verification  # it imports the compiler (JAX): only when verifying
+
+    first = verification.verify(program, model, max_inputs=min(screen, max_inputs), weights=False)
+    if first.verdict == "refuted" or screen >= max_inputs:
+        return first
+    return verification.verify(program, model, max_inputs=max_inputs, weights=False)
+
+
+def _candidate(rank: int, c: decoding.Candidate) -> Candidate:
+    program_text = text.format_program(c.program) if c.program else None
+    return Candidate(rank, program_text, tuple(c.token_strings), c.score, read_out=c.read_out)
+
+
+def _result(
+    c: decoding.Candidate,
+    status: Status,
+    candidates: list[Candidate],
+    report=None,
+    repaired: bool = False,
+    chosen: int = 0,
+) -> Decompiled:
+    return Decompiled(
+        program=c.program,
+        text=text.format_program(c.program) if c.program else None,
+        tokens=tuple(c.token_strings),
+        score=c.score,
+        status=status,
+        candidates=tuple(candidates),
+        report=report,
+        repaired=repaired,
+        chosen=chosen,
+    )

@@ -1,0 +1,347 @@
+"""Verification: evidence of whether a program is what a compiled model computes.
+
+Two independent verdicts:
+
+1. **Behaviour.** Run the program (RASP evaluation) and the model (numpy forward
+   pass) on an input set — every sequence of every length when that is at most
+   ``max_inputs``, otherwise random sequences of every length plus edge cases —
+   and compare position by position. Positions where the program is undefined
+   (None) are counted separately, never as agreement. An input on which Tracr's
+   dynamic validation rejects the program (a selector that makes a categorical
+   Aggregate average different values) *refutes* it where the model is itself
+   well defined there (every categorical variable one-hot in the model's
+   residual stream: the model's own program was valid there); where the model
+   is undefined too, or cannot be read (no residual labels), the input is
+   counted as outside the domain and gives no evidence either way.
+   The verdict needs evidence: see :func:`verdict_of` (the README states the rule).
+2. **Weights.** Recompile the program with the model's settings and look for
+   permutations of residual directions, MLP hidden units and heads (and any
+   basis change inside a head: heads are compared by their QK and OV circuits)
+   that make the two models' weights equal. Sound but incomplete: "match" is a
+   proof of equality up to those symmetries; "no match found" is not a proof of
+   difference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Literal
+
+import numpy as np
+
+from metamodels.rasp.program import Program
+from metamodels.transformer import battery, compiler, forward, residual_basis
+from metamodels.transformer.compiled import CompiledModel, Value
+
+Verdict = Literal["equivalent", "agrees_where_defined", "inconclusive", "refuted"]
+MIN_DEFINED = 0.5  # of the positions inside the domain, the program must be defined on at least this fraction
+MIN_PER_LENGTH = 20  # inputs inside the domain needed at every input length (or half of them, if fewer)
+# Raised by a program's own functions on values they do not accept; the program then fails to describe the model.
+EVALUATION_ERRORS = (TypeError, ValueError, ArithmeticError, KeyError, IndexError, AttributeError)
+
+
+@dataclasses.dataclass(frozen=True)
+class Counterexample:
+    """An input on which the model and the program disagree at a defined position."""
+
+    input: tuple[Value, ...]
+    model_output: tuple[Value, ...]
+    program_output: tuple[Value, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightCertificate:
+    """Result of the recompile-and-compare check; ``match`` is None when it could not be run."""
+
+    match: bool | None
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class VerificationReport:
+    """Behavioural verdict with its evidence, and the weight certificate.
+
+    ``agreement_by_position[i]`` is the fraction of inputs long enough to have
+    position i, and defined there, on which model and program agree.
+    """
+
+    verdict: Verdict
+    n_inputs: int
+    exhaustive: bool
+    outside_domain: int
+    compared_positions: int
+    undefined_positions: int
+    disagreeing_positions: int
+    agreement_by_position: tuple[float, ...]
+    counterexamples: tuple[Counterexample, ...]
+    weights: WeightCertificate | None
+    input_lengths: int = 0  # distinct input lengths checked
+    compared_lengths: int = 0  # ... of which some input was inside the program's domain and defined
+    refuted_outside_domain: int = 0  # inputs outside the program's domain where the model is well defined
+    shortfall: str = ""  # why the verdict is inconclusive ("" otherwise)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def describe(self) -> str:
+        """The report as ``metamodels verify`` prints it."""
+        how = "all" if self.exhaustive else "random"
+        lines = [
+            f"verdict: {self.verdict} ({self.n_inputs} inputs, {how}; {self.outside_domain} outside the program's domain)",
+            f"positions: {self.compared_positions} compared, {self.disagreeing_positions} disagree, "
+            f"{self.undefined_positions} undefined in the program",
+            "agreement by position: " + " ".join(f"{a:.3f}" for a in self.agreement_by_position),
+        ]
+        lines += [f"  counterexample {list(c.input)}: model {list(c.model_output)}, program {list(c.program_output)}"
+                  for c in self.counterexamples]  # fmt: skip
+        if self.weights is not None:
+            match = {True: "match", False: "no match", None: "not checked"}[self.weights.match]
+            lines.append(f"weights: {match} ({self.weights.reason})")
+        if self.shortfall:
+            lines.append(f"inconclusive: {self.shortfall}")
+        return "\n".join(lines)
+
+    def holds(self) -> bool:
+        """The program verifies: "equivalent" or "agrees_where_defined" (not refuted, and enough evidence)."""
+        return self.verdict in ("equivalent", "agrees_where_defined")
+
+
+def verification_inputs(
+    model: CompiledModel, max_inputs: int = battery.MAX_EXHAUSTIVE, seed: int = 0
+) -> tuple[list[tuple], bool]:
+    """(inputs, exhaustive): every sequence if there are at most ``max_inputs``, else a random set of that size."""
+    vocab, n = model.settings.vocab, model.settings.max_seq_len
+    if battery.input_space_size(vocab, n) <= max_inputs:
+        return battery.make_battery(vocab, n, exhaustive_up_to=max_inputs), True
+    per_length = max(1, (max_inputs - 6 * n) // n)
+    return battery.make_battery(vocab, n, per_length=min(per_length, 2000), seed=seed), False
+
+
+def verify(
+    program: Program,
+    model: CompiledModel,
+    *,
+    max_inputs: int = battery.MAX_EXHAUSTIVE,
+    seed: int = 0,
+    weights: bool = True,
+    n_counterexamples: int = 5,
+) -> VerificationReport:
+    """Check ``program`` against ``model`` (see module docstring)."""
+    inputs, exhaustive = verification_inputs(model, max_inputs, seed)
+    outputs, model_defined = forward.run_checked(model, inputs)
+    n = model.settings.max_seq_len
+    agree, defined = np.zeros(n), np.zeros(n)
+    outside = undefined = disagreeing = refuted_outside = 0
+    counterexamples: list[Counterexample] = []
+    compared_lengths: set[int] = set()
+    per_length: dict[int, list[int]] = {}  # length -> [inputs checked, inputs inside the program's domain]
+    for xs, got, clean in zip(inputs, outputs, model_defined):
+        seen = per_length.setdefault(len(xs), [0, 0])
+        seen[0] += 1
+        try:
+            want, failures = compiler.evaluate_checked(program, xs, model.settings.causal)
+        except EVALUATION_ERRORS as e:  # e.g. a numeric function applied to string values: a wrong program
+            disagreeing += len(xs)
+            if len(counterexamples) < n_counterexamples:
+                counterexamples.append(Counterexample(tuple(xs), tuple(got), (f"error: {type(e).__name__}: {e}",)))
+            continue
+        if failures:
+            if clean and any(f.reason.startswith(compiler.AGGREGATION) for f in failures):
+                refuted_outside += 1  # the model is well defined here and the program is not: not its program
+                disagreeing += len(xs)
+                if len(counterexamples) < n_counterexamples:
+                    reason = (f"outside Tracr's domain: {failures[0]}",)
+                    counterexamples.append(Counterexample(tuple(xs), tuple(got), reason))
+            else:
+                outside += 1
+            continue
+        seen[1] += 1
+        wrong = False
+        for i, w in enumerate(want):
+            if w is None:
+                undefined += 1
+                continue
+            defined[i] += 1
+            compared_lengths.add(len(xs))
+            if forward.outputs_match([got[i]], [w]):
+                agree[i] += 1
+            else:
+                disagreeing += 1
+                wrong = True
+        if wrong and len(counterexamples) < n_counterexamples:
+            counterexamples.append(Counterexample(tuple(xs), tuple(got), tuple(want)))
+    verdict, shortfall = verdict_of(disagreeing, int(defined.sum()), undefined, per_length, len(compared_lengths))
+    return VerificationReport(
+        verdict=verdict,
+        n_inputs=len(inputs),
+        exhaustive=exhaustive,
+        outside_domain=outside,
+        compared_positions=int(defined.sum()),
+        undefined_positions=undefined,
+        disagreeing_positions=disagreeing,
+        agreement_by_position=tuple(float(a / d) if d else float("nan") for a, d in zip(agree, defined)),
+        counterexamples=tuple(counterexamples),
+        weights=compare_weights(program, model) if weights else None,
+        input_lengths=len(per_length),
+        compared_lengths=len(compared_lengths),
+        refuted_outside_domain=refuted_outside,
+        shortfall=shortfall,
+    )
+
+
+def verdict_of(
+    disagreeing: int, compared: int, undefined: int, per_length: dict[int, list[int]], compared_lengths: int
+) -> tuple[Verdict, str]:
+    """(verdict, why it is inconclusive) from the counts of :func:`verify`.
+
+    The rule: any disagreement refutes. Otherwise the program verifies only with evidence at every scale:
+    (1) at every input length checked, at least ``min(MIN_PER_LENGTH, ceil(half))`` of that length's inputs
+    are inside the program's domain (a selector widened so that the program is invalid on almost every
+    input leaves a few short inputs to agree on: that is not evidence); (2) the program is defined on at
+    least ``MIN_DEFINED`` of the positions compared (a program undefined almost everywhere agrees
+    vacuously); (3) defined positions were compared at two input lengths at least (when two were checked).
+    """
+    if disagreeing:
+        return "refuted", ""
+    thin = [
+        f"length {n}: {inside} of {total} inputs"
+        for n, (total, inside) in sorted(per_length.items())
+        if inside < min(MIN_PER_LENGTH, -(-total // 2))
+    ]
+    if thin:
+        return "inconclusive", "too few inputs inside the program's domain (" + "; ".join(thin) + ")"
+    if compared + undefined == 0 or compared / (compared + undefined) < MIN_DEFINED:
+        share = f"{compared} of {compared + undefined}"
+        return "inconclusive", f"the program is defined on {share} positions (less than {MIN_DEFINED:.0%})"
+    if compared_lengths < min(2, len(per_length)):
+        return "inconclusive", "defined positions were compared at one input length only"
+    return ("agrees_where_defined" if undefined else "equivalent"), ""
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+def compare_weights(program: Program, model: CompiledModel) -> WeightCertificate:
+    """Recompile ``program`` with ``model``'s settings and compare weights up to symmetries."""
+    other = compiler.try_compile(program, model.settings)
+    if isinstance(other, compiler.CompileFailure):
+        return WeightCertificate(None, f"the program does not compile: {other}")
+    if not model.residual_labels:  # not Tracr's basis (densified, or from elsewhere)
+        return _compare_canonical(model, other)
+    shape = lambda m: (m.d_model, m.n_layers, m.mlp_hidden, m.input_values, m.output_values)  # noqa: E731
+    if shape(other) != shape(model):
+        return WeightCertificate(
+            False, f"architectures differ: (d_model, layers, mlp_hidden) {shape(model)[:3]} vs {shape(other)[:3]}"
+        )
+    permutation = _match_residual(model, other)
+    if permutation is None:
+        return WeightCertificate(False, "no residual permutation matches the two models' roles")
+    for layer in range(model.n_layers):
+        if not _same_mlp(model, other, layer, permutation) or not _same_heads(model, other, layer, permutation):
+            return WeightCertificate(False, f"layer {layer} differs under the best residual matching")
+    a, b = model.params, other.params
+    for key in ("token_embed/embeddings", "pos_embed/embeddings"):
+        if not np.allclose(a[key], b[key][:, permutation], atol=1e-5):
+            return WeightCertificate(False, f"{key} differs under the best residual matching")
+    if not np.allclose(a["unembed"], b["unembed"][permutation], atol=1e-5):
+        return WeightCertificate(False, "the read-out differs under the best residual matching")
+    return WeightCertificate(True, "weights equal up to residual, hidden-unit and head permutations")
+
+
+def _compare_canonical(model: CompiledModel, other: CompiledModel) -> WeightCertificate:
+    """A model in another residual basis: equal canonical weights (:mod:`residual_basis`) prove equality up to a
+    rotation; a compressed model or another hidden-unit order cannot be compared this way (None)."""
+    a, b = residual_basis.canonicalize(model.params), residual_basis.canonicalize(other.params)
+    same = a.keys() == b.keys() and all(
+        a[k].shape == b[k].shape and np.allclose(a[k], b[k], atol=1e-4 * max(1.0, float(np.abs(b[k]).max(initial=0))))
+        for k in a
+    )
+    if same:
+        return WeightCertificate(True, "weights equal up to a rotation of the residual stream")
+    return WeightCertificate(
+        None, "the model is not in Tracr's residual basis and its weights are not a rotation of the recompiled "
+        "program's (compressed, or units permuted); behaviour decides",
+    )  # fmt: skip
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha1(repr(parts).encode()).hexdigest()[:16]
+
+
+def _circuits(model: CompiledModel, layer: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per head: (QK [D, D], OV [D, D]), invariant to any basis change inside the head."""
+    k, out = model.key_size, []
+    for h in range(model.n_heads):
+        cols = slice(h * k, (h + 1) * k)
+        qk = model.layer(layer, "attn/query/w")[:, cols] @ model.layer(layer, "attn/key/w")[:, cols].T
+        ov = model.layer(layer, "attn/value/w")[:, cols] @ model.layer(layer, "attn/linear/w")[cols, :]
+        out.append((qk, ov))
+    return out
+
+
+def _signatures(model: CompiledModel, rounds: int = 4) -> list[str]:
+    """Colour refinement of residual directions by how every weight touches them."""
+    p = model.params
+    sig = [_digest(np.round(p["token_embed/embeddings"][:, d], 4), np.round(p["pos_embed/embeddings"][:, d], 4), np.round(p["unembed"][d], 4)) for d in range(model.d_model)]  # fmt: skip
+    circuits = [_circuits(model, layer) for layer in range(model.n_layers)]
+    for _ in range(rounds):
+        new = []
+        for d in range(model.d_model):
+            touches: list[tuple] = []
+            for layer in range(model.n_layers):
+                w1, w2 = model.layer(layer, "mlp/linear_1/w"), model.layer(layer, "mlp/linear_2/w")
+                for j in np.flatnonzero(np.abs(w1[d]) > 1e-6):
+                    unit = tuple(
+                        sorted((sig[e], round(float(w1[e, j]), 4)) for e in np.flatnonzero(np.abs(w1[:, j]) > 1e-6))
+                    )
+                    touches.append((layer, "in", unit, round(float(w1[d, j]), 4)))
+                for j in np.flatnonzero(np.abs(w2[:, d]) > 1e-6):
+                    unit = tuple(
+                        sorted((sig[e], round(float(w1[e, j]), 4)) for e in np.flatnonzero(np.abs(w1[:, j]) > 1e-6))
+                    )
+                    touches.append((layer, "out", unit, round(float(w2[j, d]), 4)))
+                for qk, ov in circuits[layer]:
+                    for name, m in (("qk", qk), ("ov", ov)):
+                        row = tuple(
+                            sorted((sig[e], round(float(m[d, e]), 3)) for e in np.flatnonzero(np.abs(m[d]) > 1e-6))
+                        )
+                        col = tuple(
+                            sorted((sig[e], round(float(m[e, d]), 3)) for e in np.flatnonzero(np.abs(m[:, d]) > 1e-6))
+                        )
+                        if row or col:
+                            touches.append((layer, name, row, col))
+            new.append(_digest(sig[d], sorted(touches)))
+        sig = new
+    return sig
+
+
+def _match_residual(a: CompiledModel, b: CompiledModel) -> np.ndarray | None:
+    """perm with b's direction perm[i] playing a's direction i, matched by signature (None if impossible)."""
+    sa, sb = _signatures(a), _signatures(b)
+    if sorted(sa) != sorted(sb):
+        return None
+    pool: dict[str, list[int]] = {}
+    for j, s in enumerate(sb):
+        pool.setdefault(s, []).append(j)
+    return np.array([pool[s].pop(0) for s in sa])
+
+
+def _same_mlp(a: CompiledModel, b: CompiledModel, layer: int, perm: np.ndarray) -> bool:
+    def units(m: CompiledModel, rows: np.ndarray | slice) -> list[tuple]:
+        w1, b1 = m.layer(layer, "mlp/linear_1/w")[rows], m.layer(layer, "mlp/linear_1/b")
+        w2 = m.layer(layer, "mlp/linear_2/w")[:, rows]
+        return sorted(tuple(np.round(np.concatenate([w1[:, j], [b1[j]], w2[j]]), 4)) for j in range(w1.shape[1]))
+
+    same_bias = np.allclose(a.layer(layer, "mlp/linear_2/b"), b.layer(layer, "mlp/linear_2/b")[perm], atol=1e-5)
+    return same_bias and units(a, slice(None)) == units(b, perm)
+
+
+def _same_heads(a: CompiledModel, b: CompiledModel, layer: int, perm: np.ndarray) -> bool:
+    def heads(m: CompiledModel, p: np.ndarray | slice) -> list[tuple]:
+        return sorted(
+            (tuple(np.round(qk[p][:, p], 3).ravel()), tuple(np.round(ov[p][:, p], 4).ravel()))
+            for qk, ov in _circuits(m, layer)
+        )
+
+    return heads(a, slice(None)) == heads(b, perm)
