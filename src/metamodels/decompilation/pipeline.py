@@ -76,7 +76,7 @@ class Decompiled:
 
     def describe(self, default_checkpoint: bool = True, repair: int = 0) -> str:
         """The result as ``metamodels decompile`` prints it: the program, then what was checked, as comments."""
-        lines = [(self.text or "").rstrip("\n")]
+        lines = [self.text or ""]
         if default_checkpoint and self.checkpoint == str(DENSE_CHECKPOINT):
             lines.append("# read by the dense-weights meta-model (the model's residual stream is not in Tracr's basis)")
         r = self.report

@@ -40,7 +40,7 @@ from metamodels.dataset import lib, store, written
 from metamodels.decompilation import readout
 from metamodels.errors import MetamodelsError
 from metamodels.evaluation import metrics, oracle
-from metamodels.meta import decoding, metamodel, weight_encoding
+from metamodels.meta import batching, decoding, metamodel, weight_encoding
 from metamodels.rasp import canonical, text
 from metamodels.rasp import tokens as tokens_mod
 from metamodels.rasp.program import Program
@@ -72,13 +72,8 @@ _FIELD_OF_ID = np.array([FIELDS.index(field_of(t)) for t in tokens_mod.VOCAB.tok
 @torch.no_grad()
 def _teacher_forced(model: metamodel.MetaModel, items: list[weight_encoding.WeightTokens], programs: list[list[int]]):
     """Per example: (hits [T-1] bool, fields [T-1] int) over the real target tokens."""
-    values, tags, mask = decoding.pad(items)
-    t = max(len(p) for p in programs)
-    program = torch.zeros(len(programs), t, dtype=torch.long)
-    for i, p in enumerate(programs):
-        program[i, : len(p)] = torch.tensor(p)
-    logits = model(values, tags, mask, program[:, :-1])
-    hits = (logits.argmax(-1) == program[:, 1:]).numpy()
+    _, hits_, _ = batching.teacher_forced(model, *batching.pad_weights(items), batching.pad_programs(programs))
+    hits = hits_.numpy()
     return [(hits[i, : len(p) - 1], _FIELD_OF_ID[np.asarray(p[1:])]) for i, p in enumerate(programs)]
 
 

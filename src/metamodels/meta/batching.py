@@ -18,7 +18,7 @@ import hashlib
 import json
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -263,3 +263,39 @@ def epoch_batches(data: EncodedSet, batch_size: int, seed: int, epoch: int) -> l
 def in_order(data: EncodedSet, batch_size: int) -> Iterator[np.ndarray]:
     for i in range(0, len(data), batch_size):
         yield np.arange(i, min(i + batch_size, len(data)))
+
+
+def pad_weights(items: Sequence[weight_encoding.WeightTokens]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Batch weight tokens: values [B, P, width], tags [B, P, 5], mask [B, P] (True = real token)."""
+    p = max(len(w) for w in items)
+    values = torch.zeros(len(items), p, items[0].values.shape[1])
+    tags = torch.zeros(len(items), p, items[0].tags.shape[1], dtype=torch.long)
+    mask = torch.zeros(len(items), p, dtype=torch.bool)
+    for i, w in enumerate(items):
+        values[i, : len(w)], tags[i, : len(w)], mask[i, : len(w)] = (
+            torch.from_numpy(w.values),
+            torch.from_numpy(w.tags),
+            True,
+        )
+    return values, tags, mask
+
+
+def pad_programs(programs: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Program token ids padded with PAD (0): [B, T] long, T the longest program."""
+    out = torch.zeros(len(programs), max(len(p) for p in programs), dtype=torch.long)
+    for i, p in enumerate(programs):
+        out[i, : len(p)] = torch.as_tensor(list(p), dtype=torch.long)
+    return out
+
+
+def teacher_forced(
+    model: torch.nn.Module, values: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor, program: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The meta-model given each true prefix: what training minimises and teacher-forced accuracy counts.
+
+    values [B, P, width], tags [B, P, 5], mask [B, P], program [B, T] (PAD = 0). Returns (logits [B, T-1, V],
+    hits [B, T-1] bool: the most likely next token is the true one, real [B, T-1] bool: the true one is not PAD).
+    """
+    logits = model(values, tags, mask, program[:, :-1])
+    target = program[:, 1:]
+    return logits, logits.argmax(-1) == target, target != 0

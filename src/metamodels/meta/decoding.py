@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from metamodels.errors import MetamodelsError
-from metamodels.meta import metamodel, weight_encoding
+from metamodels.meta import batching, metamodel, weight_encoding
 from metamodels.rasp import tokens as tokens_mod
 from metamodels.rasp.program import Program
 
@@ -45,26 +45,11 @@ def _allowed_mask(grammar: tokens_mod.Grammar, vocab_size: int) -> torch.Tensor:
     return mask
 
 
-def pad(items: Sequence[weight_encoding.WeightTokens]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Batch weight tokens: values [B, P, width], tags [B, P, 5], mask [B, P] (True = real token)."""
-    p = max(len(w) for w in items)
-    values = torch.zeros(len(items), p, items[0].values.shape[1])
-    tags = torch.zeros(len(items), p, items[0].tags.shape[1], dtype=torch.long)
-    mask = torch.zeros(len(items), p, dtype=torch.bool)
-    for i, w in enumerate(items):
-        values[i, : len(w)], tags[i, : len(w)], mask[i, : len(w)] = (
-            torch.from_numpy(w.values),
-            torch.from_numpy(w.tags),
-            True,
-        )
-    return values, tags, mask
-
-
 @torch.no_grad()
 def greedy(model: metamodel.MetaModel, items: Sequence[weight_encoding.WeightTokens]) -> list[Candidate]:
     """The most likely valid next token at each step, for a batch of models at once."""
     model.eval()
-    values, tags, key_mask = pad(items)
+    values, tags, key_mask = batching.pad_weights(items)
     cache = model.prefill(values, tags, key_mask)
     n, v, bos = len(items), model.cfg.vocab_size, tokens_mod.VOCAB.id("BOS")
     grammars = [tokens_mod.Grammar() for _ in items]
@@ -97,7 +82,7 @@ def beam_search(model: metamodel.MetaModel, item: weight_encoding.WeightTokens, 
     if beam < 1:
         raise MetamodelsError(f"beam must be at least 1, got {beam}")
     model.eval()
-    values, tags, prefix_mask = pad([item])
+    values, tags, prefix_mask = batching.pad_weights([item])
     cache = model.prefill(values, tags, prefix_mask)
     bos = tokens_mod.VOCAB.id("BOS")
     start = tokens_mod.Grammar()
@@ -152,7 +137,7 @@ def score(
     if not sequences:
         return []
     model.eval()
-    values, tags, mask = pad([item])
+    values, tags, mask = batching.pad_weights([item])
     n, t = len(sequences), max(len(s) for s in sequences)
     program = torch.zeros(n, t, dtype=torch.long)
     for i, s in enumerate(sequences):

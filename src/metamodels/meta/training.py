@@ -127,12 +127,12 @@ CANONICAL_MIN_ROW = 0.01
 DENSE_HELDOUT = 300  # held-out inputs on which training examples' densification meets its fidelity bar
 
 
-def program_loss(model: metamodel.MetaModel, batch: batching.Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean cross-entropy over real next tokens, logits [B, T-1, vocab])."""
-    logits = model(batch.values, batch.tags, batch.weight_mask, batch.program[:, :-1])
+def program_loss(model: metamodel.MetaModel, batch: batching.Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(mean cross-entropy over real next tokens, hits [B, T-1], real [B, T-1]; see batching.teacher_forced)."""
+    logits, hits, real = batching.teacher_forced(model, batch.values, batch.tags, batch.weight_mask, batch.program)
     target = batch.program[:, 1:]
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=0)
-    return loss, logits
+    return loss, hits, real
 
 
 @torch.no_grad()
@@ -142,10 +142,8 @@ def teacher_forced(model: metamodel.MetaModel, data: batching.EncodedSet, batch_
     losses, correct, total, programs_ok = [], 0, 0, 0
     for index in batching.in_order(data, batch_size):
         batch = batching.collate(data, index)
-        loss, logits = program_loss(model, batch)
-        target = batch.program[:, 1:]
-        real = target != 0
-        hit = (logits.argmax(-1) == target) | ~real
+        loss, hits, real = program_loss(model, batch)
+        hit = hits | ~real
         losses.append(float(loss) * int(real.sum()))
         correct += int((hit & real).sum())
         total += int(real.sum())
@@ -238,7 +236,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
         lr = lr_at(state["step"], state["total"] or 10**9, cfg.lr, cfg.warmup)
         for group in opt.param_groups:
             group["lr"] = lr
-        loss, _ = program_loss(model, batch)
+        loss, _, _ = program_loss(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)

@@ -1,0 +1,1 @@
+python benchmarks/false_verification.py --sampled 40 --per-program 16 --seed 0
