@@ -197,11 +197,11 @@ def count_drops(candidates: list[dict | str]) -> Counter:
     return Counter(c for c in candidates if isinstance(c, str))
 
 
-def example_row(row_id: str, split: str, program: Program, model: CompiledModel) -> dict:
-    """A dataset-like row for a program compiled here: model columns, battery and expected outputs.
+def example_row(row_id: str, split: str, program: Program, model: CompiledModel) -> store.Row:
+    """A row for a program compiled here (the lib and written splits): model columns, battery, expected outputs.
 
     ``tokens`` is None for a program with value tables (they have no tokens); causal models are
-    expected to agree prefix by prefix.
+    expected to agree prefix by prefix. Not sampled: seed and index are 0, there is no fingerprint.
     """
     s = model.settings
     inputs = battery.make_battery(s.vocab, s.max_seq_len)
@@ -210,8 +210,10 @@ def example_row(row_id: str, split: str, program: Program, model: CompiledModel)
     except ValueError:
         ids = None
     return {
-        "id": row_id, "split": split, "program": text.format_program(program), "n_ops": program.n_ops,
-        "tokens": ids, **store.model_row(model),
+        "id": row_id, "seed": 0, "index": 0, "canonical_hash": canonical.canonical_hash(program), "fingerprint": "",
+        "split": split, "program": text.format_program(program), "tokens": ids, "vocab_version": tokens.VOCAB.version,
+        "n_ops": program.n_ops, **store.model_row(model),
         "battery_inputs": json.dumps([list(xs) for xs in inputs]),
         "battery_outputs": json.dumps([battery.expected_output(program.evaluate, xs, s.causal) for xs in inputs]),
+        "provenance": "{}",
     }  # fmt: skip

@@ -7,7 +7,7 @@ more written here, each with the settings it is compiled at.
 
 from __future__ import annotations
 
-from metamodels.dataset import examples
+from metamodels.dataset import examples, store
 from metamodels.rasp import text
 from metamodels.rasp.program import Program
 from metamodels.transformer import compiler
@@ -36,7 +36,7 @@ def lib_programs() -> dict[str, Program]:
     return {name: text.parse_program(source) for name, source in LIB_SOURCES.items()}
 
 
-def lib_rows() -> list[dict]:
+def lib_rows() -> list[store.Row]:
     """The lib programs compiled at the lib settings, as dataset-like rows (for ``evaluate --split lib``)."""
     vocab, max_seq_len = LIB_VOCAB, LIB_MAX_SEQ_LEN
     return [

@@ -16,6 +16,7 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import pyarrow as pa
@@ -57,6 +58,59 @@ MANIFEST = "manifest.json"
 LOCK = ".lock"  # held by the one build writing into a directory
 
 
+class Weight(TypedDict):
+    name: str
+    shape: list[int]
+    data: list[float]
+
+
+class ModelColumns(TypedDict):
+    """The columns of a :class:`Row` that hold its compiled model."""
+
+    n_layers: int
+    d_model: int
+    n_params: int
+    vocab: str
+    max_seq_len: int
+    causal: bool
+    mlp_exactness: int
+    weights: list[Weight]
+    model_config: str
+
+
+class Row(TypedDict):
+    """One stored example, as pyarrow's ``to_pylist`` reads it (the columns of :data:`SCHEMA`).
+
+    The program (``program`` text, its ``tokens``, ``canonical_hash``, ``n_ops``), the compiled model
+    (``weights`` and ``model_config`` plus the settings columns ``vocab``, ``max_seq_len``, ``causal``,
+    ``mlp_exactness``) and the battery it was judged on (``battery_inputs`` and ``battery_outputs``, JSON).
+    ``tokens`` is None for a program with value tables.
+    """
+
+    id: str
+    seed: int
+    index: int
+    canonical_hash: str
+    fingerprint: str
+    split: str
+    program: str
+    tokens: list[int] | None
+    vocab_version: str
+    n_ops: int
+    n_layers: int
+    d_model: int
+    n_params: int
+    vocab: str
+    max_seq_len: int
+    causal: bool
+    mlp_exactness: int
+    weights: list[Weight]
+    model_config: str
+    battery_inputs: str
+    battery_outputs: str
+    provenance: str
+
+
 class StoreError(MetamodelsError):
     """A dataset file that is missing, partial or malformed; names the file."""
 
@@ -65,7 +119,7 @@ def shard_name(k: int) -> str:
     return f"shard_{k:06d}.parquet"
 
 
-def model_row(model: CompiledModel) -> dict:
+def model_row(model: CompiledModel) -> ModelColumns:
     """The columns that hold a compiled model (weights, settings, metadata)."""
     s = model.settings
     config = {**model.config(), "bos": s.bos, "pad": s.pad}  # settings are columns of their own
@@ -82,15 +136,19 @@ def model_row(model: CompiledModel) -> dict:
     }
 
 
-def model_from_row(row: dict) -> CompiledModel:
+def params_of(row: Row) -> dict[str, np.ndarray]:
+    """A row's weights as named float32 arrays."""
+    return {w["name"]: np.asarray(w["data"], dtype=np.float32).reshape(w["shape"]) for w in row["weights"]}
+
+
+def model_from_row(row: Row) -> CompiledModel:
     """Rebuild the CompiledModel stored in a row (as read by pyarrow's ``to_pylist``)."""
     config = json.loads(row["model_config"])
     settings = CompileSettings(
         vocab=tuple(json.loads(row["vocab"])), max_seq_len=int(row["max_seq_len"]), causal=bool(row["causal"]),
         mlp_exactness=int(row["mlp_exactness"]), bos=config["bos"], pad=config["pad"],
     )  # fmt: skip
-    params = {w["name"]: np.asarray(w["data"], dtype=np.float32).reshape(w["shape"]) for w in row["weights"]}
-    return CompiledModel.from_config(params, settings, {**config, "program_text": row["program"]})
+    return CompiledModel.from_config(params_of(row), settings, {**config, "program_text": row["program"]})
 
 
 @contextlib.contextmanager
@@ -176,7 +234,7 @@ def shard_paths(directory: Path) -> list[Path]:
     return paths
 
 
-def iter_rows(directory: Path, split: str | None = None, columns: Sequence[str] | None = None) -> Iterator[dict]:
+def iter_rows(directory: Path, split: str | None = None, columns: Sequence[str] | None = None) -> Iterator[Row]:
     """Rows of a dataset directory (optionally one split), shard by shard."""
     for path in shard_paths(Path(directory)):
         needed = [*columns, "split"] if columns and split is not None and "split" not in columns else columns

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from tracr.rasp import rasp
 
-from metamodels.dataset import examples
+from metamodels.dataset import examples, store
 from metamodels.rasp.program import Program
 from metamodels.transformer import compiler
 
@@ -111,7 +111,7 @@ def written_programs() -> dict[str, tuple[Program, tuple, int, bool]]:
     return out
 
 
-def written_rows() -> list[dict]:
+def written_rows() -> list[store.Row]:
     """The written programs compiled at their settings, as dataset-like rows (``evaluate --split written``)."""
     rows = []
     for name, (program, vocab, max_seq_len, causal) in written_programs().items():

@@ -29,7 +29,7 @@ import itertools
 import json
 from collections import defaultdict
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypedDict
 
 import numpy as np
 import torch
@@ -75,6 +75,31 @@ def _teacher_forced(model: metamodel.MetaModel, items: list[weight_encoding.Weig
     _, hits_, _ = batching.teacher_forced(model, *batching.pad_weights(items), batching.pad_programs(programs))
     hits = hits_.numpy()
     return [(hits[i, : len(p) - 1], _FIELD_OF_ID[np.asarray(p[1:])]) for i, p in enumerate(programs)]
+
+
+class Record(TypedDict, total=False):
+    """One evaluated example: its groups (ops, vocabulary kind, causal), the truth, and every metric's verdict.
+
+    ``supported`` False (with ``reason``) when the encoder cannot read the model: then every metric is False.
+    ``tf_hits`` / ``tf_fields``: teacher-forced hit and field of each target token (programs with tokens only).
+    """
+
+    id: str
+    n_ops: int
+    vocab_kind: str
+    causal: bool
+    truth: str
+    supported: bool
+    reason: str
+    tokenized: bool
+    tf_hits: list[bool]
+    tf_fields: list[int]
+    decoded_tokens: list[str]
+    decoded: str | None
+    read_out: bool
+    exact: bool
+    functional: bool
+    functional_readout: bool
 
 
 Split = Literal["test", "val", "train", "lib", "written"]
@@ -141,7 +166,7 @@ def evaluate(
         rows = list(itertools.islice(store.iter_rows(Path(data or "."), split), limit))
     if not rows:
         raise MetamodelsError(f"{data}: split {split!r} has no examples")
-    per_example: list[dict] = []  # models are shown chunk by chunk, not all held at once
+    per_example: list[Record] = []  # models are shown chunk by chunk, not all held at once
     densified: list[dict] = []
     verify_models: list[CompiledModel] = []
     bar = tqdm(total=len(rows), disable=not progress, desc=f"evaluate {split}", unit="model")
@@ -193,14 +218,16 @@ def _densified_summary(infos: list[dict]) -> dict:
     }
 
 
-def _evaluate_chunk(model: metamodel.MetaModel, rows: list[dict], models: list[CompiledModel]) -> list[dict]:
+def _evaluate_chunk(model: metamodel.MetaModel, rows: list[store.Row], models: list[CompiledModel]) -> list[Record]:
     out, items, programs, kept = [], [], [], []
     for row, model_ in zip(rows, models):
-        record = {"id": row["id"], **metrics.groups_of(row), "truth": row["program"]}
+        record: Record = {"id": row["id"], **metrics.groups_of(row), "truth": row["program"]}  # type: ignore[typeddict-item]
         try:
             items.append(weight_encoding.encode(model_.params, model.cfg.encoding))
         except weight_encoding.EncodingError as e:
-            record.update(supported=False, reason=str(e), exact=False, functional=False, functional_readout=False)
+            record.update(
+                {"supported": False, "reason": str(e), "exact": False, "functional": False, "functional_readout": False}
+            )
             out.append(record)
             continue
         record["supported"] = True
@@ -225,7 +252,7 @@ def _evaluate_chunk(model: metamodel.MetaModel, rows: list[dict], models: list[C
         record["tf_hits"], record["tf_fields"], record["tokenized"] = hits.tolist(), fields.tolist(), truth is not None
         record["decoded_tokens"] = candidate.token_strings
         if candidate.program is None:
-            record.update(exact=False, functional=False, functional_readout=False, decoded=None)
+            record.update({"exact": False, "functional": False, "functional_readout": False, "decoded": None})
             continue
         record["decoded"] = text.format_program(candidate.program)
         read = readout.read_tables_or_none(candidate.program, model_)
@@ -249,7 +276,7 @@ def _canonical_text(program: Program) -> str:
     return text.format_program(canonical.canonicalize(program))
 
 
-def _rates(records: list[dict]) -> dict:
+def _rates(records: list[Record]) -> dict:
     supported = [r for r in records if r["supported"] and r.get("tokenized", True)]
     hits = [h for r in supported for h in r["tf_hits"]]
     fields: dict[str, list] = defaultdict(list)
@@ -269,13 +296,13 @@ def _rates(records: list[dict]) -> dict:
     }
 
 
-def summarize(records: list[dict]) -> dict:
+def summarize(records: list[Record]) -> dict:
     """Rates overall, by number of ops, and by vocabulary kind and causal masking where those vary."""
     out: dict = {"overall": _rates(records)}
     for group in metrics.GROUPS:
         by = defaultdict(list)
         for r in records:
-            by[r[group]].append(r)
+            by[r[group]].append(r)  # type: ignore[literal-required]
         if group == "n_ops" or len(by) > 1:
             out[f"by_{group}"] = {k: _rates(v) for k, v in sorted(by.items(), key=lambda kv: str(kv[0]).zfill(3))}
     out["examples"] = [{k: v for k, v in r.items() if k not in ("tf_hits", "tf_fields")} for r in records]

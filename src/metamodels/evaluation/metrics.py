@@ -22,7 +22,7 @@ def vocab_kind(vocab: tuple | list) -> str:
     return "floats" if any(isinstance(v, float) for v in vocab) else "integers"
 
 
-def groups_of(row: dict) -> dict:
+def groups_of(row: store.Row) -> dict:
     """What results are broken down by: number of ops, vocabulary kind, causal or not."""
     return {
         "n_ops": int(row["n_ops"]),
@@ -33,7 +33,7 @@ def groups_of(row: dict) -> dict:
 
 def verified_at_k(
     meta: metamodel.MetaModel,
-    rows: list[dict],
+    rows: list[store.Row],
     k: int,
     *,
     progress: bool = True,

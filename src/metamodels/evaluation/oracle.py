@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from metamodels.dataset import store
 from metamodels.decompilation import verification
 from metamodels.rasp import text
 from metamodels.rasp.program import Program
@@ -28,7 +29,7 @@ def same_outputs(a: list[list] | None, b: list[list]) -> bool:
     )
 
 
-def differs_from_truth(program: Program, row: dict, model: CompiledModel) -> bool:
+def differs_from_truth(program: Program, row: store.Row, model: CompiledModel) -> bool:
     """Whether ``program`` differs from the row's true program: on every input when there are few enough to verify
     exhaustively, else on a larger random battery (another seed than verification's)."""
     s = model.settings

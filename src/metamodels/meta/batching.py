@@ -86,7 +86,7 @@ def _encode_shard(args: tuple) -> tuple:
             skipped["program_too_long"] += 1
             continue
         if dense is None:
-            params = {w["name"]: np.asarray(w["data"], np.float32).reshape(w["shape"]) for w in row["weights"]}
+            params = store.params_of(row)  # type: ignore[arg-type]
         else:
             params = densification.densified(store.model_from_row(row), dense, row["id"]).params
         try:
