@@ -254,3 +254,10 @@ def test_dense_build_stores_fidelity_and_width(tmp_path):
         sparse = compiler.compile_program(text.parse_program(row["program"]))
         inputs = battery.make_battery(sparse.settings.vocab, sparse.settings.max_seq_len, per_length=100, seed=7)
         assert densification.fidelity(sparse, dense, inputs) >= 0.97
+
+
+def test_the_row_type_names_every_column():
+    assert set(store.Row.__annotations__) == set(store.SCHEMA.names)
+    row = next(store.iter_rows(FIXTURE))
+    assert set(row) == set(store.SCHEMA.names)
+    assert set(lib.lib_rows()[0]) == set(store.SCHEMA.names)  # rows made here have every column too

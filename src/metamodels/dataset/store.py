@@ -78,7 +78,7 @@ class ModelColumns(TypedDict):
     model_config: str
 
 
-class Row(TypedDict):
+class Row(ModelColumns):
     """One stored example, as pyarrow's ``to_pylist`` reads it (the columns of :data:`SCHEMA`).
 
     The program (``program`` text, its ``tokens``, ``canonical_hash``, ``n_ops``), the compiled model
@@ -97,15 +97,6 @@ class Row(TypedDict):
     tokens: list[int] | None
     vocab_version: str
     n_ops: int
-    n_layers: int
-    d_model: int
-    n_params: int
-    vocab: str
-    max_seq_len: int
-    causal: bool
-    mlp_exactness: int
-    weights: list[Weight]
-    model_config: str
     battery_inputs: str
     battery_outputs: str
     provenance: str
