@@ -119,6 +119,8 @@ def _verify_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("program", type=Path, help="program file in readable form")
     _model_inputs_json(p, "print the report as JSON")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    p.add_argument("--seconds", type=float, help="stop comparing after this long (then inconclusive unless every "
+                   "length already has its evidence)")
 
 
 def _model_inputs_json(p: argparse.ArgumentParser, json_help: str) -> None:
@@ -237,7 +239,10 @@ def _verify(args: argparse.Namespace) -> int:
     from metamodels.transformer import modelfile
 
     program, model = _read_program(args.program), modelfile.load(args.model)
-    report = verification.verify(program, model, max_inputs=args.inputs, seed=args.seed)
+    if args.seconds is not None and not args.seconds > 0:
+        raise MetamodelsError(f"--seconds must be positive, got {args.seconds}")
+    report = verification.verify(program, model, max_inputs=args.inputs, seed=args.seed, seconds=args.seconds,
+                                 progress=sys.stderr.isatty())  # fmt: skip
     print(json.dumps(report.to_json(), indent=1, default=str) if args.json else report.describe())
     return 0 if report.holds() else 1
 

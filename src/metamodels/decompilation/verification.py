@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import time
 from typing import Literal
 
 import numpy as np
+from tqdm import tqdm
 
 from metamodels.rasp.program import Program
 from metamodels.transformer import battery, compiler, forward, residual_basis
@@ -126,19 +128,32 @@ def verify(
     seed: int = 0,
     weights: bool = True,
     n_counterexamples: int = 5,
+    seconds: float | None = None,
+    progress: bool = False,
 ) -> VerificationReport:
-    """Check ``program`` against ``model`` (see module docstring)."""
+    """Check ``program`` against ``model`` (see module docstring).
+
+    ``seconds``: stop comparing after this long; the inputs not reached count as checked with nothing inside
+    the domain, so a cut-short check is ``inconclusive`` unless every length already has its evidence.
+    """
     inputs, exhaustive = verification_inputs(model, max_inputs, seed)
     outputs, model_defined = forward.run_checked(model, inputs)
+    deadline = None if seconds is None else time.monotonic() + seconds
+    bar = tqdm(total=len(inputs), disable=not progress, desc="verify", unit="input", leave=False)
     n = model.settings.max_seq_len
     agree, defined = np.zeros(n), np.zeros(n)
     outside = undefined = disagreeing = refuted_outside = 0
     counterexamples: list[Counterexample] = []
     compared_lengths: set[int] = set()
     per_length: dict[int, list[int]] = {}  # length -> [inputs checked, inputs inside the program's domain]
+    for xs in inputs:
+        per_length.setdefault(len(xs), [0, 0])[0] += 1
     for xs, got, clean in zip(inputs, outputs, model_defined):
-        seen = per_length.setdefault(len(xs), [0, 0])
-        seen[0] += 1
+        if deadline is not None and time.monotonic() > deadline:
+            exhaustive = False  # cut short: the rest were not compared
+            break
+        bar.update(1)
+        seen = per_length[len(xs)]
         try:
             want, failures = compiler.evaluate_checked(program, xs, model.settings.causal)
         except EVALUATION_ERRORS as e:  # e.g. a numeric function applied to string values: a wrong program
@@ -171,6 +186,7 @@ def verify(
                 wrong = True
         if wrong and len(counterexamples) < n_counterexamples:
             counterexamples.append(Counterexample(tuple(xs), tuple(got), tuple(want)))
+    bar.close()
     verdict, shortfall = verdict_of(disagreeing, int(defined.sum()), undefined, per_length, len(compared_lengths))
     return VerificationReport(
         verdict=verdict,
