@@ -117,6 +117,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type, only: tuple[str, ...
         if cli["upper"]:
             default = (f.default, fields[cli["upper"]].default)  # type: ignore[assignment]
             kwargs["type"], show = cli["parse"] or parse_range, cli["show"] or _show_range
+            kwargs["metavar"] = cli["metavar"] or "A-B"
         elif hint is bool:
             kwargs = {"help": cli["help"], "action": "store_const", "const": True}
             show = None
@@ -127,6 +128,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type, only: tuple[str, ...
             show = None
         elif hint == tuple[int, int]:
             kwargs["type"], show = cli["parse"] or parse_range, cli["show"] or _show_range
+            kwargs["metavar"] = cli["metavar"] or "A-B"
         else:
             kwargs["type"], show = cli["parse"] or hint, cli["show"] or str
         if show is not None and default not in (_MISSING, None):

@@ -242,4 +242,6 @@ def test_weight_certificate_of_a_dense_model_holds_up_to_rotation_and_never_clai
 def test_a_check_cut_short_by_its_time_budget_is_inconclusive(sort_model):
     """Issue 14, point 6: verification now has a time budget; stopping early must not turn into a verdict."""
     report = verification.verify(text.parse_program(SORT), sort_model, weights=False, seconds=0.0)
-    assert report.verdict == "inconclusive" and not report.exhaustive and "inside the program's domain" in report.shortfall
+    assert (
+        report.verdict == "inconclusive" and not report.exhaustive and "inside the program's domain" in report.shortfall
+    )
