@@ -12,7 +12,10 @@ Two independent verdicts:
    well defined there (every categorical variable one-hot in the model's
    residual stream: the model's own program was valid there); where the model
    is undefined too, or cannot be read (no residual labels), the input is
-   counted as outside the domain and gives no evidence either way.
+   counted as outside the domain and gives no evidence either way. Likewise a
+   position where the program is undefined (None) refutes it on an input where
+   the model is well defined (a well-defined Tracr model has no None anywhere:
+   None is an empty categorical block).
    The verdict needs evidence: see :func:`verdict_of` (the README states the rule).
 2. **Weights.** Recompile the program with the model's settings and look for
    permutations of residual directions, MLP hidden units and heads (and any
@@ -174,6 +177,10 @@ def verify(
         seen[1] += 1
         wrong = False
         for i, w in enumerate(want):
+            if w is None and clean:  # the model's own program is defined everywhere here: this one is not it
+                disagreeing += 1
+                wrong = True
+                continue
             if w is None:
                 undefined += 1
                 continue
