@@ -65,4 +65,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], suffix: str = 
 
 def write_text(path: str | Path, text: str) -> None:
     """Atomically write ``text`` to ``path``."""
-    atomic_write(path, lambda tmp: None if tmp.write_text(text) else None)
+
+    def write(tmp: Path) -> None:
+        tmp.write_text(text)
+
+    atomic_write(path, write)

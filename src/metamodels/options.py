@@ -114,8 +114,9 @@ def add_options(parser: argparse.ArgumentParser, cls: type, only: tuple[str, ...
         flag = cli["flag"] or "--" + f.name.replace("_", "-")
         kwargs: dict[str, Any] = {"help": cli["help"], "metavar": cli["metavar"]}
         default = f.default
-        if cli["upper"]:
-            default = (f.default, fields[cli["upper"]].default)  # type: ignore[assignment]
+        if cli["upper"] or hint == tuple[int, int]:  # an A-B range: one field, or this one and its upper
+            if cli["upper"]:
+                default = (f.default, fields[cli["upper"]].default)  # type: ignore[assignment]
             kwargs["type"], show = cli["parse"] or parse_range, cli["show"] or _show_range
             kwargs["metavar"] = cli["metavar"] or "A-B"
         elif hint is bool:
@@ -126,9 +127,6 @@ def add_options(parser: argparse.ArgumentParser, cls: type, only: tuple[str, ...
         elif cli["repeat"]:
             kwargs.update(action="append", type=cli["parse"] or str)  # the option once for each value
             show = None
-        elif hint == tuple[int, int]:
-            kwargs["type"], show = cli["parse"] or parse_range, cli["show"] or _show_range
-            kwargs["metavar"] = cli["metavar"] or "A-B"
         else:
             kwargs["type"], show = cli["parse"] or hint, cli["show"] or str
         if show is not None and default not in (_MISSING, None):

@@ -7,9 +7,9 @@
    from the weights (:mod:`metamodels.decompilation.readout`); where the structure fits, that
    variant comes first — it can hold tables the library does not have,
 3. optionally verify the candidates in order against the model
-   (:mod:`metamodels.decompilation.verification`) and return the first that verifies (not
-   refuted, and defined on at least half the positions: a program undefined
-   everywhere agrees with anything), with its weight certificate;
+   (:mod:`metamodels.decompilation.verification`) and return the first whose verdict holds
+   (not refuted and with evidence at every input length: ``verification.verdict_of``),
+   with its weight certificate;
 4. if none does (and ``repair``), try the best candidates' neighbours — one
    function or predicate replaced by another from the library, the usual error
    of a meta-model that read the structure right — in order of the meta-model's

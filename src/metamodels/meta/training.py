@@ -174,6 +174,9 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
+    if (out / LEGACY_STATE).exists():  # refused before any work is done
+        raise MetamodelsError(f"{out / LEGACY_STATE}: a pickled training state is never loaded (it can run code); "
+                              "delete it to start again, or train into another --out")  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     start = metamodel.load_checkpoint(cfg.init)[0].train() if cfg.init else None
     if start is not None:
@@ -215,9 +218,6 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
         "best": float("inf"),
         "bad_evals": 0,
     }
-    if (out / LEGACY_STATE).exists():
-        raise MetamodelsError(f"{out / LEGACY_STATE}: a pickled training state is never loaded (it can run code); "
-                              "delete it to start again, or train into another --out")  # fmt: skip
     if (out / STATE).is_file():  # resume
         state = load_state(out / STATE, cfg, model, opt)
     info = {"n_params": model.n_params(), "train_examples": len(train_set), "skipped": train_set.skipped}

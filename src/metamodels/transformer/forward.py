@@ -125,11 +125,18 @@ def decode(model: CompiledModel, scores: np.ndarray) -> list[list[Value]]:
 
 def run(model: CompiledModel, inputs: Sequence[Sequence[Value]]) -> list[list[Value]]:
     """Decoded outputs of the model on each input sequence (no BOS), in input order."""
-    return run_checked(model, inputs)[0]
+    return _run(model, inputs, check=False)[0]
 
 
 def run_checked(model: CompiledModel, inputs: Sequence[Sequence[Value]]) -> tuple[list[list[Value]], list[bool | None]]:
-    """(decoded outputs, :func:`well_defined` per input) in input order; chunks of :data:`CHUNK` sequences."""
+    """(decoded outputs, :func:`well_defined` per input) in input order."""
+    return _run(model, inputs, check=True)
+
+
+def _run(
+    model: CompiledModel, inputs: Sequence[Sequence[Value]], check: bool
+) -> tuple[list[list[Value]], list[bool | None]]:
+    """Batched by length, in chunks of :data:`CHUNK` sequences; ``check``: also :func:`well_defined` per input."""
     results: list[list[Value] | None] = [None] * len(inputs)
     defined: list[bool | None] = [None] * len(inputs)
     by_length: dict[int, list[int]] = {}
@@ -142,7 +149,7 @@ def run_checked(model: CompiledModel, inputs: Sequence[Sequence[Value]]) -> tupl
                 final = final_residual(model, np.stack([encode(model, inputs[i]) for i in indices]))
             if not np.isfinite(final).all():
                 raise InputError("the model's activations are not finite (NaN or infinity): its weights overflow")
-            clean = well_defined(model, final)
+            clean = well_defined(model, final) if check else None
             for j, (i, decoded) in enumerate(zip(indices, decode(model, final @ model.params["unembed"]))):
                 results[i], defined[i] = decoded, None if clean is None else bool(clean[j])
     return results, defined  # type: ignore[return-value]
