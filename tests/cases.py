@@ -84,6 +84,34 @@ def tracr_cases() -> dict[str, tuple]:
     return out
 
 
+def odd_rasp_cases() -> dict[str, tuple]:
+    """name -> (rasp program, vocab, max_seq_len, causal): what people write that Tracr compiles and a converter
+    can trip on — labels that are no identifiers (or are keywords, op names), tuple values, functions that return
+    None or raise an ArithmeticError on some inputs."""
+    from tracr.rasp import rasp
+
+    t, i = rasp.tokens, rasp.indices
+    big = rasp.numerical(rasp.Map(lambda x: 1 if x > 1 else 0, t)).named("x>1")
+    mean = rasp.numerical(rasp.Aggregate(rasp.Select(i, i, rasp.Comparison.LEQ), big, default=0)).named("mean(x>1)")
+    neg = rasp.Map(lambda x: -x, t).named("neg x")
+    pair = rasp.SequenceMap(lambda x, y: (x, y), t, i).named("pair")
+    num = rasp.numerical(rasp.Map(lambda x: x, t)).named("num")
+    inv = rasp.Map(lambda x: 6 // (x - 2), num, simplify=False).named("6 // (x-2)")  # raises at 2: no value there
+    pairs = rasp.SequenceMap(lambda p, q: (p, q % 2), pair, i).named("nested")
+    keyword = rasp.Map(lambda x: x + 1, t).named("lambda")
+    return {
+        "label_parentheses": (mean, (1, 2, 3), 4, True),
+        "label_space_minus": (rasp.SequenceMap(lambda x, y: x + y, neg, t).named("sum-1"), (1, 2, 3), 4, False),
+        "tuple_values": (rasp.Map(lambda p: p[0] * p[1], pair).named("prod"), (1, 2, 3), 4, False),
+        "tuple_output": (rasp.SequenceMap(lambda x, y: (x, y % 2), t, i).named("pair2"), ("a", "b"), 3, False),
+        "nested_tuples": (rasp.Map(lambda pq: pq[0][0] + pq[1], pairs).named("flat"), (1, 2), 3, False),
+        "raises_numerical": (rasp.Map(lambda y: y + 1, inv).named("inc"), (1, 2, 3, 4), 4, False),
+        "returns_none": (rasp.Map(lambda x: None if x == "b" else x, t).named("partial"), ("a", "b", "c"), 4, False),
+        "keyword_labels": (rasp.Map(lambda x: x * 2, keyword, simplify=False).named("Map"), (1, 2), 3, False),
+        "digit_label": (rasp.Map(lambda x: x % 2, t).named("2x"), (1, 2, 3), 3, False),
+    }
+
+
 _SAMPLED: dict[int, tuple[sampling.Sampled, ...]] = {}
 
 

@@ -24,7 +24,7 @@ LAYERS = (
     ("meta",),
     ("decompilation",),
     ("evaluation",),
-    ("cli", "__init__"),
+    ("cli", "demo", "__init__"),
 )
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 

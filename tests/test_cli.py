@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-from metamodels import cli
+from metamodels import artifacts, cli
 from tests.cases import FIXTURE
 
 
 def test_compile_and_run_the_paper_sort(tmp_path, capsys):
     out = tmp_path / "sort.safetensors"
-    assert cli.main(["compile", str(cli.EXAMPLES / "sort.rasp"), "-o", str(out), "--with-source"]) == 0
+    assert cli.main(["compile", str(artifacts.EXAMPLES / "sort.rasp"), "-o", str(out), "--with-source"]) == 0
     assert cli.main(["run", str(out), "3", "1", "5", "2", "--program"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[-2] == "1 2 3 5" and lines[-1].startswith("1 2 3 5")
@@ -24,12 +24,12 @@ def test_model_files_do_not_carry_their_program_unless_asked(tmp_path):
     from metamodels.transformer import modelfile
 
     plain, sourced = tmp_path / "plain.safetensors", tmp_path / "sourced.safetensors"
-    assert cli.main(["compile", str(cli.EXAMPLES / "sort.rasp"), "-o", str(plain)]) == 0
-    assert cli.main(["compile", str(cli.EXAMPLES / "sort.rasp"), "-o", str(sourced), "--with-source"]) == 0
+    assert cli.main(["compile", str(artifacts.EXAMPLES / "sort.rasp"), "-o", str(plain)]) == 0
+    assert cli.main(["compile", str(artifacts.EXAMPLES / "sort.rasp"), "-o", str(sourced), "--with-source"]) == 0
     a, b = modelfile.load(plain), modelfile.load(sourced)
     assert a.program_text is None and a.layer_of == {} and "Select" not in plain.read_bytes().decode("latin-1")
     assert b.program_text and b.layer_of
-    bundled = modelfile.load(cli.EXAMPLES / "sort.safetensors")
+    bundled = modelfile.load(artifacts.EXAMPLES / "sort.safetensors")
     assert bundled.program_text is None and bundled.layer_of == {}
 
 
@@ -71,7 +71,7 @@ def test_user_mistakes_print_one_error_line(tmp_path, argv, message):
     uncompilable = tmp_path / "u.rasp"
     uncompilable.write_text("s = Select(tokens, tokens, EQ)\na = numerical(Aggregate(s, tokens))\nreturn a\n")
     model = tmp_path / "m.safetensors"
-    assert cli.main(["compile", str(cli.EXAMPLES / "sort.rasp"), "-o", str(model)]) == 0
+    assert cli.main(["compile", str(artifacts.EXAMPLES / "sort.rasp"), "-o", str(model)]) == 0
     truncated = tmp_path / "t.safetensors"
     truncated.write_bytes(model.read_bytes()[:200])
     names = dict(bad=bad, uncompilable=uncompilable, model=model, truncated=truncated, tmp=tmp_path)
@@ -107,13 +107,13 @@ def test_sample_marginals_from_a_config_file(tmp_path, capsys):
 
 def test_verify_and_densify_commands(tmp_path, capsys):
     model, dense = tmp_path / "sort.safetensors", tmp_path / "dense.safetensors"
-    assert cli.main(["compile", str(cli.EXAMPLES / "sort.rasp"), "-o", str(model)]) == 0
+    assert cli.main(["compile", str(artifacts.EXAMPLES / "sort.rasp"), "-o", str(model)]) == 0
     assert cli.main(["densify", str(model), "-o", str(dense), "--fidelity", "1"]) == 0
-    assert cli.main(["verify", str(cli.EXAMPLES / "sort.rasp"), str(dense)]) == 0
+    assert cli.main(["verify", str(artifacts.EXAMPLES / "sort.rasp"), str(dense)]) == 0
     out = capsys.readouterr().out
     assert "verdict: agrees_where_defined (3905 inputs, all" in out and "fidelity 1.0000" in out
     wrong = tmp_path / "wrong.rasp"
-    wrong.write_text((cli.EXAMPLES / "sort.rasp").read_text().replace("LT)", "GT)"))
+    wrong.write_text((artifacts.EXAMPLES / "sort.rasp").read_text().replace("LT)", "GT)"))
     assert cli.main(["verify", str(wrong), str(model), "--json"]) == 1
     assert '"verdict": "refuted"' in capsys.readouterr().out
 
@@ -124,13 +124,18 @@ def test_verify_and_densify_commands(tmp_path, capsys):
         (["decompile", "missing.safetensors"], "missing.safetensors"),
         (["decompile", "{sort}", "--checkpoint", "{tmp}"], "not a readable meta-model checkpoint"),
         (["decompile", "{sort}", "--beam", "0"], "--beam must be at least 1"),
+        (["decompile", "{sort}", "--repair", "-1"], "--repair must be at least 0"),
+        (["decompile", "{sort}", "--inputs", "0"], "--inputs must be at least 1"),
+        (["verify", "{sort_rasp}", "{sort}", "--seconds", "-1"], "--seconds must not be negative"),
+        (["sample", "--n", "0"], "--n must be at least 1"),
         (["train", "--data", "{tmp}", "--out", "{tmp}/run"], "no manifest.json"),
         (["train", "--data", "{fixture}", "--out", "{tmp}/run", "--preset", "huge"], "unknown preset"),
         (["evaluate", "--data", "{fixture}", "--split", "test", "--checkpoint", "{tmp}"], "not a readable"),
     ],
 )
 def test_meta_model_commands_fail_with_one_line(tmp_path, capsys, argv, message):
-    fill = {"sort": str(cli.EXAMPLES / "sort.safetensors"), "tmp": str(tmp_path), "fixture": str(FIXTURE)}
+    fill = {"sort": str(artifacts.EXAMPLES / "sort.safetensors"), "sort_rasp": str(artifacts.EXAMPLES / "sort.rasp"),
+            "tmp": str(tmp_path), "fixture": str(FIXTURE)}  # fmt: skip
     assert cli.main([a.format(**fill) for a in argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and message in err and "Traceback" not in err
@@ -177,11 +182,15 @@ def test_bad_programs_fail_with_one_line(tmp_path, capsys, name):
         (["train", "--data", "{fixture}", "--out", "{tmp}/r", "--batch-size", "0"], "--batch-size must be at least 1"),
         (["evaluate", "--split", "nope"], "invalid choice"),
         (["decompile", "{sort}", "--beam", "0"], "--beam must be at least 1"),
+        (["decompile", "{sort}", "--repair", "-1"], "--repair must be at least 0"),
+        (["decompile", "{sort}", "--inputs", "0"], "--inputs must be at least 1"),
+        (["verify", "{sort_rasp}", "{sort}", "--seconds", "-1"], "--seconds must not be negative"),
+        (["sample", "--n", "0"], "--n must be at least 1"),
         (["frobnicate"], "invalid choice"),
     ],
 )
 def test_bad_options_fail_with_one_line(tmp_path, capsys, argv, message):
-    fill = {"sort": str(cli.EXAMPLES / "sort.safetensors"), "sort_rasp": str(cli.EXAMPLES / "sort.rasp"),
+    fill = {"sort": str(artifacts.EXAMPLES / "sort.safetensors"), "sort_rasp": str(artifacts.EXAMPLES / "sort.rasp"),
             "tmp": str(tmp_path), "fixture": str(FIXTURE)}  # fmt: skip
     try:
         code = cli.main([a.format(**fill) for a in argv])
@@ -194,14 +203,14 @@ def test_bad_options_fail_with_one_line(tmp_path, capsys, argv, message):
 
 def test_verify_exits_zero_only_on_a_verdict_that_holds(tmp_path, capsys):
     """Issue 14, point 2: `LT)` -> `TRUE)` was 'verified' with no position compared, exit 0."""
-    sort = cli.EXAMPLES / "sort.safetensors"
-    assert cli.main(["verify", str(cli.EXAMPLES / "sort.rasp"), str(sort)]) == 0
+    sort = artifacts.EXAMPLES / "sort.safetensors"
+    assert cli.main(["verify", str(artifacts.EXAMPLES / "sort.rasp"), str(sort)]) == 0
     capsys.readouterr()
     vacuous = tmp_path / "vacuous.rasp"
-    vacuous.write_text((cli.EXAMPLES / "sort.rasp").read_text().replace("LT)", "TRUE)"))
+    vacuous.write_text((artifacts.EXAMPLES / "sort.rasp").read_text().replace("LT)", "TRUE)"))
     assert cli.main(["verify", str(vacuous), str(sort)]) == 1  # undefined where the model is well defined
     assert "verdict: refuted" in capsys.readouterr().out
     widened = tmp_path / "widened.rasp"
-    widened.write_text((cli.EXAMPLES / "sort.rasp").read_text().replace("indices, EQ)", "indices, LEQ)"))
+    widened.write_text((artifacts.EXAMPLES / "sort.rasp").read_text().replace("indices, EQ)", "indices, LEQ)"))
     assert cli.main(["verify", str(widened), str(sort)]) == 1
     assert "verdict: refuted" in capsys.readouterr().out

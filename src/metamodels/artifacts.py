@@ -4,6 +4,7 @@
 beside the target, then rename it over the target: a reader sees the old file or
 the new one, never half of one). ``provenance`` is what every dataset manifest,
 model file and checkpoint records: package versions and the git commit.
+``EXAMPLES`` is where the shipped example programs and model files live.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+
+EXAMPLES = Path(__file__).parent / "examples"
 
 
 def _version(package: str) -> str:

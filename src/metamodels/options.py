@@ -4,6 +4,9 @@ A config field becomes an option when it is declared with :func:`option` (help t
 name or type does not say it, the flag, a parser or a paired field). The option's argparse default is None
 ("not given"): :func:`config_from` passes only the options that were given, so the dataclass default applies
 otherwise, and a value read from a file can sit underneath the command line.
+
+The command table of :mod:`metamodels.cli` is built from :func:`arg`, :func:`add_options` and
+:func:`subcommands`; :func:`add_commands` builds only the chosen command's arguments.
 """
 
 from __future__ import annotations
@@ -119,8 +122,8 @@ def add_options(parser: argparse.ArgumentParser, cls: type, only: tuple[str, ...
                 default = (f.default, fields[cli["upper"]].default)  # type: ignore[assignment]
             kwargs["type"], show = cli["parse"] or parse_range, cli["show"] or _show_range
             kwargs["metavar"] = cli["metavar"] or "A-B"
-        elif hint is bool:
-            kwargs = {"help": cli["help"], "action": "store_const", "const": True}
+        elif hint is bool:  # a flag: giving it flips the default (e.g. --no-readout sets read_tables=False)
+            kwargs = {"help": cli["help"], "action": "store_const", "const": default is not True}
             show = None
         elif typing.get_origin(hint) is typing.Literal:
             kwargs["choices"], show = typing.get_args(hint), cli["show"] or str
@@ -153,3 +156,35 @@ def config_from(args: argparse.Namespace, cls: type, base: dict | None = None, /
         return cls(**{**values, **fixed})
     except TypeError as e:  # a required field not given, or a file's field of the wrong kind
         raise MetamodelsError(f"{cls.__name__}: {e}") from None
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser that reports a bad command line as one ``error:`` line (exit status 2)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {self.prog}: {message}\n")
+
+
+Argument = Callable[[argparse.ArgumentParser], object]  # adds one argument (or a group of them) to a parser
+Command = tuple[str, "str | None", list[Argument]]  # help line, description (None: the help line), arguments
+
+
+def arg(*flags: str, **kwargs: Any) -> Argument:
+    """One ``add_argument`` call, made when the command it belongs to is chosen."""
+    return lambda p: p.add_argument(*flags, **kwargs)
+
+
+def add_commands(
+    p: argparse.ArgumentParser, dest: str, commands: dict[str, Command], chosen: str | None = None
+) -> None:
+    """A subcommand per entry; only the ``chosen`` one's arguments are built (all of them when None)."""
+    sub = p.add_subparsers(dest=dest, required=True, parser_class=Parser)
+    for name, (help, description, arguments) in commands.items():
+        q = sub.add_parser(name, help=help, description=description or help)
+        for add in arguments if chosen in (None, name) else ():
+            add(q)
+
+
+def subcommands(dest: str, commands: dict[str, Command]) -> Argument:
+    """Nested subcommands (e.g. ``dataset build``), as one argument of their parent command."""
+    return lambda p: add_commands(p, dest, commands)

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from metamodels import cli
+from metamodels import artifacts, cli
 from metamodels.dataset import store
 from metamodels.decompilation import pipeline
 from metamodels.evaluation import oracle
@@ -38,7 +38,7 @@ def test_random_weights_still_decompile_to_a_valid_program(trained):
 
 def test_decompile_with_verification_states_the_outcome(trained, tmp_path, capsys):
     _, checkpoint = trained
-    sort = cli.EXAMPLES / "sort.safetensors"
+    sort = artifacts.EXAMPLES / "sort.safetensors"
     assert cli.main(["decompile", str(sort), "--checkpoint", str(checkpoint), "--beam", "2", "--verify", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["status"] in ("verified", "unverified") and result["verification"] is not None
@@ -48,7 +48,7 @@ def test_decompile_with_verification_states_the_outcome(trained, tmp_path, capsy
 @pytest.mark.parametrize("damage", ["nan", "shape"])
 def test_decompile_rejects_damaged_model_files(tmp_path, capsys, damage):
     path = tmp_path / "m.safetensors"
-    path.write_bytes((cli.EXAMPLES / "sort.safetensors").read_bytes())
+    path.write_bytes((artifacts.EXAMPLES / "sort.safetensors").read_bytes())
     params, metadata = cases.read_model_file(path)
     if damage == "nan":
         params["transformer/layer_0/mlp/linear_1/w"][0, 0] = np.nan
@@ -88,9 +88,9 @@ def test_shipped_checkpoint_decompiles_the_bundled_sort(capsys):
 
     meta, provenance = metamodel.load_checkpoint(pipeline.DEFAULT_CHECKPOINT)
     assert "train_command" in provenance and meta.cfg.encoding.writer_rank
-    result = pipeline.decompile(modelfile.load(cli.EXAMPLES / "sort.safetensors"))
+    result = pipeline.decompile(modelfile.load(artifacts.EXAMPLES / "sort.safetensors"))
     assert result.program is not None and result.text.endswith("\n")
-    assert cli.main(["decompile", str(cli.EXAMPLES / "sort.safetensors")]) == 0
+    assert cli.main(["decompile", str(artifacts.EXAMPLES / "sort.safetensors")]) == 0
     assert "return " in capsys.readouterr().out
 
 
@@ -98,7 +98,7 @@ def test_a_densified_model_is_decompiled_by_the_shipped_dense_checkpoint(tmp_pat
 
     meta, provenance = metamodel.load_checkpoint(pipeline.DENSE_CHECKPOINT)
     assert meta.cfg.encoding.basis == "canonical" and "train_command" in provenance
-    sort = modelfile.load(cli.EXAMPLES / "sort.safetensors")
+    sort = modelfile.load(artifacts.EXAMPLES / "sort.safetensors")
     assert pipeline.shipped_checkpoint(sort) == pipeline.DEFAULT_CHECKPOINT
     dense = densification.densify(sort, seed=0).model
     assert pipeline.shipped_checkpoint(dense) == pipeline.DENSE_CHECKPOINT

@@ -29,8 +29,12 @@ def test_tables_are_canonical_and_undefined_outside_their_domain():
     assert Table.tabulate(lambda x: 1 // x, [0, 1, 2]).mapping == {1: 1, 2: 0}
     with pytest.raises(ValueError, match="one entry per input"):
         Table(((1, 0), (1, 1)))
-    with pytest.raises(ValueError, match="finite numbers, strings or booleans"):
+    with pytest.raises(ValueError, match="finite numbers, strings, booleans or tuples of them"):
         Table(((1, [0]),))
+    nested = Table((((1, (2, "a")), (3, 4)),))  # tuples (nested) as inputs and outputs
+    assert nested((1, (2, "a"))) == (3, 4)
+    partial = Table.tabulate(lambda x: None if x == 2 else x, [1, 2, 3])  # None: Tracr's empty output, kept
+    assert partial.mapping == {1: 1, 2: None, 3: 3} and library_function(partial) is None
 
 
 def test_a_table_equal_to_a_library_function_is_named():

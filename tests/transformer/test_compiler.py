@@ -52,6 +52,28 @@ def test_tracr_lib_programs_match_reference_and_rasp(name):
     _assert_same_params(model, compiler.reference_params(sop, settings))
 
 
+@pytest.mark.parametrize("name", sorted({**cases.tracr_cases(), **cases.odd_rasp_cases()}))
+def test_every_tracr_and_odd_program_converts_and_compiles_to_the_same_model_behaviour(name):
+    """Issue 15: program_from_rasp converts every program Tracr compiles (the oracle: Tracr's model of the original)."""
+    sop, vocab, max_seq_len, causal = {**cases.tracr_cases(), **cases.odd_rasp_cases()}[name]
+    program = compiler.program_from_rasp(sop, vocab, max_seq_len)
+    assert text.parse_program(text.format_program(program)) == program  # printable and parseable
+    ours = compiler.compile_program(program, vocab, max_seq_len, causal=causal)
+    original = compiler.compile_program(sop, vocab, max_seq_len, causal=causal)
+    inputs = battery.make_battery(ours.settings.vocab, max_seq_len, per_length=8, seed=3)
+    for xs, got, want in zip(inputs, forward.run(ours, inputs), forward.run(original, inputs)):
+        assert forward.outputs_match(got, want), (xs, got, want)
+
+
+def test_odd_labels_become_fresh_identifiers_and_are_kept_for_display():
+    sop = cases.odd_rasp_cases()["label_parentheses"][0]
+    program = compiler.program_from_rasp(sop, (1, 2, 3), 4)
+    assert [op.name for op in program.ops] == ["select", "x_1", "mean_x_1"]
+    assert "mean_x_1 = numerical(Aggregate(select, x_1))  # mean(x>1)" in text.format_program(program)
+    keywords = compiler.program_from_rasp(cases.odd_rasp_cases()["keyword_labels"][0], (1, 2), 3)
+    assert [op.name for op in keywords.ops] == ["lambda_", "Map_"]
+
+
 def _maps_a_numerical_mean(expr, below_map: bool = False) -> bool:
     if isinstance(expr, rasp.Aggregate) and rasp.is_numerical(expr) and below_map:
         return True

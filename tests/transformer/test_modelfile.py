@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from metamodels import artifacts
 from metamodels.rasp import text
 from metamodels.transformer import compiler, forward, modelfile
 from tests import cases
@@ -91,12 +92,8 @@ def test_missing_file(tmp_path):
 
 
 def test_bundled_sort_model_is_the_compiled_sort_program():
-    from metamodels import cli
-    from metamodels.rasp import text
-    from metamodels.transformer import compiler
-
-    bundled = modelfile.load(cli.EXAMPLES / "sort.safetensors")
-    fresh = compiler.compile_program(text.parse_program((cli.EXAMPLES / "sort.rasp").read_text()))
+    bundled = modelfile.load(artifacts.EXAMPLES / "sort.safetensors")
+    fresh = compiler.compile_program(text.parse_program((artifacts.EXAMPLES / "sort.rasp").read_text()))
     assert bundled.params.keys() == fresh.params.keys()
     for k in fresh.params:
         np.testing.assert_allclose(bundled.params[k], fresh.params[k], err_msg=k)

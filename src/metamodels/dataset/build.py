@@ -66,6 +66,8 @@ def build_dataset(
     ``stop_after_shards`` stops after committing that many new shards (for
     tests of resumption). Raises ValueError if ``out_dir`` holds a different build.
     """
+    if workers < 1:
+        raise MetamodelsError(f"--workers must be at least 1, got {workers}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with store.lock(out):

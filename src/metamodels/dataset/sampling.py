@@ -36,7 +36,7 @@ from tqdm import tqdm
 from metamodels import options
 from metamodels.dataset import stats
 from metamodels.errors import MetamodelsError
-from metamodels.rasp import canonical, functions, tables
+from metamodels.rasp import canonical, functions, tables, text
 from metamodels.rasp.program import INPUTS, Op, Program
 from metamodels.rasp.tables import Table
 from metamodels.transformer import battery, compiler
@@ -164,6 +164,10 @@ class Sampled:
     target_ops: int
     rejected: dict[str, int]
 
+    def describe(self) -> str:
+        """The program file ``metamodels sample`` writes: a comment saying how to regenerate it, then the program."""
+        return f"# seed {self.seed}, index {self.index}, {self.program.n_ops} ops\n{text.format_program(self.program)}"
+
 
 @dataclasses.dataclass
 class _Var:
@@ -199,6 +203,8 @@ def sample_unique(
     config: SamplerConfig, n: int, seed: int, *, progress: bool = False
 ) -> tuple[list[Sampled], dict[str, int]]:
     """``n`` programs with distinct canonical hashes (indices 0, 1, ... skipping duplicates) and rejection counts."""
+    if n < 1:
+        raise MetamodelsError(f"--n must be at least 1, got {n}")
     seen: set[str] = set()
     out: list[Sampled] = []
     rejected: collections.Counter[str] = collections.Counter()

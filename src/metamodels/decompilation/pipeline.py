@@ -23,7 +23,9 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from metamodels import options
 from metamodels.decompilation import readout
+from metamodels.errors import MetamodelsError
 from metamodels.meta import decoding, metamodel, weight_encoding
 from metamodels.rasp import functions, text
 from metamodels.rasp import tokens as tokens_mod
@@ -102,6 +104,27 @@ class Decompiled:
         return out
 
 
+@dataclasses.dataclass(frozen=True)
+class DecompileConfig:
+    """How :func:`decompile` searches and checks (``metamodels decompile``'s options)."""
+
+    beam: int = options.option(1, help="beam width; 1 = greedy")
+    verify: bool = options.option(False, help="verify candidates, return the first that holds")
+    max_inputs: int = battery.inputs_option()
+    repair: int = options.option(REPAIR, help="with --verify, if no candidate verifies, check up to this many "
+                                 "one-substitution repairs of the best candidates (0: off)")  # fmt: skip
+    certificate: bool = True  # recompile the verified program and compare weights
+    read_tables: bool = options.option(True, flag="--no-readout", help="keep the meta-model's library functions "
+                                       "instead of also reading each candidate's functions and predicates from the "
+                                       "weights (tried first)")  # fmt: skip
+
+    def __post_init__(self) -> None:
+        for name, least in (("beam", 1), ("max_inputs", 1), ("repair", 0)):
+            if getattr(self, name) < least:
+                flag = "--inputs" if name == "max_inputs" else f"--{name}"
+                raise MetamodelsError(f"{flag} must be at least {least}, got {getattr(self, name)}")
+
+
 _LOADED: dict[str, metamodel.MetaModel] = {}
 
 
@@ -125,12 +148,12 @@ def decompile(
     model: CompiledModel,
     *,
     checkpoint: str | Path | metamodel.MetaModel | None = None,
-    beam: int = 1,
-    verify: bool = False,
-    max_inputs: int = battery.MAX_EXHAUSTIVE,
-    repair: int = REPAIR,
-    certificate: bool = True,
-    read_tables: bool = True,
+    beam: int = DecompileConfig.beam,
+    verify: bool = DecompileConfig.verify,
+    max_inputs: int = DecompileConfig.max_inputs,
+    repair: int = DecompileConfig.repair,
+    certificate: bool = DecompileConfig.certificate,
+    read_tables: bool = DecompileConfig.read_tables,
 ) -> Decompiled:
     """Decompile a compiled model; see the module docstring. EncodingError if the weights are out of range.
 
@@ -138,48 +161,39 @@ def decompile(
     ``certificate=False`` skips the recompile-and-compare check of the verified program;
     ``read_tables=False`` keeps the meta-model's library functions as decoded.
     """
+    config = DecompileConfig(beam, verify, max_inputs, repair, certificate, read_tables)
     if checkpoint is None:
         checkpoint = shipped_checkpoint(model)
     if isinstance(checkpoint, metamodel.MetaModel):
-        return _decompile(model, checkpoint, beam, verify, max_inputs, repair, certificate, read_tables)
-    result = _decompile(model, load_metamodel(checkpoint), beam, verify, max_inputs, repair, certificate, read_tables)
-    return dataclasses.replace(result, checkpoint=str(checkpoint))
+        return _decompile(model, checkpoint, config)
+    return dataclasses.replace(_decompile(model, load_metamodel(checkpoint), config), checkpoint=str(checkpoint))
 
 
-def _decompile(
-    model: CompiledModel,
-    meta: metamodel.MetaModel,
-    beam: int,
-    verify: bool,
-    max_inputs: int,
-    repair: int,
-    certificate: bool,
-    read_tables: bool,
-) -> Decompiled:
+def _decompile(model: CompiledModel, meta: metamodel.MetaModel, config: DecompileConfig) -> Decompiled:
     weights = weight_encoding.encode(model.params, meta.cfg.encoding)
-    found = decoding.greedy(meta, [weights]) if beam == 1 else decoding.beam_search(meta, weights, beam)
-    if read_tables:
+    found = decoding.greedy(meta, [weights]) if config.beam == 1 else decoding.beam_search(meta, weights, config.beam)
+    if config.read_tables:
         found = with_readout(found, model)
     # Beam rank: decoded candidates before this one (a read-out variant precedes its own).
     candidates = [_candidate(sum(not f.read_out for f in found[:i]), c) for i, c in enumerate(found)]
-    if not verify:
+    if not config.verify:
         return _result(found[0], "not_checked", candidates)
     from metamodels.decompilation import verification  # it imports the compiler (JAX): only when verifying
 
     def verified(c: decoding.Candidate, report, listed: list[Candidate], chosen: int, repaired=False) -> Decompiled:
-        weights_ = verification.compare_weights(c.program, model) if certificate else None  # type: ignore[arg-type]
+        weights_ = verification.compare_weights(c.program, model) if config.certificate else None  # type: ignore[arg-type]
         return _result(c, "verified", listed, dataclasses.replace(report, weights=weights_), repaired, chosen)
 
     first_report = None
     for i, c in enumerate(found):
         if c.program is None:
             continue
-        report = check(c.program, model, max_inputs)
+        report = check(c.program, model, config.max_inputs)
         candidates[i] = dataclasses.replace(candidates[i], verdict=report.verdict)
         first_report = first_report or report
         if report.holds():
             return verified(c, report, candidates, i)
-    fixed = repair_candidates(meta, weights, found, model, budget=repair, max_inputs=max_inputs)
+    fixed = repair_candidates(meta, weights, found, model, budget=config.repair, max_inputs=config.max_inputs)
     if fixed is not None:
         c, report = fixed
         repaired = dataclasses.replace(_candidate(len(candidates), c), verdict=report.verdict)

@@ -35,6 +35,8 @@ from typing import Literal
 import numpy as np
 from tqdm import tqdm
 
+from metamodels import options
+from metamodels.errors import MetamodelsError
 from metamodels.rasp.program import Program
 from metamodels.transformer import battery, compiler, forward, residual_basis
 from metamodels.transformer.compiled import CompiledModel, Value
@@ -44,6 +46,22 @@ MIN_DEFINED = 0.5  # of the positions inside the domain, the program must be def
 MIN_PER_LENGTH = 20  # inputs inside the domain needed at every input length (or half of them, if fewer)
 # Raised by a program's own functions on values they do not accept; the program then fails to describe the model.
 EVALUATION_ERRORS = (TypeError, ValueError, ArithmeticError, KeyError, IndexError, AttributeError)
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifyConfig:
+    """How :func:`verify` chooses its inputs and how long it may compare (``metamodels verify``'s options)."""
+
+    max_inputs: int = battery.inputs_option()
+    seed: int = options.option(0, help="seed of the random inputs")
+    seconds: float | None = options.option(None, help="stop comparing after this long (then inconclusive unless "
+                                           "every length already has its evidence)")  # fmt: skip
+
+    def __post_init__(self) -> None:
+        if self.max_inputs < 1:
+            raise MetamodelsError(f"--inputs must be at least 1, got {self.max_inputs}")
+        if self.seconds is not None and not self.seconds >= 0:
+            raise MetamodelsError(f"--seconds must not be negative, got {self.seconds}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,11 +145,11 @@ def verify(
     program: Program,
     model: CompiledModel,
     *,
-    max_inputs: int = battery.MAX_EXHAUSTIVE,
-    seed: int = 0,
+    max_inputs: int = VerifyConfig.max_inputs,
+    seed: int = VerifyConfig.seed,
     weights: bool = True,
     n_counterexamples: int = 5,
-    seconds: float | None = None,
+    seconds: float | None = VerifyConfig.seconds,
     progress: bool = False,
 ) -> VerificationReport:
     """Check ``program`` against ``model`` (see module docstring).
@@ -139,6 +157,7 @@ def verify(
     ``seconds``: stop comparing after this long; the inputs not reached count as checked with nothing inside
     the domain, so a cut-short check is ``inconclusive`` unless every length already has its evidence.
     """
+    VerifyConfig(max_inputs, seed, seconds)  # the arguments are valid
     inputs, exhaustive = verification_inputs(model, max_inputs, seed)
     outputs, model_defined = forward.run_checked(model, inputs)
     deadline = None if seconds is None else time.monotonic() + seconds

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import keyword
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal, get_args
 
@@ -47,6 +49,7 @@ class Op:
     fn: str | Table | None = None
     predicate: str | Table | None = None
     coeffs: tuple[float, float] | None = None
+    label: str = dataclasses.field(default="", compare=False)  # the source's own label when it is no identifier
 
     def __post_init__(self) -> None:
         if self.kind not in OP_KINDS:
@@ -258,14 +261,26 @@ def program_from_rasp(sop: rasp.SOp, value_sets: Callable[[], Mapping[str, set]]
             return expr.label
         if expr.unique_id not in names:
             children = tuple(visit(child) for child in expr.children)
-            # Tracr labels are `name_id`; keep the user's name unless two expressions share it.
-            taken = set(names.values()) | set(INPUTS)
-            names[expr.unique_id] = expr.name if expr.name.isidentifier() and expr.name not in taken else expr.label
-            ops.append(_op_from_rasp(expr, names[expr.unique_id], children, domains))
+            names[expr.unique_id] = name = identifier(expr.name, set(names.values()) | set(INPUTS))
+            op = _op_from_rasp(expr, name, children, domains)
+            ops.append(dataclasses.replace(op, label=expr.name) if name != expr.name else op)
         return names[expr.unique_id]
 
     output = visit(sop)
     return Program(ops=tuple(ops), output=output)
+
+
+def identifier(label: str, taken: set[str]) -> str:
+    """A fresh Python identifier for a label: ``shift_by(1)`` -> ``shift_by_1``, ``x+1`` -> ``x_1``, ``2x`` -> ``v_2x``;
+    a keyword gets a trailing ``_``; a name already taken gets ``_2``, ``_3``, ... (any label is allowed in Tracr)."""
+    base = re.sub(r"\W+", "_", label).strip("_") or "v"
+    base = f"v_{base}" if base[0].isdigit() else base
+    base = f"{base}_" if keyword.iskeyword(base) or base in (*OP_KINDS, "numerical", "categorical") else base
+    name, i = base, 1
+    while name in taken:
+        i += 1
+        name = f"{base}_{i}"
+    return name
 
 
 def _op_from_rasp(expr: rasp.RASPExpr, name: str, args: tuple[str, ...], domains: Callable) -> Op:

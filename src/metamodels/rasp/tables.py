@@ -7,7 +7,7 @@ table is what Tracr's MLPs and attention patterns store. A :class:`Table` maps
 each input value (Map), pair of values (SequenceMap) or (key, query) pair
 (Select predicate, to True/False) to its output.
 
-Values are Python literals (int, float, str, bool) so a table prints as a
+Values are Python literals (int, float, str, bool, and tuples of them) so a table prints as a
 dict literal and reads back with :func:`ast.literal_eval`. Entries are kept in a
 canonical order, so two equal tables compare, hash and print equal.
 """
@@ -37,6 +37,13 @@ def _order(value: object) -> tuple:
 def sort_values(values: Iterable[Value]) -> list[Value]:
     """``values`` in the canonical table order (mixed types allowed)."""
     return sorted(values, key=_order)
+
+
+def is_literal(value: object) -> bool:
+    """A value a table can hold and print: a finite number, a string, a bool, or a tuple of such values."""
+    if isinstance(value, tuple):
+        return all(is_literal(v) for v in value)
+    return isinstance(value, (int, float, str, bool)) and not (isinstance(value, float) and not math.isfinite(value))
 
 
 class NoEntry(ArithmeticError, KeyError):
@@ -74,18 +81,20 @@ class Table:
             raise MetamodelsError("a two-argument table needs (x, y) pairs as inputs")
         if len(set(keys)) != len(keys):
             raise MetamodelsError("a table has one entry per input; repeated inputs found")
-        for value in itertools.chain(keys, (v for _, v in self.entries)):
-            for v in value if isinstance(value, tuple) else (value,):
-                if not isinstance(v, (int, float, str, bool)) or (isinstance(v, float) and not math.isfinite(v)):
-                    raise MetamodelsError(f"table values must be finite numbers, strings or booleans, not {v!r}")
+        for value in itertools.chain(keys, (v for _, v in self.entries if v is not None)):
+            if not is_literal(value):
+                raise MetamodelsError(
+                    f"table values must be finite numbers, strings, booleans or tuples of them, not {value!r}"
+                )
         object.__setattr__(self, "entries", tuple(sorted(self.entries, key=lambda e: _order(e[0]))))
 
     @classmethod
     def tabulate(cls, fn: Callable[..., Value], *domains: Sequence[Value]) -> Table:
         """The table of ``fn`` over ``domains`` (one domain per argument).
 
-        Inputs where ``fn`` raises an ArithmeticError or returns None are left out, as
-        Tracr's value-set inference leaves them out.
+        Inputs where ``fn`` raises an ArithmeticError are left out (calling the table there raises :class:`NoEntry`,
+        an ArithmeticError, as ``fn`` did); where it returns None the entry is None. Both are what Tracr's
+        value-set inference and MLPs make of ``fn``: no output value, an empty output.
         """
         inputs = list(set(domains[0])) if len(domains) == 1 else list(itertools.product(*map(set, domains)))
         entries = []
@@ -94,8 +103,7 @@ class Table:
                 value = fn(key) if len(domains) == 1 else fn(*key)  # type: ignore[misc]
             except ArithmeticError:
                 continue
-            if value is not None:
-                entries.append((key, _plain(value)))
+            entries.append((key, _plain(value)))
         return cls(tuple(entries), len(domains))
 
     @classmethod

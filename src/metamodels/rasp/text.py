@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import math
 import re
+from pathlib import Path
 
 from metamodels.errors import MetamodelsError
 from metamodels.rasp import functions
@@ -37,7 +38,7 @@ class ProgramSyntaxError(MetamodelsError):
 
 def format_program(program: Program) -> str:
     """The readable text of ``program``; ``parse_program`` reads it back equal."""
-    lines = [f"{op.name} = {_format_op(op)}" for op in program.ops]
+    lines = [f"{op.name} = {_format_op(op)}" + (f"  # {op.label}" if op.label else "") for op in program.ops]
     return "\n".join(lines + [f"return {program.output}"]) + "\n"
 
 
@@ -60,6 +61,16 @@ def _format_op(op: Op) -> str:
 
 
 _HEADER = re.compile(r"^\s*input\s*:.*$", re.MULTILINE)
+
+
+def read_program(path: Path, source: str | None = None) -> Program:
+    """The program in file ``path`` (or ``source``, text read from it); one-line MetamodelsError naming the file."""
+    try:
+        return parse_program(path.read_text() if source is None else source)
+    except (OSError, UnicodeDecodeError) as e:
+        raise MetamodelsError(f"{path}: cannot read ({e})") from None
+    except ProgramSyntaxError as e:
+        raise MetamodelsError(f"{path}: {e}") from None
 
 
 def parse_program(text: str) -> Program:

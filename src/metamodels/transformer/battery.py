@@ -12,9 +12,16 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from metamodels import options
 from metamodels.transformer.compiled import Value
 
 MAX_EXHAUSTIVE = 100_000  # verification runs every input up to this many, else this many random ones
+
+
+def inputs_option():
+    """The ``--inputs`` field of the configs that check a program against a model (verify, decompile)."""
+    return options.option(MAX_EXHAUSTIVE, flag="--inputs", metavar="N", help="verification: every input when there are at most "
+                          "this many, else this many random ones")  # fmt: skip
 
 
 def input_space_size(vocab: Sequence[Value], max_seq_len: int) -> int:

@@ -168,9 +168,20 @@ def try_compile(program: Program | rasp.SOp, settings: CompileSettings) -> Compi
     process-wide counter and orders the residual stream by label, so without this the same program compiled
     after different work (another worker count, another order) would get another residual order.
     """
-    if isinstance(program, Program):
-        rasp.RASPExpr._ids = itertools.count(1)  # type: ignore[misc]
-    sop = program.to_rasp() if isinstance(program, Program) else program
+    if not isinstance(program, Program):
+        return _try_compile(program, settings)
+    outer = rasp.RASPExpr._ids
+    rasp.RASPExpr._ids = itertools.count(1)  # type: ignore[misc]
+    try:
+        result = _try_compile(program.to_rasp(), settings)
+    finally:  # later expressions are numbered after every id handed out, so no two share a label
+        rasp.RASPExpr._ids = itertools.count(max(next(outer), next(rasp.RASPExpr._ids)))  # type: ignore[misc]
+    if isinstance(result, CompiledModel):
+        result = dataclasses.replace(result, program_text=text.format_program(program))
+    return result
+
+
+def _try_compile(sop: rasp.SOp, settings: CompileSettings) -> CompiledModel | CompileFailure:
     failures = validate(sop)
     if failures:
         return failures[0]
@@ -182,10 +193,7 @@ def try_compile(program: Program | rasp.SOp, settings: CompileSettings) -> Compi
     if too_wide is not None:
         return too_wide
     layer_of = _layer_allocation(graph, sources)
-    model = _assemble(craft_model, graph, sink, settings, layer_of)
-    if isinstance(program, Program):
-        model = dataclasses.replace(model, program_text=text.format_program(program))
-    return model
+    return _assemble(craft_model, graph, sink, settings, layer_of)
 
 
 def _craft(sop: rasp.SOp, settings: CompileSettings):

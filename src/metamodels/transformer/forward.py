@@ -38,6 +38,14 @@ def encode(model: CompiledModel, tokens: Sequence[Value]) -> np.ndarray:
     return np.array([row[settings.bos]] + [row[t] for t in tokens], dtype=np.int64)
 
 
+def parse_tokens(model: CompiledModel, words: Sequence[str]) -> list[Value]:
+    """Input tokens typed as text (``3 1 2``, ``a b``) -> the model's vocabulary values; InputError if unknown."""
+    by_text = {str(v): v for v in model.settings.vocab}
+    if unknown := [w for w in words if w not in by_text]:
+        raise InputError(f"token(s) {unknown} not in the model's vocabulary {list(model.settings.vocab)}")
+    return [by_text[w] for w in words]
+
+
 CHUNK = 2048  # sequences per forward batch: memory stays bounded however many inputs are run
 
 
