@@ -20,10 +20,7 @@ from safetensors.numpy import save_file
 from metamodels.dataset import sampling
 from metamodels.transformer import battery, forward
 
-FIXTURE = Path(__file__).parent / "fixtures" / "dataset"
-EXAMPLES = (
-    Path(__file__).parents[1] / "src" / "metamodels" / "examples"
-)  # the bundled sort program and model  # a small committed dataset (see dataset/test_build.py)
+FIXTURE = Path(__file__).parent / "fixtures" / "dataset"  # a small committed dataset (see dataset/test_build.py)
 
 
 def read_model_file(path) -> tuple[dict, dict]:

@@ -90,8 +90,19 @@ def test_help_explains_every_command():
         [sys.executable, "-m", "metamodels.cli", "--help"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0
-    for command in ("sample", "compile", "run"):
+    for command in cli.COMMANDS:
         assert command in result.stdout
+
+
+@pytest.mark.parametrize("argv", [[name] for name in cli.COMMANDS] + [["dataset", "build"], ["dataset", "stats"]])
+def test_every_command_builds_its_options_and_shows_their_defaults(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([*argv, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: metamodels {' '.join(argv)}")
+    if argv == ["decompile"]:  # defaults come from DecompileConfig, declared there once
+        assert "(default 32)" in out and "--no-readout" in out and "(default 100000)" in out and "--greedy" in out
 
 
 def test_sample_marginals_from_a_config_file(tmp_path, capsys):

@@ -78,9 +78,11 @@ COMMANDS: dict[str, options.Command] = {
                 "inputs, then rotate randomly. The result is an ordinary model file.",
                 [MODEL, OUT, _config("transformer.densification:DensifyConfig")]),
     "decompile": ("decompile a model file into a RASP program with the meta-model", "Read a model's weights with a "
-                  "trained meta-model and print the program it implements (grammar-constrained greedy or beam decoding). "
-                  "With --verify, candidates are checked in order of score; the first that verifies is returned.",
-                  [MODEL, CHECKPOINT, _config("decompilation.pipeline:DecompileConfig"), JSON]),
+                  "trained meta-model and print the program it implements: a beam of candidates (grammar-constrained), "
+                  "checked against the model in order of score; the first that verifies is returned. --greedy: fast.",
+                  [MODEL, CHECKPOINT, _config("decompilation.pipeline:DecompileConfig"), JSON,
+                   options.arg("--verify", dest="verify", action="store_const", const=True,
+                               help="verify candidates (the default since 0.6; kept for older scripts)")]),
     "train": ("train a meta-model on a dataset", "Train a meta-model (weights -> program tokens) on the train split with "
               "validation, early stopping, loss curves and the best checkpoint in OUT/checkpoint. Rerun to resume.",
               [_config("meta.training:TrainConfig")]),
@@ -180,7 +182,7 @@ def _decompile(args: argparse.Namespace) -> int:
     from metamodels.transformer import modelfile
 
     config = options.config_from(args, pipeline.DecompileConfig)
-    result = pipeline.decompile(modelfile.load(args.model), checkpoint=args.checkpoint, **dataclasses.asdict(config))
+    result = pipeline.decompile(modelfile.load(args.model), checkpoint=args.checkpoint, **config.arguments())
     if result.text is None and not args.json:
         raise MetamodelsError("the meta-model produced no complete program within its length limit")
     print(json.dumps(result.to_json(), indent=1, default=str) if args.json else

@@ -14,7 +14,7 @@ from metamodels.decompilation import pipeline
 from metamodels.evaluation import oracle
 from metamodels.meta import decoding, metamodel, weight_encoding
 from metamodels.rasp import tokens as tokens_mod
-from metamodels.transformer import densification, forward, modelfile
+from metamodels.transformer import battery, densification, forward, modelfile
 from metamodels.transformer.compiled import CompiledModel
 from tests import cases
 from tests.cases import FIXTURE
@@ -28,7 +28,7 @@ def test_random_weights_still_decompile_to_a_valid_program(trained):
     # random values on the model's sparsity pattern (fully dense random weights exceed the token budget: tested below)
     noise = {k: (rng.normal(size=v.shape) * (v != 0)).astype(np.float32) for k, v in model.params.items()}
     noisy = CompiledModel.from_config(noise, model.settings, model.config())
-    result = pipeline.decompile(noisy, checkpoint=checkpoint, beam=3)
+    result = pipeline.decompile(noisy, checkpoint=checkpoint, beam=3, verify=False)
     assert result.program is not None and "return" in result.text
     assert result.status == "not_checked" and len(result.candidates) <= 3
     dense = {k: rng.normal(size=v.shape).astype(np.float32) for k, v in model.params.items()}
@@ -88,10 +88,23 @@ def test_shipped_checkpoint_decompiles_the_bundled_sort(capsys):
 
     meta, provenance = metamodel.load_checkpoint(pipeline.DEFAULT_CHECKPOINT)
     assert "train_command" in provenance and meta.cfg.encoding.writer_rank
-    result = pipeline.decompile(modelfile.load(artifacts.EXAMPLES / "sort.safetensors"))
-    assert result.program is not None and result.text.endswith("\n")
+    model = modelfile.load(artifacts.EXAMPLES / "sort.safetensors")
+    result = pipeline.decompile(model)  # the default mode: beam 32, verified, within the time budget
+    assert result.status == "verified" and result.text.endswith("\n")
+    inputs = [xs for xs in battery.make_battery(model.settings.vocab, 5, seed=4) if len(set(xs)) == len(xs)]
+    assert oracle.same_outputs(oracle.outputs_of(result.program, inputs, False), [sorted(xs) for xs in inputs])
     assert cli.main(["decompile", str(artifacts.EXAMPLES / "sort.safetensors")]) == 0
-    assert "return " in capsys.readouterr().out
+    assert "# verified" in capsys.readouterr().out
+    fast = pipeline.decompile(model, **pipeline.DecompileConfig(greedy=True).arguments())
+    assert fast.status == "not_checked" and len(fast.candidates) <= 2  # one decoded, maybe its read-out variant
+
+
+def test_the_verification_budget_cuts_the_search_short_and_says_so(trained):
+    _, checkpoint = trained
+    model = modelfile.load(artifacts.EXAMPLES / "sort.safetensors")
+    result = pipeline.decompile(model, checkpoint=checkpoint, beam=8, budget=1e-9)
+    assert result.status == "unverified" and result.out_of_time
+    assert "time budget ran out" in result.describe()
 
 
 def test_a_densified_model_is_decompiled_by_the_shipped_dense_checkpoint(tmp_path, capsys):

@@ -11,7 +11,7 @@ import dataclasses
 
 import pytest
 
-from metamodels import cli
+from metamodels import artifacts, cli
 from metamodels.dataset import examples, sampling, written
 from metamodels.decompilation import readout, verification
 from metamodels.rasp.program import Program
@@ -79,6 +79,18 @@ def test_structures_that_do_not_fit_and_dense_models_are_refused():
     dense = densification.densify(model, target_fidelity=0.99, seed=0).model
     with pytest.raises(readout.ReadoutError, match="no residual labels"):
         readout.read_tables(program, dense)
+
+
+def test_a_select_wired_to_the_wrong_variables_is_a_misfit_not_a_false_predicate():
+    """Issue 15: sort's second Select reads (count, indices); wired to (count, count) its head selects nothing
+    there. That is a structure that does not fit the weights, not a program with Select(..., FALSE)."""
+    sort = parse_program((artifacts.EXAMPLES / "sort.rasp").read_text())
+    model = compiler.compile_program(sort)
+    assert verification.verify(readout.read_tables(_scrambled(sort), model), model, weights=False).holds()
+    misfit = format_program(sort).replace("Select(target, indices, EQ)", "Select(target, target, EQ)")
+    assert misfit != format_program(sort)
+    with pytest.raises(readout.ReadoutError, match="selects no"):
+        readout.read_tables(parse_program(misfit), model)
 
 
 def test_decompile_a_string_vocabulary_table_model_then_verify_it(tmp_path, capsys):

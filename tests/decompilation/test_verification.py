@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from metamodels import artifacts
 from metamodels.dataset import sampling
 from metamodels.decompilation import verification
 from metamodels.rasp import functions, text
@@ -174,7 +175,7 @@ def test_a_candidate_inside_tracrs_domain_only_at_length_one_does_not_hold():
     assert verification.verify(program, model, weights=False).holds()
 
 
-SORT = (cases.EXAMPLES / "sort.rasp").read_text()
+SORT = (artifacts.EXAMPLES / "sort.rasp").read_text()
 COMPARISONS = ("EQ", "NEQ", "LT", "LEQ", "GT", "GEQ", "TRUE", "FALSE")
 
 

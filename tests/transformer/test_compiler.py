@@ -65,6 +65,24 @@ def test_every_tracr_and_odd_program_converts_and_compiles_to_the_same_model_beh
         assert forward.outputs_match(got, want), (xs, got, want)
 
 
+@pytest.mark.parametrize(
+    ("source", "max_seq_len"),
+    [
+        (cases.HAND_WRITTEN["frac_prevs"][0], 59),  # a mean at key size 61: attention must stay hard
+        ("s = Select(tokens, tokens, EQ)\nn = SelectorWidth(s)\nm = Map(lambda x: x % 3, n)\nreturn m\n", 40),
+    ],
+)
+def test_long_inputs_compile_to_models_equal_to_rasp(source, max_seq_len):
+    """Issue 15 (precision): Tracr's defaults leave a running fraction at length 59 off by 0.0017 at every
+    position and SelectorWidth wrong from length ~30; the compile defaults now keep the model equal to RASP."""
+    program = text.parse_program(source)
+    model = compiler.compile_program(program, (0, 1), max_seq_len)
+    inputs = battery.make_battery((0, 1), max_seq_len, per_length=2, seed=5)
+    for xs, got in zip(inputs, forward.run(model, inputs)):
+        assert forward.outputs_match(got, program.evaluate(xs)), xs
+    assert compiler.attention_scale(17) == 1.0 and compiler.attention_scale(61) > 1.0
+
+
 def test_odd_labels_become_fresh_identifiers_and_are_kept_for_display():
     sop = cases.odd_rasp_cases()["label_parentheses"][0]
     program = compiler.program_from_rasp(sop, (1, 2, 3), 4)

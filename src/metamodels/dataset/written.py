@@ -83,6 +83,131 @@ def _programs() -> dict[str, tuple[Callable[[], rasp.SOp], tuple, int, bool]]:
         vowels = rasp.SelectorWidth(rasp.Select(tokens, tokens, lambda k, q: k in "aeiou")).named("n_vowels")
         return rasp.Map(lambda n: "even" if n % 2 == 0 else "odd", vowels).named("vowel_parity")
 
+    # --- 0.6: deeper programs, longer inputs, wider vocabularies, tuples, odd labels (issue 15) ---
+    def length_of(sop=None):
+        return rasp.SelectorWidth(rasp.Select(tokens, tokens, rasp.Comparison.TRUE)).named("length")
+
+    def sort_descending():
+        larger = rasp.Select(tokens, tokens, rasp.Comparison.GT).named("larger")
+        place = rasp.SelectorWidth(larger).named("place")
+        return rasp.Aggregate(rasp.Select(place, indices, rasp.Comparison.EQ), tokens).named("descending")
+
+    def rank_of_token():
+        return rasp.SelectorWidth(rasp.Select(tokens, tokens, rasp.Comparison.LT)).named("rank")
+
+    def word_hist():
+        return rasp.SelectorWidth(rasp.Select(tokens, tokens, rasp.Comparison.EQ)).named("count")
+
+    def bracket_depth():
+        opens = rasp.numerical(rasp.Map(lambda t: 1 if t == "(" else 0, tokens)).named("opens")
+        closes = rasp.numerical(rasp.Map(lambda t: 1 if t == ")" else 0, tokens)).named("closes")
+        prefix = rasp.Select(indices, indices, rasp.Comparison.LEQ).named("prefix")
+        frac_open = rasp.numerical(rasp.Aggregate(prefix, opens, default=0)).named("frac_open")
+        frac_close = rasp.numerical(rasp.Aggregate(prefix, closes, default=0)).named("frac_close")
+        return rasp.numerical(rasp.LinearSequenceMap(frac_open, frac_close, 1, -1)).named("depth/len")
+
+    def shift_right_by_two():
+        return rasp.Aggregate(rasp.Select(indices, indices, lambda k, q: q == k + 2), tokens).named("shift(2)")
+
+    def next_word():
+        return rasp.Aggregate(rasp.Select(indices, indices, lambda k, q: k == q + 1), tokens).named("next word")
+
+    def is_palindrome():
+        return rasp.Map(lambda w: w == w[::-1], tokens).named("palindrome?")
+
+    def gcd_with_position():
+        import math
+
+        return rasp.SequenceMap(lambda x, i: math.gcd(x, i + 1), tokens, indices).named("gcd")
+
+    def signed_by_parity():
+        pair = rasp.SequenceMap(lambda x, i: (x, i % 2), tokens, indices).named("(x, i%2)")
+        return rasp.Map(lambda p: p[0] if p[1] else -p[0], pair).named("signed")
+
+    def square_minus_self():
+        sq = rasp.Map(lambda x: x * x, tokens).named("x^2")
+        return rasp.SequenceMap(lambda a, b: a - b, sq, tokens).named("x^2 - x")
+
+    def frac_large():
+        large = rasp.numerical(rasp.Map(lambda x: 1 if x > 5 else 0, tokens)).named("large")
+        prefix = rasp.Select(indices, indices, rasp.Comparison.LEQ).named("so_far")
+        return rasp.numerical(rasp.Aggregate(prefix, large, default=0)).named("frac_large")
+
+    def length_parity():
+        return rasp.Map(lambda n: n % 2, length_of()).named("odd_length")
+
+    def position_from_end():
+        return rasp.SequenceMap(lambda n, i: n - i - 1, length_of(), indices).named("from_end")
+
+    def first_value():
+        return rasp.Aggregate(rasp.Select(indices, indices, lambda k, q: k == 0), tokens).named("first")
+
+    def affine_mod():
+        return rasp.Map(lambda x: (2 * x + 3) % 7, tokens).named("2x+3 mod 7")
+
+    def frac_equal_to_first():
+        first = rasp.Aggregate(rasp.Select(indices, indices, lambda k, q: k == 0), tokens).named("first")
+        equal = rasp.SequenceMap(lambda a, b: a == b, tokens, first).named("equal")
+        same = rasp.numerical(rasp.Map(lambda e: 1 if e else 0, equal)).named("same")
+        everything = rasp.Select(indices, indices, rasp.Comparison.TRUE).named("everything")
+        return rasp.numerical(rasp.Aggregate(everything, same, default=0)).named("frac_same")
+
+    def sort_words():  # stable: (word, position) keys are distinct even when words repeat
+        key = rasp.SequenceMap(lambda w, i: (w, i), tokens, indices).named("(word, i)")
+        smaller = rasp.Select(key, key, rasp.Comparison.LT).named("smaller")
+        target = rasp.SelectorWidth(smaller).named("target")
+        return rasp.Aggregate(rasp.Select(target, indices, rasp.Comparison.EQ), tokens).named("sorted")
+
+    def vowels_so_far():
+        return rasp.SelectorWidth(rasp.Select(tokens, tokens, lambda k, q: k in "aeiou")).named("vowels_so_far")
+
+    def frac_cat():
+        cat = rasp.numerical(rasp.Map(lambda w: 1 if w == "cat" else 0, tokens)).named("is_cat")
+        return rasp.numerical(rasp.Aggregate(rasp.Select(indices, indices, rasp.Comparison.TRUE), cat, default=0))
+
+    def relu_shift():
+        return rasp.numerical(rasp.Map(lambda x: max(0.0, x - 2), tokens)).named("relu(x-2)")
+
+    def same_as_previous():
+        prev = rasp.Aggregate(rasp.Select(indices, indices, lambda k, q: q == k + 1), tokens).named("prev")
+        return rasp.SequenceMap(lambda a, b: a == b, tokens, prev).named("repeat")
+
+    def reverse_words():
+        opp = rasp.SequenceMap(lambda i, n: n - i - 1, indices, length_of()).named("opp_index")
+        return rasp.Aggregate(rasp.Select(indices, opp, rasp.Comparison.EQ), tokens).named("reversed")
+
+    def all_same():
+        different = rasp.SelectorWidth(rasp.Select(tokens, tokens, rasp.Comparison.NEQ)).named("n_different")
+        return rasp.Map(lambda n: n == 0, different).named("all_same")
+
+    def max_is_here():
+        bigger = rasp.SelectorWidth(rasp.Select(tokens, tokens, rasp.Comparison.GT)).named("n_bigger")
+        return rasp.Map(lambda n: n == 0, bigger).named("is_max")
+
+    def count_then_sort():
+        count = rasp.SelectorWidth(rasp.Select(tokens, tokens, rasp.Comparison.EQ)).named("count")
+        key = rasp.SequenceMap(lambda c, i: c * 10 + i, count, indices).named("key")
+        smaller = rasp.Select(key, key, rasp.Comparison.LT).named("smaller_key")
+        place = rasp.SelectorWidth(smaller).named("place")
+        return rasp.Aggregate(rasp.Select(place, indices, rasp.Comparison.EQ), tokens).named("by_count")
+
+    def second_half():
+        half = rasp.SequenceMap(lambda i, n: i >= n // 2, indices, length_of()).named("in_second_half")
+        return rasp.SequenceMap(lambda t, h: t if h else "-", tokens, half).named("second_half")
+
+    def window_sum():
+        prev = rasp.Aggregate(rasp.Select(indices, indices, lambda k, q: q == k + 1), tokens).named("prev")
+        return rasp.SequenceMap(lambda a, b: a + (b or 0), tokens, prev).named("pair_sum")
+
+    def letter_after_a():
+        prev = rasp.Aggregate(rasp.Select(indices, indices, lambda k, q: q == k + 1), tokens).named("before")
+        return rasp.Map(lambda c: c == "a", prev).named("after_a")
+
+    def running_mean_floats():
+        prefix = rasp.Select(indices, indices, rasp.Comparison.LEQ).named("upto")
+        is_big = rasp.numerical(rasp.Map(lambda x: 1 if x >= 1.0 else 0, tokens)).named("x>=1")
+        return rasp.numerical(rasp.Aggregate(prefix, is_big, default=0)).named("running share")
+
     return {
         "is_vowel": (is_vowel, LETTERS, 6, False),
         "frac_vowels": (frac_vowels, LETTERS, 6, True),
@@ -100,6 +225,35 @@ def _programs() -> dict[str, tuple[Callable[[], rasp.SOp], tuple, int, bool]]:
         "digit_plus_position": (digit_plus_position, tuple(range(10)), 10, False),
         "capitalise": (capitalise, WORDS, 5, False),
         "vowel_count_parity": (vowel_count_parity, LETTERS, 6, False),
+        "sort_descending": (sort_descending, tuple(range(1, 9)), 6, False),
+        "rank_of_token": (rank_of_token, tuple(range(21)), 8, False),
+        "word_hist": (word_hist, ("a", "big", "cat", "dog", "eats", "fish", "gets", "hot"), 10, False),
+        "bracket_depth": (bracket_depth, ("(", ")", "x"), 8, False),
+        "shift_right_by_two": (shift_right_by_two, tuple(range(6)), 12, False),
+        "next_word": (next_word, WORDS, 6, False),
+        "is_palindrome": (is_palindrome, ("noon", "cat", "level", "dog", "abba"), 5, False),
+        "gcd_with_position": (gcd_with_position, tuple(range(1, 13)), 8, False),
+        "signed_by_parity": (signed_by_parity, (1, 2, 3, 4), 6, False),
+        "square_minus_self": (square_minus_self, tuple(range(7)), 5, False),
+        "frac_large": (frac_large, tuple(range(10)), 12, True),
+        "length_parity": (length_parity, LETTERS, 16, False),
+        "position_from_end": (position_from_end, (0, 1, 2, 3), 10, False),
+        "first_value": (first_value, (0.5, 1.5, 2.5), 6, True),
+        "affine_mod": (affine_mod, tuple(range(30)), 5, False),
+        "frac_equal_to_first": (frac_equal_to_first, tuple(range(5)), 8, False),
+        "sort_words": (sort_words, WORDS, 5, False),
+        "vowels_so_far": (vowels_so_far, LETTERS, 8, True),
+        "frac_cat": (frac_cat, WORDS, 10, False),
+        "relu_shift": (relu_shift, (0.0, 1.0, 2.0, 3.0, 4.0), 5, False),
+        "same_as_previous": (same_as_previous, LETTERS, 8, False),
+        "reverse_words": (reverse_words, WORDS, 8, False),
+        "all_same": (all_same, LETTERS, 6, False),
+        "max_is_here": (max_is_here, tuple(range(1, 10)), 7, True),
+        "count_then_sort": (count_then_sort, (1, 2, 3), 5, False),
+        "second_half": (second_half, LETTERS, 9, False),
+        "window_sum": (window_sum, (0, 1, 2, 3), 6, False),
+        "letter_after_a": (letter_after_a, LETTERS, 7, True),
+        "running_mean_floats": (running_mean_floats, (0.25, 0.5, 1.0, 2.0), 8, True),
     }
 
 

@@ -291,10 +291,18 @@ def _attention_table(model: CompiledModel, layer: int, head: int, keys: Variable
     logits = q @ k.T  # [queries, keys]
     top = logits.max(initial=0.0)
     special = (model.settings.bos, model.settings.pad)
+    rows = [i for i, qv in enumerate(queries.values) if qv not in special]
+    cols_ = [j for j, kv in enumerate(keys.values) if kv not in special]
     entries = [
-        ((kv, qv), bool(top > EPS and logits[i, j] > top / 2))
-        for i, qv in enumerate(queries.values)
-        for j, kv in enumerate(keys.values)
-        if kv not in special and qv not in special
+        ((keys.values[j], queries.values[i]), bool(top > EPS and logits[i, j] > top / 2)) for i in rows for j in cols_
     ]
+    # A head that selects nothing between these variables reads other ones: the structure does not fit. (A
+    # compiled Select(..., FALSE) selects nothing too, but only in a degenerate program: its Aggregate is constant.)
+    if not any(v for _, v in entries):
+        raise ReadoutError(f"the head selects no ({keys.name}, {queries.name}) pair: it reads other variables")
+    block = logits[np.ix_(rows, cols_)]
+    if all(v for _, v in entries) and block.max() - block.min() > EPS:  # a compiled TRUE scores every pair alike
+        raise ReadoutError(
+            f"the head selects every ({keys.name}, {queries.name}) pair unevenly: it reads other variables"
+        )
     return Table(tuple(entries), 2)

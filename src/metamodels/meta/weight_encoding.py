@@ -83,6 +83,10 @@ _RESIDUAL_BIAS = {"attn_out_bias", "mlp_out_bias"}  # biases over the residual a
 VERSION = 4  # bump when an encoding's output changes (keys encoded-data caches)
 FLAT_PAD = 0.05  # the flat encoding's padding value (paper 000)
 LIMITS = {"layers": 30, "residual": 2047, "chunks": 128, "rank": 255}
+# Longest rows sequence a meta-model reads when decompiling (the tags carry no position, so any length fits the
+# model; training keeps its own ``max_tokens``). 8,192 tokens is a d_model ~1,000, 10-layer model, ~1 GB of
+# attention cache at beam 32.
+MAX_DECOMPILE_TOKENS = 8192
 N_TAGS = 5
 
 
@@ -145,6 +149,13 @@ def canonical_order(params: Mapping[str, np.ndarray]) -> list[str]:
         extra = sorted(set(params) - set(names))
         raise EncodingError(f"unexpected weight layout: missing {missing[:3]}, unexpected {extra[:3]}")
     return names
+
+
+def for_decompiling(config: EncodingConfig) -> EncodingConfig:
+    """``config`` as used to read a model to decompile: a rows encoding accepts up to ``MAX_DECOMPILE_TOKENS``."""
+    if config.name != "rows":
+        return config  # flat: a fixed number of chunks
+    return dataclasses.replace(config, max_tokens=max(config.max_tokens, MAX_DECOMPILE_TOKENS))
 
 
 def encode(params: Mapping[str, np.ndarray], config: EncodingConfig) -> WeightTokens:

@@ -17,6 +17,11 @@ Correctness traps handled here (see the shared notes):
    We correct those value sets after Tracr's basis inference (only programs with
    this pattern get parameters that differ from Tracr's, and they are right).
 3. PAD is not masked by Tracr's model: :mod:`metamodels.transformer.forward` runs unpadded.
+4. At long lengths the default exactness is too small for the values an MLP must tell apart (a running
+   fraction at length 59 has values 1/3422 apart): the exactness is raised to what the MLPs' input value
+   sets need (:func:`needed_exactness`); the model's settings record the value used.
+5. Attention softens as the key size grows (logits are divided by sqrt(key_size)): above key size 17 the
+   queries are scaled so attention stays hard (:func:`attention_scale`).
 """
 
 from __future__ import annotations
@@ -186,7 +191,7 @@ def _try_compile(sop: rasp.SOp, settings: CompileSettings) -> CompiledModel | Co
     if failures:
         return failures[0]
     try:
-        graph, sources, sink, craft_model = _craft(sop, settings)
+        graph, sources, sink, craft_model, settings = _craft(sop, settings)
     except (NotImplementedError, ValueError, TypeError, KeyError) as e:  # Tracr's own refusals
         return CompileFailure(op=sop.name, reason=f"{type(e).__name__}: {e}")
     too_wide = _value_wider_than_key(craft_model, graph)
@@ -204,11 +209,40 @@ def _craft(sop: rasp.SOp, settings: CompileSettings):
         raise MetamodelsError("the program never reads `tokens`; Tracr needs it to build the embedding")
     basis_inference.infer_bases(graph, sink, set(settings.vocab), settings.max_seq_len)
     _correct_mean_value_sets(graph, sink, settings.max_seq_len)
+    exactness = max(settings.mlp_exactness, needed_exactness(graph, settings.max_seq_len))
+    settings = dataclasses.replace(settings, mlp_exactness=exactness)
     expr_to_craft_graph.add_craft_components_to_rasp_graph(
         graph, bos_dir=bases.BasisDirection(rasp.tokens.label, settings.bos), mlp_exactness=settings.mlp_exactness
     )
     craft_model = craft_graph_to_model.craft_graph_to_model(graph, sources)
-    return graph, sources, sink, craft_model
+    return graph, sources, sink, craft_model, settings
+
+
+MAX_SCALED_INPUT = 1e5  # exactness x |MLP input| stays below this: float32 keeps L * x - L * t exact to ~0.01
+
+
+def needed_exactness(graph, max_seq_len: int) -> int:
+    """The MLP exactness (Tracr's ``large_number`` L) that separates every value an MLP discretises (trap 4).
+
+    Tracr's discretising MLPs (a numerical Map's input, SelectorWidth's attention-to-BOS weight 1/(w+1)) switch
+    from one input value to the next over a width 1/L below the midpoint, so two values a gap g apart need
+    L >= 2/g; we ask 3/g (room for the attention's own rounding), capped where float32 stops resolving L * x
+    (then the model can differ from RASP). Up to length 17 Tracr's defaults (100, 1000 from length 6) already
+    give that for SelectorWidth and means of 0/1 values, and the weights are Tracr's own.
+    """
+    needed, largest = 1.0, 1.0
+    for node in graph.nodes.values():
+        expr = node[nodes.EXPR]
+        if isinstance(expr, rasp.Map) and rasp.is_numerical(expr.inner):
+            values = sorted({float(v) for v in graph.nodes[expr.inner.label][nodes.VALUE_SET]})
+        elif isinstance(expr, rasp.SelectorWidth):
+            values = sorted(1 / (w + 1) for w in range(max_seq_len + 1))
+        else:
+            continue
+        gaps = [b - a for a, b in zip(values, values[1:]) if b > a]
+        if gaps:
+            needed, largest = max(needed, 3 / min(gaps)), max(largest, *(abs(v) for v in values))
+    return int(math.ceil(min(needed, MAX_SCALED_INPUT / largest)))
 
 
 def value_sets(sop: rasp.SOp, vocab: Collection[Value], max_seq_len: int) -> dict[str, set[Value]]:
@@ -306,6 +340,9 @@ def _assemble(craft_model, graph, sink, settings: CompileSettings, layer_of: dic
                 vcols = slice(h * key_size, h * key_size + head.w_ov.matrix.shape[1])
                 params[f"{name}/value/w"][:, vcols] = project(head.w_ov.input_space) @ head.w_ov.matrix
                 params[f"{name}/linear/w"][vcols, :] = project(head.w_ov.output_space).T
+    scale = attention_scale(key_size)
+    for layer in range(n_layers) if scale != 1.0 else ():
+        params[f"transformer/layer_{layer}/attn/query/w"] *= np.float32(scale)
     categorical = rasp.is_categorical(sink[nodes.EXPR])
     params["unembed"] = project(output_space).astype(np.float32)
     return CompiledModel(
@@ -321,6 +358,22 @@ def _assemble(craft_model, graph, sink, settings: CompileSettings, layer_of: dic
         residual_labels=tuple(str(direction) for direction in residual.basis),
         layer_of=layer_of,
     )
+
+
+COLDNESS = 100.0  # Tracr's softmax coldness: a match scores 100, BOS (attended when nothing else is) 50
+MIN_GAP = 12.0  # least logit gap between a match and BOS after the 1/sqrt(key_size) scaling: BOS weight < 1e-5
+
+
+def attention_scale(key_size: int) -> float:
+    """Factor on every query weight so that attention stays hard at any key size (trap 5).
+
+    The forward pass divides attention logits by sqrt(key_size) (as Tracr's Haiku model does), so Tracr's gap of
+    50 between a match and BOS shrinks to 50/sqrt(K): at K = 61 (an index comparison at length 59) BOS keeps
+    weight 0.0017 and a numerical mean is off by that much. Up to K = 17 the gap is at least 12 and the
+    weights are Tracr's own (factor 1); above, queries are scaled so the gap is 12 — the same hard attention.
+    """
+    gap = 0.5 * COLDNESS / math.sqrt(key_size)
+    return 1.0 if gap >= MIN_GAP else MIN_GAP / gap
 
 
 def _config(craft_model) -> tuple[int, int, int, int, list[str]]:
