@@ -20,7 +20,7 @@ from tests import cases
 from tests.cases import FIXTURE
 
 
-def test_random_weights_still_decompile_to_a_valid_program(trained):
+def test_random_weights_still_decompile_to_a_valid_program(trained, monkeypatch):
     _, checkpoint = trained
     row = next(store.iter_rows(FIXTURE, "train"))
     model = store.model_from_row(row)
@@ -30,10 +30,24 @@ def test_random_weights_still_decompile_to_a_valid_program(trained):
     noisy = CompiledModel.from_config(noise, model.settings, model.config())
     result = pipeline.decompile(noisy, checkpoint=checkpoint, beam=3, verify=False)
     assert result.program is not None and "return" in result.text
-    assert result.status == "not_checked" and len(result.candidates) <= 3
-    dense = {k: rng.normal(size=v.shape).astype(np.float32) for k, v in model.params.items()}
-    with pytest.raises(ValueError, match="reads at most 512"):
-        pipeline.decompile(CompiledModel.from_config(dense, model.settings, model.config()), checkpoint=checkpoint)
+    assert result.status == "not_checked" and len(result.candidates) <= 6  # 3 decoded, each maybe read out
+    dense = CompiledModel.from_config(
+        {k: rng.normal(size=v.shape).astype(np.float32) for k, v in model.params.items()},
+        model.settings,
+        model.config(),
+    )
+    tokens = len(
+        weight_encoding.encode(
+            dense.params, weight_encoding.for_decompiling(metamodel.load_checkpoint(checkpoint)[0].cfg.encoding)
+        )
+    )
+    assert 512 < tokens <= weight_encoding.MAX_DECOMPILE_TOKENS  # over the training limit, read when decompiling
+    assert pipeline.decompile(dense, checkpoint=checkpoint, beam=2, verify=False).program is not None
+    monkeypatch.setattr(weight_encoding, "MAX_DECOMPILE_TOKENS", 100)  # above the limit: one clear error
+    with pytest.raises(
+        ValueError, match=f"the model's weights make {tokens} rows tokens; this meta-model reads at most 512"
+    ):
+        pipeline.decompile(dense, checkpoint=checkpoint)
 
 
 def test_decompile_with_verification_states_the_outcome(trained, tmp_path, capsys):

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from metamodels import options
-from metamodels.decompilation import readout
+from metamodels.decompilation import readout, wiring
 from metamodels.errors import MetamodelsError
 from metamodels.meta import decoding, metamodel, weight_encoding
 from metamodels.rasp import functions, text
@@ -54,6 +54,7 @@ class Candidate:
     score: float
     verdict: str | None = None
     read_out: bool = False  # functions and predicates read from the weights (tokens give the structure)
+    wiring: bool = False  # the structure read from the weights too (decompilation.wiring), not decoded
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +90,7 @@ class Decompiled:
                        None: "weights not compared"}[r.weights.match if r.weights else None]  # fmt: skip
             chosen = self.candidates[self.chosen]
             source = ("a one-substitution repair of the decoded candidates" if self.repaired else
+                      "structure, functions and predicates read from the weights (residual labels)" if chosen.wiring else
                       f"beam candidate {chosen.rank + 1}" + (", functions and predicates read from the weights" if chosen.read_out else ""))  # fmt: skip
             lines.append(f"# verified: {r.verdict} on {r.n_inputs} inputs ({'all' if r.exhaustive else 'random'}); "
                          f"{weights}; {source}")  # fmt: skip
@@ -134,6 +136,8 @@ class DecompileConfig:
                                           "verifying candidates and repairs; then the best candidate is returned "
                                           "unverified (0: no limit)")  # fmt: skip
     greedy: bool = options.option(False, help="fast mode: greedy decoding, no verification (--beam 1 --no-verify)")
+    wiring: bool = options.option(True, flag="--no-wiring", help="only the meta-model's candidates: do not first "
+                                  "read the whole program from the weights (models in Tracr's basis)")  # fmt: skip
 
     def __post_init__(self) -> None:
         for name, least in (("beam", 1), ("max_inputs", 1), ("repair", 0)):
@@ -179,6 +183,7 @@ def decompile(
     certificate: bool = DecompileConfig.certificate,
     read_tables: bool = DecompileConfig.read_tables,
     budget: float | None = DecompileConfig.budget,
+    wiring: bool = DecompileConfig.wiring,
 ) -> Decompiled:
     """Decompile a compiled model; see the module docstring. EncodingError if the weights are out of range.
 
@@ -186,7 +191,7 @@ def decompile(
     ``certificate=False`` skips the recompile-and-compare check of the verified program;
     ``read_tables=False`` keeps the meta-model's library functions as decoded.
     """
-    config = DecompileConfig(beam, verify, max_inputs, repair, certificate, read_tables, budget)
+    config = DecompileConfig(beam, verify, max_inputs, repair, certificate, read_tables, budget, wiring=wiring)
     if checkpoint is None:
         checkpoint = shipped_checkpoint(model)
     if isinstance(checkpoint, metamodel.MetaModel):
@@ -196,6 +201,15 @@ def decompile(
 
 def _decompile(model: CompiledModel, meta: metamodel.MetaModel, config: DecompileConfig) -> Decompiled:
     weights = weight_encoding.encode(model.params, weight_encoding.for_decompiling(meta.cfg.encoding))
+    deadline = None if config.budget is None else time.monotonic() + config.budget
+    # With Tracr's residual labels the whole program can be read from the weights (wiring.py): checked first,
+    # and when it verifies the meta-model's beam is not needed.
+    read = _wired(meta, weights, model) if config.verify and config.read_tables and config.wiring else None
+    if read is not None:
+        report = check(read.program, model, config.max_inputs, deadline=deadline)  # type: ignore[arg-type]
+        wired = dataclasses.replace(_candidate(0, read), verdict=report.verdict, wiring=True)
+        if report.holds():
+            return _verified(model, config, read, report, [wired], 0)
     found = decoding.greedy(meta, [weights]) if config.beam == 1 else decoding.beam_search(meta, weights, config.beam)
     if config.read_tables:
         found = with_readout(found, model)
@@ -203,14 +217,7 @@ def _decompile(model: CompiledModel, meta: metamodel.MetaModel, config: Decompil
     candidates = [_candidate(sum(not f.read_out for f in found[:i]), c) for i, c in enumerate(found)]
     if not config.verify:
         return _result(found[0], "not_checked", candidates)
-    from metamodels.decompilation import verification  # it imports the compiler (JAX): only when verifying
-
-    def verified(c: decoding.Candidate, report, listed: list[Candidate], chosen: int, repaired=False) -> Decompiled:
-        weights_ = verification.compare_weights(c.program, model) if config.certificate else None  # type: ignore[arg-type]
-        return _result(c, "verified", listed, dataclasses.replace(report, weights=weights_), repaired, chosen)
-
-    deadline = None if config.budget is None else time.monotonic() + config.budget
-    first_report = None
+    first_report = report if read is not None else None
     for i, c in enumerate(found):
         if deadline is not None and time.monotonic() > deadline:
             break
@@ -220,15 +227,37 @@ def _decompile(model: CompiledModel, meta: metamodel.MetaModel, config: Decompil
         candidates[i] = dataclasses.replace(candidates[i], verdict=report.verdict)
         first_report = first_report or report
         if report.holds():
-            return verified(c, report, candidates, i)
+            return _verified(model, config, c, report, candidates, i)
     fixed = repair_candidates(meta, weights, found, model, budget=config.repair, max_inputs=config.max_inputs,
                               deadline=deadline)  # fmt: skip
     if fixed is not None:
         c, report = fixed
         repaired = dataclasses.replace(_candidate(len(candidates), c), verdict=report.verdict)
-        return verified(c, report, [*candidates, repaired], len(candidates), repaired=True)
-    result = _result(found[0], "unverified", candidates, first_report)
+        return _verified(model, config, c, report, [*candidates, repaired], len(candidates), repaired=True)
+    listed = candidates + ([wired] if read is not None else [])
+    result = _result(found[0], "unverified", listed, first_report)
     return dataclasses.replace(result, out_of_time=deadline is not None and time.monotonic() > deadline)
+
+
+def _verified(model, config: DecompileConfig, c: decoding.Candidate, report, listed: list[Candidate], chosen: int,
+              repaired: bool = False) -> Decompiled:  # fmt: skip
+    """The verified result, with its weight certificate (recompile and compare) unless ``config`` skips it."""
+    from metamodels.decompilation import verification  # it imports the compiler (JAX): only when verifying
+
+    certificate = verification.compare_weights(c.program, model) if config.certificate else None  # type: ignore[arg-type]
+    return _result(c, "verified", listed, dataclasses.replace(report, weights=certificate), repaired, chosen)
+
+
+def _wired(meta: metamodel.MetaModel, weights, model: CompiledModel) -> decoding.Candidate | None:
+    """The program read whole from the weights, scored by the meta-model (None if the weights do not allow it)."""
+    program = wiring.read_program_or_none(model) if model.residual_labels else None
+    if program is None:
+        return None
+    try:
+        ids = tuple(tokens_mod.tokenize(program))
+    except ValueError:  # beyond the meta-model's vocabulary: no score
+        return decoding.Candidate((), float("-inf"), program, read_out=True)
+    return decoding.Candidate(ids, decoding.score(meta, weights, [ids])[0], program, read_out=True)
 
 
 def with_readout(found: list[decoding.Candidate], model: CompiledModel) -> list[decoding.Candidate]:

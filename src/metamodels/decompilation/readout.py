@@ -26,6 +26,7 @@ raises :class:`ReadoutError`, as it does when the structure does not fit.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 
 import numpy as np
@@ -38,7 +39,7 @@ from metamodels.transformer import battery
 from metamodels.transformer.compiled import CompiledModel, Value
 
 EPS = 1e-6
-_ONE = "one"
+ONE = "one"
 
 
 class ReadoutError(MetamodelsError):
@@ -72,7 +73,7 @@ def variables(model: CompiledModel) -> dict[str, Variable]:
         raise ReadoutError("the model has no residual labels (its basis is not Tracr's); tables cannot be read")
     tokens = {str(v): v for v in model.input_values}
     dims: dict[str, list[int]] = {}
-    values: dict[str, list[Value]] = {}
+    values: dict[str, list] = {}  # Tracr values: numbers, strings, bools, tuples
     for i, label in enumerate(model.residual_labels):
         name, colon, raw = label.partition(":")
         dims.setdefault(name, []).append(i)
@@ -81,11 +82,18 @@ def variables(model: CompiledModel) -> dict[str, Variable]:
     return {n: Variable(n, tuple(d), tuple(values[n]) if n in values else None) for n, d in dims.items()}
 
 
-def _value(raw: str) -> Value:
+def _value(raw: str) -> object:
     for parse in (int, float):
         try:
             return parse(raw)
         except ValueError:
+            pass
+    if raw.startswith("(") and raw.endswith(")"):  # a tuple value, as Tracr's labels print it
+        try:
+            value = ast.literal_eval(raw)
+            if isinstance(value, tuple):
+                return value
+        except (ValueError, SyntaxError):
             pass
     return {"True": True, "False": False}.get(raw, raw)
 
@@ -93,8 +101,13 @@ def _value(raw: str) -> Value:
 def writers(model: CompiledModel, variables_: dict[str, Variable]) -> dict[str, Writer]:
     """Which sublayer (and head) writes each variable, from the non-zero weight blocks."""
 
+    special = (model.settings.bos, model.settings.pad)
+    # BOS is Tracr's helper (a head attends to it when nothing else matches): not a read of ``tokens``.
+    dims = {n: [d for d, x in zip(v.dims, v.values or [None] * len(v.dims)) if n != "tokens" or x not in special]
+            for n, v in variables_.items()}  # fmt: skip
+
     def touched(matrix: np.ndarray) -> frozenset[str]:  # matrix [D, n]: variables with a non-zero row
-        return frozenset(n for n, v in variables_.items() if np.abs(matrix[list(v.dims)]).max(initial=0) > EPS)
+        return frozenset(n for n in variables_ if np.abs(matrix[dims[n]]).max(initial=0) > EPS)
 
     out: dict[str, Writer] = {}
     k = model.key_size
@@ -160,7 +173,7 @@ def _reads_fit(program: Program, op: Op, w: Writer, mapping: dict[str, str], wri
     """How well writer ``w`` fits ``op``: 2 it reads exactly the op's arguments; 1 it is of the right
     kind but reads less (an argument with a single value has no weights); 0 not at all."""
     if op.kind in ("Map", "SequenceMap", "LinearSequenceMap"):
-        reads, args = w.reads[0] - {_ONE}, {mapping[a] for a in op.args}
+        reads, args = w.reads[0] - {ONE}, {mapping[a] for a in op.args}
         return 0 if w.head is not None or not reads <= args else 2 if reads == args else 1
     keys, queries = (mapping[a] for a in program.by_name[op.args[0]].args)
     if op.kind == "Aggregate":
@@ -170,7 +183,7 @@ def _reads_fit(program: Program, op: Op, w: Writer, mapping: dict[str, str], wri
         return 2 if queries in q and keys in k and mapping[op.args[1]] in v else 1
 
     # SelectorWidth: an MLP reading the count its attention head wrote.
-    heads = [written.get(n) for n in w.reads[0] - {_ONE}] if w.head is None else []
+    heads = [written.get(n) for n in w.reads[0] - {ONE}] if w.head is None else []
     found = [h for h in heads if h is not None and h.head is not None]
     return 0 if not found else 2 if any(queries in h.reads[0] and keys in h.reads[1] for h in found) else 1
 
@@ -194,7 +207,7 @@ def read_tables(program: Program, model: CompiledModel, *, per_length: int = 30,
         if op.kind in ("Map", "SequenceMap"):
             current = Program(tuple(ops), program.output)
             domains = [_domain(current, a, mapping, vars_, model, inputs) for a in op.args]
-            table = _mlp_table(
+            table = mlp_table(
                 model,
                 written[mapping[op.name]].sublayer // 2,
                 vars_,
@@ -247,14 +260,14 @@ def _domain(program: Program, name: str, mapping, vars_, model: CompiledModel, i
     return sorted(seen)  # type: ignore[type-var]
 
 
-def _mlp_table(model, layer: int, vars_, args: list[str], domains: list[list[Value]], out: Variable) -> Table:
+def mlp_table(model, layer: int, vars_, args: list[str], domains: list[list[Value]], out: Variable) -> Table:
     """Probe the MLP of ``layer`` with every combination of argument values; read ``out``."""
     combos = [(x,) for x in domains[0]] if len(args) == 1 else [(x, y) for x in domains[0] for y in domains[1]]
     if not combos:
         raise ReadoutError(f"{out.name}: its arguments take no values")
     residual = np.zeros((len(combos), model.d_model), dtype=np.float32)
-    if _ONE in vars_:
-        residual[:, vars_[_ONE].dims[0]] = 1.0
+    if ONE in vars_:
+        residual[:, vars_[ONE].dims[0]] = 1.0
     for row, combo in enumerate(combos):
         for arg, value in zip(args, combo):
             var = vars_[arg]
@@ -266,13 +279,15 @@ def _mlp_table(model, layer: int, vars_, args: list[str], domains: list[list[Val
                 raise ReadoutError(f"{out.name}: argument {arg} cannot hold the value {value!r}")
     hidden = np.maximum(residual @ model.layer(layer, "mlp/linear_1/w") + model.layer(layer, "mlp/linear_1/b"), 0)
     result = (hidden @ model.layer(layer, "mlp/linear_2/w") + model.layer(layer, "mlp/linear_2/b"))[:, list(out.dims)]
-    entries = []
+    entries: list[tuple[object, object]] = []
     for combo, row in zip(combos, result):
         key = combo[0] if len(combo) == 1 else combo
         if out.values is None:
             entries.append((key, _snap(float(row[0]))))
-        elif row.max() > 0.5:  # a categorical MLP writes exactly one direction
-            entries.append((key, out.values[int(row.argmax())]))
+        else:  # a categorical MLP writes exactly one direction, or none where the function's value is None
+            entries.append((key, out.values[int(row.argmax())] if row.max() > 0.5 else None))
+    if all(v is None for _, v in entries):  # an MLP that writes nothing for any input reads other variables
+        raise ReadoutError(f"{out.name}: its MLP writes no value for any input of {args}: it reads other variables")
     return Table(tuple(entries), len(args))
 
 

@@ -127,6 +127,8 @@ class EvaluateConfig:
         "inputs, randomly rotated, hidden units and heads permuted (seeded by --dense-seed and the example)",
     )  # fmt: skip
     dense_seed: int = options.option(1, help="seed of --dense")
+    wiring: bool = options.option(True, flag="--no-wiring", help="verified@k of the meta-model's candidates only: "
+                                  "without the program read whole from the weights first")  # fmt: skip
     dense_heldout: int = DENSE_HELDOUT
     batch_size: int = 32
 
@@ -191,7 +193,7 @@ def evaluate(
         report["densified"] = _densified_summary(densified)
     if verify_k:
         report["verification"] = metrics.verified_at_k(
-            model, rows[:verify_limit], verify_k, progress=progress, models=verify_models
+            model, rows[:verify_limit], verify_k, progress=progress, models=verify_models, wiring=config.wiring
         )
     return report
 

@@ -39,6 +39,7 @@ def verified_at_k(
     progress: bool = True,
     models: list[CompiledModel] | None = None,
     repair: int = pipeline.REPAIR,
+    wiring: bool = True,
 ) -> dict:
     """verified@{1,8,k}, with repair, and the false-verification rate over dataset rows, overall and by group.
 
@@ -46,22 +47,26 @@ def verified_at_k(
     when verification was exhaustive (they can still differ where the program is
     undefined), else on a larger random battery with another seed. Groups: number
     of ops, vocabulary kind, causal or not (``by_*``, where there is more than one).
-    ``models``: the rows' models as they are to be decompiled (default: as compiled).
+    ``models``: the rows' models as they are to be decompiled (default: as compiled). ``wiring``: the program
+    read whole from the weights is the first candidate (models in Tracr's basis); counted at rank 0 and
+    reported as ``wired`` (the share verified that way). No time budget: all k candidates are checked.
     """
     results = []
     models = models if models is not None else [store.model_from_row(r) for r in rows]
     for row, model in tqdm(
         zip(rows, models), total=len(rows), disable=not progress, desc=f"verify beam {k}", unit="model"
     ):
-        record = {**groups_of(row), "rank": None, "repaired": False, "false": False}
+        record = {**groups_of(row), "rank": None, "repaired": False, "false": False, "wired": False}
         try:
-            result = pipeline.decompile(model, checkpoint=meta, beam=k, verify=True, repair=repair, certificate=False)
+            result = pipeline.decompile(model, checkpoint=meta, beam=k, verify=True, repair=repair, certificate=False,
+                                        budget=None, wiring=wiring)  # fmt: skip
         except weight_encoding.EncodingError:
             results.append(record)
             continue
         if result.status == "verified":
             record["rank"] = result.candidates[result.chosen].rank if not result.repaired else None
             record["repaired"] = result.repaired
+            record["wired"] = result.candidates[result.chosen].wiring
             record["false"] = oracle.differs_from_truth(result.program, row, model)  # type: ignore[arg-type]
         results.append(record)
     report = {"beam": k, **verified_rates(results, k)}
@@ -85,6 +90,7 @@ def verified_rates(results: list[dict], k: int) -> dict:
             if j <= k
         },
         f"verified@{k}+repair": verified / n,
+        "wired": sum(r["wired"] for r in results) / n,
         "false_verification": false_verified / max(1, verified),
         "false_verified": false_verified,
     }

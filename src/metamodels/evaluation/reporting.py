@@ -81,4 +81,5 @@ def format_table(report: dict) -> str:
 
 def _verified_line(v: dict) -> str:
     rates = ", ".join(f"{k} {v[k]:.3f}" for k in v if k.startswith("verified@"))
-    return f"{rates}, false verification {v['false_verification']:.3f} (n={v['n']})"
+    wired = f", read whole from the weights {v['wired']:.3f}" if v.get("wired") else ""
+    return f"{rates}{wired}, false verification {v['false_verification']:.3f} (n={v['n']})"
