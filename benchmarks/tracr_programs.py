@@ -4,7 +4,8 @@
 
 Each program is written in Tracr's ``rasp``, converted (``program_from_rasp``: it must convert and compile to the same
 behaviour), and the model Tracr compiles from the *original* expression is decompiled twice: greedy, and
-the default mode (``--beam K``, verified within the time budget). The decompiled program is judged by an oracle independent of verification: Tracr's own
+the default mode (``--beam K``, verified within the time budget; the program read whole
+from the weights is checked first, see ``decompilation/wiring.py``). The decompiled program is judged by an oracle independent of verification: Tracr's own
 evaluation of the original expression on every input (or 1,000 random ones per length when there are more than
 100,000), on the inputs where Tracr's dynamic validation accepts the original. Prints one line per program and the
 rates by number of ops.
@@ -79,6 +80,7 @@ def main() -> None:
                 row[f"{mode}_s"] = round(time.perf_counter() - start, 2)
                 row[mode] = result.program is not None and correct(result.program, sop, model)
                 row[f"{mode}_status"] = result.status
+                row[f"{mode}_wired"] = bool(result.candidates) and result.candidates[result.chosen].wiring
         except MetamodelsError as e:
             row["error"] = str(e)[:120]
         rows.append(row)
@@ -93,6 +95,8 @@ def main() -> None:
                 f"ops {lo}-{hi}: {len(group)} programs, greedy correct {g}, default mode (beam {args.beam}) correct {v}"
             )
     false = sum(r.get("verified_status") == "verified" and not r["verified"] for r in ok)
+    wired = sum(r["verified_wired"] and r["verified"] for r in ok)
+    print(f"default mode: {wired} of the correct ones read whole from the weights (decompilation/wiring.py)")
     seconds = sorted(r["verified_s"] for r in ok)
     print(
         f"all: greedy {sum(r['greedy'] for r in ok)}/{len(rows)}, default mode {sum(r['verified'] for r in ok)}/{len(rows)};"

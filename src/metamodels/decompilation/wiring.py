@@ -80,7 +80,7 @@ def read_structure(model: CompiledModel) -> Program:
 
 def _mlp_op(name: str, args: tuple[str, ...], encoding: Encoding, inputs: list[readout.Variable]) -> Op:
     if len(args) == 2 and encoding == "numerical" and all(v.values is None for v in inputs):
-        return Op(name, "LinearSequenceMap", args, encoding, coeffs=(1.0, 1.0))  # read by read_program
+        return Op(name, "LinearSequenceMap", args, encoding, coeffs=(1.0, 1.0))  # read by _with_coefficients
     kind = "Map" if len(args) == 1 else "SequenceMap"
     return Op(name, kind, args, encoding, fn=Table.unread(len(args)))  # type: ignore[arg-type]
 
@@ -94,9 +94,16 @@ def _output(model: CompiledModel, vars_: dict[str, readout.Variable], names: dic
 
 
 def read_program(model: CompiledModel) -> Program:
-    """The model's whole program read from its weights: structure, tables, coefficients (ReadoutError if not)."""
-    structure = read_structure(model)
-    program = readout.read_tables(structure, model)
+    """The model's whole program read from its weights: structure, coefficients, tables (ReadoutError if not).
+
+    LinearSequenceMap coefficients are read before the tables: a table's domain is what the program so far
+    computes, so a placeholder coefficient would hide values (a balance of -1 read as 1 + 1).
+    """
+    return readout.read_tables(_with_coefficients(read_structure(model), model), model)
+
+
+def _with_coefficients(program: Program, model: CompiledModel) -> Program:
+    """Each LinearSequenceMap's (a, b), probed from its MLP at (1, 0) and (0, 1)."""
     if not any(op.kind == "LinearSequenceMap" for op in program.ops):
         return program
     vars_ = readout.variables(model)
