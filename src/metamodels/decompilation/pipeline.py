@@ -255,7 +255,9 @@ def _wired(meta: metamodel.MetaModel, weights, model: CompiledModel) -> decoding
         return None
     try:
         ids = tuple(tokens_mod.tokenize(program))
-    except ValueError:  # beyond the meta-model's vocabulary: no score
+        if len(ids) > meta.cfg.max_program_tokens:
+            raise ValueError("longer than the meta-model reads")
+    except ValueError:  # beyond what the meta-model can score (its vocabulary, its length): score -inf
         return decoding.Candidate((), float("-inf"), program, read_out=True)
     return decoding.Candidate(ids, decoding.score(meta, weights, [ids])[0], program, read_out=True)
 
