@@ -19,7 +19,6 @@ from metamodels.transformer import battery, compiler, densification, forward
 from tests import cases
 
 
-
 def _all() -> dict[str, tuple]:
     return {**cases.tracr_cases(), **cases.odd_rasp_cases()}
 
