@@ -219,7 +219,7 @@ def _decompile(model: CompiledModel, meta: metamodel.MetaModel, config: Decompil
         return _result(found[0], "not_checked", candidates)
     first_report = report if read is not None else None
     for i, c in enumerate(found):
-        if deadline is not None and time.monotonic() > deadline:
+        if _past(deadline):
             break
         if c.program is None:
             continue
@@ -236,7 +236,7 @@ def _decompile(model: CompiledModel, meta: metamodel.MetaModel, config: Decompil
         return _verified(model, config, c, report, [*candidates, repaired], len(candidates), repaired=True)
     listed = candidates + ([wired] if read is not None else [])
     result = _result(found[0], "unverified", listed, first_report)
-    return dataclasses.replace(result, out_of_time=deadline is not None and time.monotonic() > deadline)
+    return dataclasses.replace(result, out_of_time=_past(deadline))
 
 
 def _verified(model, config: DecompileConfig, c: decoding.Candidate, report, listed: list[Candidate], chosen: int,
@@ -255,9 +255,9 @@ def _wired(meta: metamodel.MetaModel, weights, model: CompiledModel) -> decoding
         return None
     try:
         ids = tuple(tokens_mod.tokenize(program))
-        if len(ids) > meta.cfg.max_program_tokens:
-            raise ValueError("longer than the meta-model reads")
-    except ValueError:  # beyond what the meta-model can score (its vocabulary, its length): score -inf
+    except ValueError:  # beyond the meta-model's vocabulary
+        ids = ()
+    if not ids or len(ids) > meta.cfg.max_program_tokens:  # what the meta-model cannot score: score -inf
         return decoding.Candidate((), float("-inf"), program, read_out=True)
     return decoding.Candidate(ids, decoding.score(meta, weights, [ids])[0], program, read_out=True)
 
@@ -320,16 +320,20 @@ def repair_candidates(
                 continue
             if ids not in seen:
                 pool.setdefault(ids, p)
-    if not budget or not pool or (deadline is not None and time.monotonic() > deadline):
+    if not budget or not pool or (_past(deadline)):
         return None
     scores = decoding.score(meta, weights, list(pool))
     for s, ids in sorted(zip(scores, pool), reverse=True)[:budget]:
-        if deadline is not None and time.monotonic() > deadline:
+        if _past(deadline):
             return None
         report = check(pool[ids], model, max_inputs, deadline=deadline)
         if report.holds():
             return decoding.Candidate(ids, s, pool[ids]), report
     return None
+
+
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() > deadline
 
 
 def check(
@@ -340,7 +344,8 @@ def check(
     deadline: float | None = None,
 ):
     """Behavioural verification, screened first on a few hundred inputs (most wrong candidates fail there); a check
-    still running at ``deadline`` (``time.monotonic()``) is cut short, so its verdict is at best inconclusive."""
+    still running at ``deadline`` (``time.monotonic()``) is cut short: it holds only if every input length already
+    has its evidence (inputs are checked one length at a time in turn)."""
     from metamodels.decompilation import verification  # it imports the compiler (JAX): only when verifying
 
     def left() -> float | None:
