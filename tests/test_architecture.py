@@ -21,6 +21,7 @@ LAYERS = (
     ("rasp",),
     ("transformer",),
     ("dataset",),
+    ("zoo",),
     ("meta",),
     ("decompilation",),
     ("evaluation",),

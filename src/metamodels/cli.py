@@ -225,12 +225,14 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from metamodels.rasp import text
-    from metamodels.transformer import forward, modelfile
+    from metamodels.transformer import forward, modelfile, trained
 
-    model = modelfile.load(args.model)
+    model = modelfile.load_any(args.model)
     xs = forward.parse_tokens(model, args.tokens)
     print(" ".join(map(forward.show, forward.run(model, [xs])[0])))
-    if args.program and model.program_text:
+    if args.program and isinstance(model, trained.TrainedModel) and "program_text" in model.metadata:
+        print(model.metadata["program_text"], "(the program it was trained on)")
+    elif args.program and not isinstance(model, trained.TrainedModel) and model.program_text:
         evaluated = text.read_program(args.model, model.program_text).evaluate(xs)
         print(" ".join(map(forward.show, evaluated)), "(RASP evaluation)")
     return 0

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from metamodels.errors import MetamodelsError
-from metamodels.transformer import compiled
+from metamodels.transformer import compiled, trained
 from metamodels.transformer.compiled import CompiledModel, Value
 
 
@@ -38,11 +38,12 @@ def encode(model: CompiledModel, tokens: Sequence[Value]) -> np.ndarray:
     return np.array([row[settings.bos]] + [row[t] for t in tokens], dtype=np.int64)
 
 
-def parse_tokens(model: CompiledModel, words: Sequence[str]) -> list[Value]:
+def parse_tokens(model: CompiledModel | trained.TrainedModel, words: Sequence[str]) -> list[Value]:
     """Input tokens typed as text (``3 1 2``, ``a b``) -> the model's vocabulary values; InputError if unknown."""
-    by_text = {str(v): v for v in model.settings.vocab}
+    vocab = model.config.input_vocab if isinstance(model, trained.TrainedModel) else model.settings.vocab
+    by_text = {str(v): v for v in vocab}
     if unknown := [w for w in words if w not in by_text]:
-        raise InputError(f"token(s) {unknown} not in the model's vocabulary {list(model.settings.vocab)}")
+        raise InputError(f"token(s) {unknown} not in the model's vocabulary {list(vocab)}")
     return [by_text[w] for w in words]
 
 
@@ -131,8 +132,13 @@ def decode(model: CompiledModel, scores: np.ndarray) -> list[list[Value]]:
     return [[model.output_values[i] for i in row[1:]] for row in scores.argmax(-1)]
 
 
-def run(model: CompiledModel, inputs: Sequence[Sequence[Value]]) -> list[list[Value]]:
-    """Decoded outputs of the model on each input sequence (no BOS), in input order."""
+def run(model: CompiledModel | trained.TrainedModel, inputs: Sequence[Sequence[Value]]) -> list[list[Value]]:
+    """Decoded outputs of the model (compiled or trained) on each input sequence (no BOS), in input order."""
+    if isinstance(model, trained.TrainedModel):
+        try:
+            return trained.run(model, inputs)
+        except MetamodelsError as e:
+            raise InputError(str(e)) from None
     return _run(model, inputs, check=False)[0]
 
 

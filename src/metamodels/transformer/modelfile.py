@@ -26,6 +26,7 @@ from safetensors.numpy import save_file
 
 from metamodels import artifacts
 from metamodels.errors import MetamodelsError
+from metamodels.transformer import trained
 from metamodels.transformer.compiled import CompiledModel, CompileSettings
 
 FORMAT = "metamodels.compiled-transformer"
@@ -52,8 +53,28 @@ def save(model: CompiledModel, path: str | Path, *, with_source: bool = False) -
         raise ModelFileError(f"{path}: cannot write ({e})") from None
 
 
+def load_any(path: str | Path) -> CompiledModel | trained.TrainedModel:
+    """A compiled or a trained model file (``metamodels run`` takes either); ModelFileError says what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such file")
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            metadata = f.metadata() or {}
+            if metadata.get("format") == trained.FORMAT:
+                if metadata.get("format_version") != trained.FORMAT_VERSION:
+                    raise ModelFileError(f"{path}: format version {metadata.get('format_version')!r} is not "
+                                         f"supported (expected {trained.FORMAT_VERSION})")  # fmt: skip
+                return trained.from_file(path, f, metadata)
+    except (SafetensorError, OSError) as e:
+        raise ModelFileError(f"{path}: not a readable safetensors file ({e})") from None
+    except MetamodelsError as e:
+        raise ModelFileError(str(e)) from None
+    return load(path)
+
+
 def load(path: str | Path) -> CompiledModel:
-    """Read and validate a model file; ModelFileError says what is wrong."""
+    """Read and validate a compiled model file; ModelFileError says what is wrong."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such file")
@@ -63,6 +84,9 @@ def load(path: str | Path) -> CompiledModel:
             params = {key: f.get_tensor(key) for key in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelFileError(f"{path}: not a readable safetensors file ({e})") from None
+    if metadata.get("format") == trained.FORMAT:
+        raise ModelFileError(f"{path}: a trained transformer, not a compiled one; `metamodels run` runs it, "
+                             "but decompiling and verifying trained models is not supported yet")  # fmt: skip
     if metadata.get("format") != FORMAT:
         raise ModelFileError(
             f"{path}: not a metamodels model file (format {metadata.get('format')!r}, expected {FORMAT!r})"

@@ -1,0 +1,360 @@
+"""Many small transformers trained at once: stacked parameters over a model dimension, batched matmuls.
+
+One call of :func:`train_many` trains a queue of :class:`Task` s (a program's input/output data and
+its own seed and learning rate) in ``slots`` parallel models sharing one :class:`Architecture`. Every
+tensor carries the slot dimension first (``[M, ...]``); each slot's loss is its own mean token
+cross-entropy and the slots' losses are summed, so a slot's gradient is exactly its own. Adam runs
+per slot (own step count and learning rate). Every ``eval_every`` steps each slot is scored on its
+held-out inputs (never trained on); at the bar it stores view 0, keeps training and stores a view at
+each of ``view_steps`` later steps (if still at the bar), then takes the next task. A task that does
+not reach the bar within ``max_steps`` is reported as such, never dropped silently.
+
+Slots pad their vocabularies to the batch's largest: unused input rows are never read, unused
+output columns are masked out of the softmax, so slicing them off (:func:`_slot_params`) gives a
+:class:`~metamodels.transformer.trained.TrainedModel` computing exactly what the slot computed.
+With one torch thread the result is a deterministic function of the tasks, architecture and config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator, Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from metamodels import options
+from metamodels.transformer.trained import GPTConfig, TrainedModel
+
+NEG = -1e9  # masked logits and attention scores (finite: a fully masked row stays finite)
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """The base-model architecture shared by one batch of slots (the config minus vocabularies)."""
+
+    d_model: int = 32
+    n_layers: int = 2
+    n_heads: int = 4
+    d_mlp: int = 64
+    activation: Literal["relu", "gelu"] = "relu"
+    norm: Literal["none", "layernorm"] = "none"
+
+    def config(self, task: Task) -> GPTConfig:
+        return GPTConfig(task.input_vocab, task.output_vocab, task.max_seq_len, causal=task.causal,
+                         **dataclasses.asdict(self))  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One program's training data. Arrays: ids ``[N, 1 + T]`` (BOS first, 0-padded), targets ``[N, T]``.
+
+    ``targets`` are output-vocabulary indices, -1 where the program is undefined or past the input's end.
+    """
+
+    key: str
+    input_vocab: tuple
+    output_vocab: tuple
+    max_seq_len: int
+    causal: bool
+    train_ids: np.ndarray
+    train_targets: np.ndarray
+    heldout_ids: np.ndarray
+    heldout_targets: np.ndarray
+    seed: int
+    lr: float
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerConfig:
+    """How each slot is trained and when it counts as converged."""
+
+    slots: int = options.option(32, help="models trained at once in one process")
+    batch_size: int = options.option(16, help="training sequences per model per step")
+    max_steps: int = options.option(3000, help="a model not at the bar after this many steps is reported as failed")
+    eval_every: int = 50
+    bar: float = options.option(0.95, help="held-out token accuracy a model must reach (paper 002: 0.95)")
+    view_steps: tuple[int, ...] = (100, 200)  # further views this many steps after convergence
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        from metamodels.errors import MetamodelsError
+
+        for name in ("slots", "batch_size", "max_steps", "eval_every"):
+            if getattr(self, name) < 1:
+                raise MetamodelsError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 < self.bar <= 1.0:
+            raise MetamodelsError(f"--bar must be in (0, 1], got {self.bar}")
+        if any(s % self.eval_every for s in self.view_steps):
+            raise MetamodelsError(f"view_steps {self.view_steps} must be multiples of eval_every {self.eval_every}")
+
+
+@dataclasses.dataclass(frozen=True)
+class View:
+    """One stored checkpoint of a converged model."""
+
+    index: int
+    step: int
+    heldout_accuracy: float
+    train_accuracy: float
+    model: TrainedModel
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What became of one task: converged (with its views) or not (``failure`` names why)."""
+
+    key: str
+    steps: int
+    heldout_accuracy: float
+    views: tuple[View, ...]
+    failure: str | None
+
+
+def _shapes(arch: Architecture, v_in: int, v_out: int, t: int) -> dict[str, tuple[int, ...]]:
+    """Per-slot parameter shapes at the padded sizes (the names of :meth:`GPTConfig.shapes`)."""
+    cfg = GPTConfig(tuple(range(v_in - 1)), tuple(range(v_out)), t - 1, **dataclasses.asdict(arch))
+    return cfg.shapes()
+
+
+def _init(name: str, shape: tuple[int, ...], n_layers: int, gen: torch.Generator) -> torch.Tensor:
+    """GPT-2-style init: biases and LayerNorm shifts 0, gains 1, weights N(0, 1/fan_in), outputs scaled by depth."""
+    if name.endswith((".b", "b_Q", "b_K", "b_V", "b_O", "b_in", "b_out", "b_U")):
+        return torch.zeros(shape)
+    if name.endswith(".w"):
+        return torch.ones(shape)
+    fan_in = shape[-1] if name.startswith(("embed", "pos_embed")) else (shape[-2] * (shape[0] if "W_O" in name else 1))
+    std = 1.0 / math.sqrt(fan_in) if not name.startswith(("embed", "pos_embed")) else 0.5
+    if name.endswith(("W_O", "W_out")):
+        std /= math.sqrt(2 * n_layers)
+    return torch.randn(shape, generator=gen) * std
+
+
+def _layer_norm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """x ``[M, B, T, D]``, w and b ``[M, D]``."""
+    return F.layer_norm(x, x.shape[-1:], eps=1e-5) * w[:, None, None] + b[:, None, None]
+
+
+def forward(
+    p: dict[str, torch.Tensor], arch: Architecture, ids: torch.Tensor, keep: torch.Tensor, causal: torch.Tensor
+) -> torch.Tensor:
+    """Logits ``[M, B, T, V_out]`` of ids ``[M, B, T]`` (``keep`` ``[M, B, T]``: real tokens; ``causal`` ``[M]``)."""
+    m, _, t = ids.shape
+    x = p["embed.W_E"][torch.arange(m)[:, None, None], ids] + p["pos_embed.W_pos"][:, None, :t]  # [M, B, T, D]
+    lower = torch.tril(torch.ones(t, t, dtype=torch.bool))
+    allowed = keep[:, :, None, None, :] & (lower | ~causal[:, None, None, None, None])  # [M, B, 1, T, T]
+    act = (lambda z: F.gelu(z, approximate="tanh")) if arch.activation == "gelu" else F.relu
+    for layer in range(arch.n_layers):
+        b = f"blocks.{layer}."
+        h = _layer_norm(x, p[b + "ln1.w"], p[b + "ln1.b"]) if arch.norm == "layernorm" else x
+        q, k, v = (torch.einsum("mbtd,mhdk->mbhtk", h, p[b + f"attn.W_{n}"]) + p[b + f"attn.b_{n}"][:, None, :, None]
+                   for n in "QKV")  # fmt: skip
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+        z = torch.softmax(scores.masked_fill(~allowed, NEG), dim=-1) @ v  # [M, B, H, T, K]
+        x = x + torch.einsum("mbhtk,mhkd->mbtd", z, p[b + "attn.W_O"]) + p[b + "attn.b_O"][:, None, None]
+        h = _layer_norm(x, p[b + "ln2.w"], p[b + "ln2.b"]) if arch.norm == "layernorm" else x
+        hidden = act(torch.einsum("mbtd,mdf->mbtf", h, p[b + "mlp.W_in"]) + p[b + "mlp.b_in"][:, None, None])
+        x = x + torch.einsum("mbtf,mfd->mbtd", hidden, p[b + "mlp.W_out"]) + p[b + "mlp.b_out"][:, None, None]
+    if arch.norm == "layernorm":
+        x = _layer_norm(x, p["ln_final.w"], p["ln_final.b"])
+    return torch.einsum("mbtd,mdv->mbtv", x, p["unembed.W_U"]) + p["unembed.b_U"][:, None, None]
+
+
+class _Slots:
+    """The stacked state: parameters and Adam moments ``[M, ...]``, and which task each slot holds."""
+
+    def __init__(self, arch: Architecture, tasks: Sequence[Task], config: TrainerConfig) -> None:
+        self.arch, self.config = arch, config
+        self.m = min(config.slots, len(tasks))
+        self.v_in = 1 + max(len(t.input_vocab) for t in tasks)
+        self.v_out = max(len(t.output_vocab) for t in tasks)
+        self.t = 1 + max(t.max_seq_len for t in tasks)
+        self.shapes = _shapes(arch, self.v_in, self.v_out, self.t)
+        self.p = {n: torch.zeros((self.m, *s), requires_grad=True) for n, s in self.shapes.items()}
+        self.mom = {n: torch.zeros((self.m, *s)) for n, s in self.shapes.items()}
+        self.sq = {n: torch.zeros((self.m, *s)) for n, s in self.shapes.items()}
+        self.task: list[Task | None] = [None] * self.m
+        self.step = np.zeros(self.m, dtype=np.int64)
+        self.lr = torch.zeros(self.m)
+        self.out_mask = torch.zeros(self.m, self.v_out, dtype=torch.bool)  # real output columns
+        self.causal = torch.zeros(self.m, dtype=torch.bool)
+
+    def load(self, slot: int, task: Task) -> None:
+        """Fresh parameters (from the task's seed) and optimiser state in ``slot``."""
+        gen = torch.Generator().manual_seed(task.seed)
+        with torch.no_grad():
+            for name, shape in self.shapes.items():
+                self.p[name][slot] = _init(name, shape, self.arch.n_layers, gen)
+                self.mom[name][slot] = 0.0
+                self.sq[name][slot] = 0.0
+        self.task[slot], self.step[slot], self.lr[slot] = task, 0, task.lr
+        self.out_mask[slot] = torch.arange(self.v_out) < len(task.output_vocab)
+        self.causal[slot] = task.causal
+
+    def adam(self, active: torch.Tensor) -> None:
+        """One Adam step per active slot (its own step count and learning rate)."""
+        b1, b2 = self.config.betas
+        t = torch.as_tensor(self.step, dtype=torch.float32)
+        scale = torch.where(active, self.lr * torch.sqrt(1 - b2**t) / (1 - b1**t), torch.zeros(()))
+        with torch.no_grad():
+            for name, p in self.p.items():
+                g = p.grad
+                assert g is not None
+                shape = (self.m,) + (1,) * (p.dim() - 1)
+                self.mom[name].mul_(b1).add_(g, alpha=1 - b1)
+                self.sq[name].mul_(b2).addcmul_(g, g, value=1 - b2)
+                p -= scale.view(shape) * self.mom[name] / (self.sq[name].sqrt() + self.config.eps)
+                p.grad = None
+
+
+def _pad(ids: np.ndarray, targets: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pad a task's arrays to the batch's length ``t`` (ids to ``t``, targets to ``t - 1``)."""
+    out_ids = np.zeros((len(ids), t), dtype=np.int64)
+    out_ids[:, : ids.shape[1]] = ids
+    out_t = np.full((len(targets), t - 1), -1, dtype=np.int64)
+    out_t[:, : targets.shape[1]] = targets
+    return out_ids, out_t
+
+
+def train_many(tasks: Sequence[Task], arch: Architecture, config: TrainerConfig, seed: int) -> Iterator[Outcome]:
+    """Train every task (in slots, refilled as tasks finish); yields one Outcome per task as it finishes.
+
+    ``seed`` drives the training batches; each task's initialisation comes from its own seed.
+    """
+    if not tasks:
+        return
+    s = _Slots(arch, tasks, config)
+    rng = np.random.default_rng(seed)
+    padded = {id(t): (_pad(t.train_ids, t.train_targets, s.t), _pad(t.heldout_ids, t.heldout_targets, s.t))
+              for t in tasks}  # fmt: skip
+    queue = list(tasks)
+    views: list[list[View]] = [[] for _ in range(s.m)]
+    for slot in range(s.m):
+        s.load(slot, queue.pop(0))
+    while any(task is not None for task in s.task):
+        active = torch.tensor([task is not None for task in s.task])
+        ids, targets = _train_batch(s, padded, rng, config.batch_size)
+        logits = forward(s.p, arch, ids, (ids > 0) | _bos(ids), s.causal).masked_fill(~s.out_mask[:, None, None], NEG)
+        loss = _slot_losses(logits[:, :, 1:], targets)
+        (loss * active).sum().backward()
+        s.step += active.numpy()
+        s.adam(active)
+        if (s.step % config.eval_every == 0).any():
+            yield from _evaluate(s, padded, views, queue, loss.detach())
+
+
+def _bos(ids: torch.Tensor) -> torch.Tensor:
+    """Position 0 (BOS, id 0 like padding) is a real token."""
+    out = torch.zeros_like(ids, dtype=torch.bool)
+    out[..., 0] = True
+    return out
+
+
+def _train_batch(s: _Slots, padded: dict, rng: np.random.Generator, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """ids ``[M, B, T]`` and targets ``[M, B, T - 1]``, a random batch of each slot's training data."""
+    ids = np.zeros((s.m, b, s.t), dtype=np.int64)
+    targets = np.full((s.m, b, s.t - 1), -1, dtype=np.int64)
+    for slot, task in enumerate(s.task):
+        if task is not None:
+            (tr_ids, tr_t), _ = padded[id(task)]
+            pick = rng.integers(0, len(tr_ids), size=b)
+            ids[slot], targets[slot] = tr_ids[pick], tr_t[pick]
+    return torch.from_numpy(ids), torch.from_numpy(targets)
+
+
+def _slot_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy per slot ``[M]`` over defined target positions (logits ``[M, B, T, V]``)."""
+    per = F.cross_entropy(logits.flatten(0, 2), targets.flatten().clamp(min=0), reduction="none").view(targets.shape)
+    defined = targets >= 0
+    return (per * defined).sum((1, 2)) / defined.sum((1, 2)).clamp(min=1)
+
+
+def _accuracy(s: _Slots, slot_ids: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
+    """Token accuracy per slot over defined positions; ids ``[M, N, T]``, targets ``[M, N, T - 1]``."""
+    with torch.no_grad():
+        logits = forward(s.p, s.arch, slot_ids, (slot_ids > 0) | _bos(slot_ids), s.causal)
+        guess = logits.masked_fill(~s.out_mask[:, None, None], NEG)[:, :, 1:].argmax(-1)
+    defined = targets >= 0
+    right = ((guess == targets) & defined).sum((1, 2)).float()
+    return (right / defined.sum((1, 2)).clamp(min=1)).numpy()
+
+
+def _stacked(s: _Slots, padded: dict, which: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every slot's held-out (``which`` = 1) arrays, padded to the largest count (padding rows are all -1)."""
+    arrays = [padded[id(t)][which] if t is not None else None for t in s.task]
+    n = max(len(a[0]) for a in arrays if a is not None)
+    ids = np.zeros((s.m, n, s.t), dtype=np.int64)
+    targets = np.full((s.m, n, s.t - 1), -1, dtype=np.int64)
+    for slot, a in enumerate(arrays):
+        if a is not None:
+            ids[slot, : len(a[0])], targets[slot, : len(a[1])] = a
+    return torch.from_numpy(ids), torch.from_numpy(targets)
+
+
+def _evaluate(s: _Slots, padded: dict, views: list[list[View]], queue: list[Task], loss: torch.Tensor):
+    """Score the slots due for evaluation; store views, finish tasks, refill slots. Yields finished Outcomes."""
+    heldout = _accuracy(s, *_stacked(s, padded, 1))
+    cfg = s.config
+    for slot, task in enumerate(s.task):
+        step = int(s.step[slot])
+        if task is None or step % cfg.eval_every:
+            continue
+        done: Outcome | None = None
+        first = views[slot][0].step if views[slot] else None
+        if first is None and heldout[slot] >= cfg.bar:
+            views[slot].append(_view(s, slot, 0, heldout[slot], padded))
+        elif first is not None and step - first in cfg.view_steps:
+            if heldout[slot] >= cfg.bar:
+                views[slot].append(_view(s, slot, len(views[slot]), heldout[slot], padded))
+            if step - first == max(cfg.view_steps):
+                done = Outcome(task.key, step, float(views[slot][0].heldout_accuracy), tuple(views[slot]), None)
+        if views[slot] and not cfg.view_steps:
+            done = Outcome(task.key, step, float(heldout[slot]), tuple(views[slot]), None)
+        if done is None and not views[slot] and step >= cfg.max_steps:
+            done = Outcome(task.key, step, float(heldout[slot]), (), "not_converged")
+        if done is None and not math.isfinite(float(loss[slot])):
+            done = Outcome(task.key, step, float(heldout[slot]), tuple(views[slot]), "diverged")
+        if done is not None:
+            yield done
+            views[slot] = []
+            if queue:
+                s.load(slot, queue.pop(0))
+            else:
+                s.task[slot] = None
+
+
+def _view(s: _Slots, slot: int, index: int, heldout: float, padded: dict) -> View:
+    task = s.task[slot]
+    assert task is not None
+    (tr_ids, tr_t), _ = padded[id(task)]
+    one = {n: p[slot : slot + 1] for n, p in s.p.items()}
+    with torch.no_grad():
+        ids = torch.from_numpy(tr_ids[None, :512])
+        logits = forward(one, s.arch, ids, (ids > 0) | _bos(ids), s.causal[slot : slot + 1])
+        guess = logits.masked_fill(~s.out_mask[slot : slot + 1, None, None], NEG)[:, :, 1:].argmax(-1)[0].numpy()
+    defined = tr_t[:512] >= 0
+    train_acc = float(((guess == tr_t[:512]) & defined).sum() / max(1, defined.sum()))
+    model = TrainedModel(s.arch.config(task), _slot_params(s, slot, task))
+    return View(index, int(s.step[slot]), float(heldout), train_acc, model)
+
+
+def _slot_params(s: _Slots, slot: int, task: Task) -> dict[str, np.ndarray]:
+    """One slot's parameters as numpy, cut to the task's own vocabularies and length."""
+    v_in, v_out, t = 1 + len(task.input_vocab), len(task.output_vocab), 1 + task.max_seq_len
+    out = {}
+    for name, p in s.p.items():
+        a = p[slot].detach().numpy().copy()
+        if name == "embed.W_E":
+            a = a[:v_in]
+        elif name == "pos_embed.W_pos":
+            a = a[:t]
+        elif name == "unembed.W_U":
+            a = a[:, :v_out]
+        elif name == "unembed.b_U":
+            a = a[:v_out]
+        out[name] = a
+    return out
