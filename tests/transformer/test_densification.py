@@ -63,6 +63,7 @@ def test_permuting_hidden_units_and_heads_is_output_preserving():
     for s in cases.sampled(20, seed=2):
         model = compiler.compile_program(s.program)
         permuted = densification.permute_units(model, seed=s.index)
-        cases.assert_same_logits(model, permuted, atol=1e-4)
+        # float32 sums in another order: MLP activations scaled for exactness (up to 1e5) leave ~1e-4 in logits of ~1
+        cases.assert_same_logits(model, permuted, atol=1e-3)
         changed += any(not np.array_equal(permuted.params[k], model.params[k]) for k in model.params)
     assert changed >= 15  # models with one hidden unit and one head per layer cannot change
