@@ -75,7 +75,7 @@ def test_a_causal_model_ignores_later_tokens():
 def test_model_file_round_trip_and_run(tmp_path):
     model = random_model(norm="layernorm", metadata={"program_text": "secret", "steps": 3})
     path = tmp_path / "m.safetensors"
-    trained.save(model, path)
+    modelfile.save(model, path)
     back = modelfile.load_any(path)
     assert isinstance(back, TrainedModel) and back.config == model.config
     assert all(np.array_equal(back.params[k], v) for k, v in model.params.items())
@@ -88,16 +88,16 @@ def test_model_file_round_trip_and_run(tmp_path):
 
 def test_bad_configs_and_inputs_give_clear_errors(tmp_path):
     with pytest.raises(MetamodelsError, match="multiple of n_heads"):
-        GPTConfig((1,), (1,), 4, d_model=10, n_heads=4)
+        GPTConfig(input_vocab=(1,), output_vocab=(1,), max_seq_len=4, d_model=10, n_heads=4)
     with pytest.raises(MetamodelsError, match="activation"):
-        GPTConfig((1,), (1,), 4, activation="tanh")  # type: ignore[arg-type]
+        GPTConfig(input_vocab=(1,), output_vocab=(1,), max_seq_len=4, activation="tanh")  # type: ignore[arg-type]
     model = random_model()
     with pytest.raises(MetamodelsError, match="not in the model's input vocabulary"):
         trained.run(model, [(9,)])
     with pytest.raises(MetamodelsError, match="outside 1..6"):
         trained.run(model, [(1,) * 7])
     path = tmp_path / "m.safetensors"
-    trained.save(model, path)
+    modelfile.save(model, path)
     data = bytearray(path.read_bytes())
     path.write_bytes(bytes(data[: len(data) // 2]))
     with pytest.raises(modelfile.ModelFileError, match="m.safetensors"):

@@ -25,7 +25,15 @@ from typing import Literal
 
 import numpy as np
 
+from metamodels.errors import MetamodelsError
+
 Value = int | float | str | bool
+
+
+class InputError(MetamodelsError):
+    """An input sequence the model cannot read (unknown token, too long)."""
+
+
 LAYER_KEYS: tuple[str, ...] = (
     "attn/query/w",
     "attn/query/b",

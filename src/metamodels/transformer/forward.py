@@ -11,18 +11,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from metamodels.errors import MetamodelsError
 from metamodels.transformer import compiled, trained
-from metamodels.transformer.compiled import CompiledModel, Value
+from metamodels.transformer.compiled import CompiledModel, InputError, Value
 
 
 def show(value: object) -> str:
     """A decoded output value as printed: floats to 4 significant digits."""
     return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-class InputError(MetamodelsError):
-    """An input sequence the model cannot read (unknown token, too long)."""
 
 
 def encode(model: CompiledModel, tokens: Sequence[Value]) -> np.ndarray:
@@ -135,10 +130,7 @@ def decode(model: CompiledModel, scores: np.ndarray) -> list[list[Value]]:
 def run(model: CompiledModel | trained.TrainedModel, inputs: Sequence[Sequence[Value]]) -> list[list[Value]]:
     """Decoded outputs of the model (compiled or trained) on each input sequence (no BOS), in input order."""
     if isinstance(model, trained.TrainedModel):
-        try:
-            return trained.run(model, inputs)
-        except MetamodelsError as e:
-            raise InputError(str(e)) from None
+        return trained.run(model, inputs)
     return _run(model, inputs, check=False)[0]
 
 

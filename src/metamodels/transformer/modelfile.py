@@ -1,4 +1,9 @@
-"""Model files: a compiled transformer in one self-contained safetensors file.
+"""Model files: a compiled (or a trained) transformer in one self-contained safetensors file.
+
+A trained base model (:mod:`~metamodels.transformer.trained`) is stored under ``format`` =
+``metamodels.trained-transformer``: its parameters by their names, and as ``config`` its
+:class:`~metamodels.transformer.trained.GPTConfig` fields plus ``metadata`` (the training record;
+``program_text`` only when saved ``with_source``). The rest of this docstring is the compiled format.
 
 Tensors: every parameter of :class:`~metamodels.transformer.compiled.CompiledModel` under its
 layout key (see that module), float32, the read-out ``unembed`` included.
@@ -31,18 +36,26 @@ from metamodels.transformer.compiled import CompiledModel, CompileSettings
 
 FORMAT = "metamodels.compiled-transformer"
 FORMAT_VERSION = "1"
+TRAINED_FORMAT = "metamodels.trained-transformer"  # a trained base model (transformer/trained.py)
+VERSIONS = {FORMAT: FORMAT_VERSION, TRAINED_FORMAT: "1"}
 
 
 class ModelFileError(MetamodelsError):
     """A model file that cannot be read: names the file and the problem."""
 
 
-def save(model: CompiledModel, path: str | Path, *, with_source: bool = False) -> None:
-    """Write ``model`` to ``path`` (safetensors); ``with_source`` keeps its program text and sublayer map."""
-    if not with_source:
-        model = dataclasses.replace(model, program_text=None, layer_of={})
-    config = {**model.config(), "settings": dataclasses.asdict(model.settings), "versions": artifacts.versions()}
-    metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": json.dumps(config)}
+def save(model: CompiledModel | trained.TrainedModel, path: str | Path, *, with_source: bool = False) -> None:
+    """Write a compiled or trained ``model`` to ``path``; ``with_source`` keeps its program text (and sublayer map)."""
+    if isinstance(model, trained.TrainedModel):
+        meta = {k: v for k, v in model.metadata.items() if with_source or k != "program_text"}
+        config = {**model.config.to_json(), "metadata": meta}
+        kind = TRAINED_FORMAT
+    else:
+        if not with_source:
+            model = dataclasses.replace(model, program_text=None, layer_of={})
+        config, kind = {**model.config(), "settings": dataclasses.asdict(model.settings)}, FORMAT
+    config["versions"] = artifacts.versions()
+    metadata = {"format": kind, "format_version": VERSIONS[kind], "config": json.dumps(config)}
     tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in model.params.items()}
     path = Path(path)
     if not path.parent.is_dir():
@@ -55,46 +68,39 @@ def save(model: CompiledModel, path: str | Path, *, with_source: bool = False) -
 
 def load_any(path: str | Path) -> CompiledModel | trained.TrainedModel:
     """A compiled or a trained model file (``metamodels run`` takes either); ModelFileError says what is wrong."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no such file")
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            metadata = f.metadata() or {}
-            if metadata.get("format") == trained.FORMAT:
-                if metadata.get("format_version") != trained.FORMAT_VERSION:
-                    raise ModelFileError(f"{path}: format version {metadata.get('format_version')!r} is not "
-                                         f"supported (expected {trained.FORMAT_VERSION})")  # fmt: skip
-                return trained.from_file(path, f, metadata)
-    except (SafetensorError, OSError) as e:
-        raise ModelFileError(f"{path}: not a readable safetensors file ({e})") from None
-    except MetamodelsError as e:
-        raise ModelFileError(str(e)) from None
-    return load(path)
+    return _read(Path(path), trained_ok=True)
 
 
 def load(path: str | Path) -> CompiledModel:
     """Read and validate a compiled model file; ModelFileError says what is wrong."""
-    path = Path(path)
+    model = _read(Path(path), trained_ok=False)
+    assert isinstance(model, CompiledModel)
+    return model
+
+
+def _read(path: Path, trained_ok: bool) -> CompiledModel | trained.TrainedModel:
+    """Open once; the metadata says which kind of model file it is, then that kind's tensors are read."""
     if not path.is_file():
         raise ModelFileError(f"{path}: no such file")
     try:
         with safe_open(str(path), framework="numpy") as f:
             metadata = f.metadata() or {}
+            kind = metadata.get("format")
+            if kind == TRAINED_FORMAT and not trained_ok:
+                raise ModelFileError(f"{path}: a trained transformer, not a compiled one; `metamodels run` runs "
+                                     "it, but decompiling and verifying trained models is not supported yet")  # fmt: skip
+            if kind not in VERSIONS:
+                raise ModelFileError(f"{path}: not a metamodels model file (format {kind!r}, expected {FORMAT!r})")
+            if metadata.get("format_version") != VERSIONS[kind]:
+                raise ModelFileError(f"{path}: format version {metadata.get('format_version')!r} is not supported "
+                                     f"(expected {VERSIONS[kind]})")  # fmt: skip
+            if kind == TRAINED_FORMAT:
+                return _trained(path, f, metadata)
             params = {key: f.get_tensor(key) for key in f.keys()}
+    except ModelFileError:
+        raise
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelFileError(f"{path}: not a readable safetensors file ({e})") from None
-    if metadata.get("format") == trained.FORMAT:
-        raise ModelFileError(f"{path}: a trained transformer, not a compiled one; `metamodels run` runs it, "
-                             "but decompiling and verifying trained models is not supported yet")  # fmt: skip
-    if metadata.get("format") != FORMAT:
-        raise ModelFileError(
-            f"{path}: not a metamodels model file (format {metadata.get('format')!r}, expected {FORMAT!r})"
-        )
-    if metadata.get("format_version") != FORMAT_VERSION:
-        raise ModelFileError(
-            f"{path}: format version {metadata.get('format_version')!r} is not supported (expected {FORMAT_VERSION})"
-        )
     try:
         config = json.loads(metadata["config"])
         settings = config["settings"]
@@ -156,3 +162,26 @@ def check(model: CompiledModel, where: str = "model") -> None:
         )
     if any(isinstance(v, float) and not math.isfinite(v) for v in model.output_values):
         raise ModelFileError(f"{where}: output decoding table contains non-finite values")
+
+
+def _trained(path: Path, handle: safe_open, header: dict) -> trained.TrainedModel:
+    """The trained model in an open file whose metadata says it is one; every shape checked before reading."""
+    try:
+        data = json.loads(header.get("config", ""))
+        data.pop("versions", None)
+        metadata = data.pop("metadata", {})
+        config = trained.GPTConfig.from_json(data)
+        shapes = config.shapes()
+        if set(handle.keys()) != set(shapes):
+            raise MetamodelsError(f"tensors {sorted(handle.keys())[:6]}... do not match the config")
+        for name, shape in shapes.items():
+            if tuple(handle.get_slice(name).get_shape()) != shape:
+                raise MetamodelsError(f"{name} has shape {handle.get_slice(name).get_shape()}, expected {shape}")
+        params = {name: handle.get_tensor(name).astype(np.float32) for name in shapes}
+    except (json.JSONDecodeError, TypeError, AttributeError, RecursionError) as e:
+        raise ModelFileError(f"{path}: malformed trained-model config ({type(e).__name__}: {e})") from None
+    except MetamodelsError as e:
+        raise ModelFileError(f"{path}: {e}") from None
+    if not all(np.isfinite(v).all() for v in params.values()):
+        raise ModelFileError(f"{path}: parameters are not finite")
+    return trained.TrainedModel(config, params, metadata if isinstance(metadata, dict) else {})

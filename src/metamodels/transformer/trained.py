@@ -1,4 +1,4 @@
-"""Trained transformers: the base-model spec of the zoos, its numpy forward pass and its model file.
+"""Trained transformers: the base-model spec of the zoos and its numpy forward pass.
 
 A GPT-style encoder (paper 002, §3.1): token and position embeddings, ``n_layers`` blocks of
 multi-head attention and an MLP (ReLU, or GPT-2's tanh-approximated GELU), optionally pre-LayerNorm
@@ -6,38 +6,59 @@ with a final LayerNorm, bidirectional or causal, and one classifier over the out
 position. The input is ``[BOS] + tokens``: embedding row 0 is BOS, row ``1 + i`` is
 ``input_vocab[i]``; the classifier's column ``c`` is ``output_vocab[c]``; the output at BOS is not read.
 
+The model file is :mod:`~metamodels.transformer.modelfile`'s (``metamodels.trained-transformer``).
 Parameters use TransformerLens's names and layouts (``embed.W_E [V_in, D]``, ``pos_embed.W_pos [T, D]``,
 ``blocks.{l}.attn.W_Q [H, D, K]``, ``W_O [H, K, D]``, ``blocks.{l}.mlp.W_in [D, M]``, ``W_out [M, D]``,
 ``ln1``/``ln2``/``ln_final`` ``w``/``b`` when normalised, ``unembed.W_U [D, V_out]``, ``b_U``), so the
 interop adapters map names one to one. The torch trainer (``zoo/trainer.py``) computes exactly this
-function; ``tests/zoo/test_trainer.py`` checks the two against each other.
+function; ``tests/zoo/test_trainer.py`` re-checks every trained view's held-out accuracy with this forward.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from safetensors import SafetensorError, safe_open
-from safetensors.numpy import save_file
 
-from metamodels import artifacts
 from metamodels.errors import MetamodelsError
-from metamodels.transformer.compiled import Value
+from metamodels.transformer.compiled import InputError, Value
 
-FORMAT = "metamodels.trained-transformer"
-FORMAT_VERSION = "1"
 LN_EPS = 1e-5
 
 
 @dataclasses.dataclass(frozen=True)
-class GPTConfig:
-    """The architecture of one trained base model (what its model file's ``config`` holds).
+class Architecture:
+    """A base model's sizes and choices, without its vocabularies (a zoo batch shares one)."""
+
+    d_model: int = 32
+    n_layers: int = 2
+    n_heads: int = 4
+    d_mlp: int = 64
+    activation: Literal["relu", "gelu"] = "relu"
+    norm: Literal["none", "layernorm"] = "none"
+
+    def __post_init__(self) -> None:
+        for name in ("d_model", "n_layers", "n_heads", "d_mlp"):
+            _positive(name, getattr(self, name))
+        if self.d_model % self.n_heads:
+            raise MetamodelsError(f"d_model {self.d_model} is not a multiple of n_heads {self.n_heads}")
+        if self.activation not in ("relu", "gelu"):
+            raise MetamodelsError(f"activation must be relu or gelu, got {self.activation!r}")
+        if self.norm not in ("none", "layernorm"):
+            raise MetamodelsError(f"norm must be none or layernorm, got {self.norm!r}")
+
+
+def _positive(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise MetamodelsError(f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GPTConfig(Architecture):
+    """The whole config of one trained base model (what its model file's ``config`` holds).
 
     ``input_vocab`` and ``output_vocab`` are the values in embedding-row and classifier-column order
     (BOS excluded); ``max_seq_len`` counts input tokens (BOS excluded).
@@ -46,28 +67,14 @@ class GPTConfig:
     input_vocab: tuple[Value, ...]
     output_vocab: tuple[Value, ...]
     max_seq_len: int
-    d_model: int = 32
-    n_layers: int = 2
-    n_heads: int = 4
-    d_mlp: int = 64
-    activation: Literal["relu", "gelu"] = "relu"
-    norm: Literal["none", "layernorm"] = "none"
     causal: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("max_seq_len", "d_model", "n_layers", "n_heads", "d_mlp"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise MetamodelsError(f"{name} must be a positive integer, got {value!r}")
-        if self.d_model % self.n_heads:
-            raise MetamodelsError(f"d_model {self.d_model} is not a multiple of n_heads {self.n_heads}")
-        if self.activation not in ("relu", "gelu"):
-            raise MetamodelsError(f"activation must be relu or gelu, got {self.activation!r}")
-        if self.norm not in ("none", "layernorm"):
-            raise MetamodelsError(f"norm must be none or layernorm, got {self.norm!r}")
+        super().__post_init__()
+        _positive("max_seq_len", self.max_seq_len)
         if not self.input_vocab or not self.output_vocab:
             raise MetamodelsError("input_vocab and output_vocab must be non-empty")
-        if len(set(map(_key, self.input_vocab))) != len(self.input_vocab):
+        if len(set(map(value_key, self.input_vocab))) != len(self.input_vocab):
             raise MetamodelsError("input_vocab has repeated values")
 
     @property
@@ -121,8 +128,11 @@ def _hashable(v: object) -> Value:
     return tuple(_hashable(x) for x in v) if isinstance(v, list) else v  # type: ignore[return-value]
 
 
-def _key(v: object) -> tuple[str, object]:
-    return (type(v).__name__, v)
+def value_key(v: object) -> tuple[str, str]:
+    """Values equal under ``==`` share a key (1, 1.0 and True are one token or output class), others never do."""
+    if isinstance(v, (int, float)):
+        return ("number", repr(float(v)))
+    return (type(v).__name__, repr(v))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,18 +163,16 @@ class TrainedModel:
 
 def encode(config: GPTConfig, inputs: Sequence[Sequence[Value]]) -> np.ndarray:
     """Token ids ``[batch, 1 + n]`` (BOS first) of equal-length inputs; MetamodelsError names an unknown value."""
-    index = {_key(v): i + 1 for i, v in enumerate(config.input_vocab)}
+    index = {value_key(v): i + 1 for i, v in enumerate(config.input_vocab)}
     rows = []
     for xs in inputs:
         if not 1 <= len(xs) <= config.max_seq_len:
-            raise MetamodelsError(f"input length {len(xs)} is outside 1..{config.max_seq_len}")
+            raise InputError(f"input length {len(xs)} is outside 1..{config.max_seq_len}")
         try:
-            rows.append([0, *(index[_key(v)] for v in xs)])
+            rows.append([0, *(index[value_key(v)] for v in xs)])
         except KeyError:
-            bad = next(v for v in xs if _key(v) not in index)
-            raise MetamodelsError(
-                f"{bad!r} is not in the model's input vocabulary {list(config.input_vocab)}"
-            ) from None
+            bad = next(v for v in xs if value_key(v) not in index)
+            raise InputError(f"{bad!r} is not in the model's input vocabulary {list(config.input_vocab)}") from None
     return np.asarray(rows, dtype=np.int64)
 
 
@@ -228,41 +236,3 @@ def token_accuracy(model: TrainedModel, inputs: Sequence[Sequence[Value]], targe
                 total += 1
                 right += g == w
     return right / total if total else 0.0
-
-
-def save(model: TrainedModel, path: str | Path, *, with_source: bool = False) -> None:
-    """Write ``model`` as a safetensors model file; ``with_source`` keeps the program text in the metadata."""
-    meta = dict(model.metadata) if with_source else {k: v for k, v in model.metadata.items() if k != "program_text"}
-    config = {**model.config.to_json(), "metadata": meta, "versions": artifacts.versions()}
-    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": json.dumps(config)}
-    tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in model.params.items()}
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise MetamodelsError(f"{path}: the directory {path.parent} does not exist")
-    try:
-        artifacts.atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
-    except SafetensorError as e:
-        raise MetamodelsError(f"{path}: cannot write ({e})") from None
-
-
-def from_file(path: Path, handle: safe_open, header: dict) -> TrainedModel:
-    """The trained model in an open safetensors file whose metadata says it is one (see modelfile.load)."""
-    try:
-        data = json.loads(header.get("config", ""))
-        data.pop("versions", None)
-        metadata = data.pop("metadata", {})
-        config = GPTConfig.from_json(data)
-        shapes = config.shapes()
-        if set(handle.keys()) != set(shapes):
-            raise MetamodelsError(f"tensors {sorted(handle.keys())[:6]}... do not match the config")
-        for name, shape in shapes.items():  # checked before any tensor is read
-            if tuple(handle.get_slice(name).get_shape()) != shape:
-                raise MetamodelsError(f"{name} has shape {handle.get_slice(name).get_shape()}, expected {shape}")
-        params = {name: handle.get_tensor(name).astype(np.float32) for name in shapes}
-    except (json.JSONDecodeError, TypeError, RecursionError) as e:
-        raise MetamodelsError(f"{path}: malformed trained-model config ({type(e).__name__}: {e})") from None
-    except MetamodelsError as e:
-        raise MetamodelsError(f"{path}: {e}") from None
-    if not all(np.isfinite(v).all() for v in params.values()):
-        raise MetamodelsError(f"{path}: parameters are not finite")
-    return TrainedModel(config, params, metadata if isinstance(metadata, dict) else {})

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from metamodels import options
-from metamodels.transformer import battery
+from metamodels.transformer import battery, trained
 from metamodels.transformer.compiled import Value
 from metamodels.zoo.trainer import Task
 
@@ -26,13 +26,6 @@ class DataConfig:
     pool: int = options.option(2048, help="distinct inputs per program (train + held-out)")
     heldout: int = options.option(256, help="of which held out (never trained on) to judge convergence")
     max_output_values: int = 32  # one classifier over at most this many output values
-
-
-def _value_key(v: Value) -> tuple[str, str]:
-    """Values equal under ``==`` share a key (1, 1.0 and True are one output class), others never do."""
-    if isinstance(v, (int, float)):
-        return ("number", repr(float(v)))
-    return (type(v).__name__, repr(v))
 
 
 def input_pool(vocab: Sequence[Value], max_seq_len: int, size: int, rng: np.random.Generator) -> list[tuple]:
@@ -64,24 +57,24 @@ def make_task(
     """The Task of one program (``evaluate``: input -> outputs, None where undefined), or a failure reason."""
     rng = np.random.default_rng([seed, 11])
     inputs = input_pool(vocab, max_seq_len, config.pool, rng)
-    if len(inputs) < 2 * min(config.heldout, len(inputs) // 2) or len(inputs) < 4:
+    if len(inputs) < 4:
         return "input_space_too_small"
     try:
         outputs = [list(evaluate(xs)) for xs in inputs]
     except (ValueError, TypeError, ArithmeticError, IndexError, KeyError):
         return "evaluation_error"
-    values = sorted({_value_key(v): v for row in outputs for v in row if v is not None}.items())
+    values = sorted({trained.value_key(v): v for row in outputs for v in row if v is not None}.items())
     if not values:
         return "undefined"
     if len(values) > config.max_output_values:
         return "too_many_output_values"
     column = {k: i for i, (k, _) in enumerate(values)}
-    index = {_value_key(v): i + 1 for i, v in enumerate(vocab)}
+    index = {trained.value_key(v): i + 1 for i, v in enumerate(vocab)}
     ids = np.zeros((len(inputs), 1 + max_seq_len), dtype=np.int64)
     targets = np.full((len(inputs), max_seq_len), -1, dtype=np.int64)
     for r, (xs, ys) in enumerate(zip(inputs, outputs)):
-        ids[r, 1 : 1 + len(xs)] = [index[_value_key(v)] for v in xs]
-        targets[r, : len(ys)] = [-1 if y is None else column[_value_key(y)] for y in ys]
+        ids[r, 1 : 1 + len(xs)] = [index[trained.value_key(v)] for v in xs]
+        targets[r, : len(ys)] = [-1 if y is None else column[trained.value_key(y)] for y in ys]
     held = min(config.heldout, len(inputs) // 4)
     return Task(key, tuple(vocab), tuple(v for _, v in values), max_seq_len, causal,
                 ids[held:], targets[held:], ids[:held], targets[:held], seed, lr)  # fmt: skip

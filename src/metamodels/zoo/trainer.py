@@ -20,32 +20,16 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterator, Sequence
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from metamodels import options
-from metamodels.transformer.trained import GPTConfig, TrainedModel
+from metamodels.errors import MetamodelsError
+from metamodels.transformer.trained import Architecture, GPTConfig, TrainedModel
 
 NEG = -1e9  # masked logits and attention scores (finite: a fully masked row stays finite)
-
-
-@dataclasses.dataclass(frozen=True)
-class Architecture:
-    """The base-model architecture shared by one batch of slots (the config minus vocabularies)."""
-
-    d_model: int = 32
-    n_layers: int = 2
-    n_heads: int = 4
-    d_mlp: int = 64
-    activation: Literal["relu", "gelu"] = "relu"
-    norm: Literal["none", "layernorm"] = "none"
-
-    def config(self, task: Task) -> GPTConfig:
-        return GPTConfig(task.input_vocab, task.output_vocab, task.max_seq_len, causal=task.causal,
-                         **dataclasses.asdict(self))  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,8 +66,6 @@ class TrainerConfig:
     eps: float = 1e-8
 
     def __post_init__(self) -> None:
-        from metamodels.errors import MetamodelsError
-
         for name in ("slots", "batch_size", "max_steps", "eval_every"):
             if getattr(self, name) < 1:
                 raise MetamodelsError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -115,10 +97,9 @@ class Outcome:
     failure: str | None
 
 
-def _shapes(arch: Architecture, v_in: int, v_out: int, t: int) -> dict[str, tuple[int, ...]]:
-    """Per-slot parameter shapes at the padded sizes (the names of :meth:`GPTConfig.shapes`)."""
-    cfg = GPTConfig(tuple(range(v_in - 1)), tuple(range(v_out)), t - 1, **dataclasses.asdict(arch))
-    return cfg.shapes()
+def _config(arch: Architecture, input_vocab: tuple, output_vocab: tuple, max_seq_len: int, causal: bool) -> GPTConfig:
+    return GPTConfig(input_vocab=input_vocab, output_vocab=output_vocab, max_seq_len=max_seq_len, causal=causal,
+                     **dataclasses.asdict(arch))  # fmt: skip
 
 
 def _init(name: str, shape: tuple[int, ...], n_layers: int, gen: torch.Generator) -> torch.Tensor:
@@ -173,7 +154,7 @@ class _Slots:
         self.v_in = 1 + max(len(t.input_vocab) for t in tasks)
         self.v_out = max(len(t.output_vocab) for t in tasks)
         self.t = 1 + max(t.max_seq_len for t in tasks)
-        self.shapes = _shapes(arch, self.v_in, self.v_out, self.t)
+        self.shapes = _config(arch, tuple(range(self.v_in - 1)), tuple(range(self.v_out)), self.t - 1, False).shapes()
         self.p = {n: torch.zeros((self.m, *s), requires_grad=True) for n, s in self.shapes.items()}
         self.mom = {n: torch.zeros((self.m, *s)) for n, s in self.shapes.items()}
         self.sq = {n: torch.zeros((self.m, *s)) for n, s in self.shapes.items()}
@@ -238,8 +219,7 @@ def train_many(tasks: Sequence[Task], arch: Architecture, config: TrainerConfig,
     while any(task is not None for task in s.task):
         active = torch.tensor([task is not None for task in s.task])
         ids, targets = _train_batch(s, padded, rng, config.batch_size)
-        logits = forward(s.p, arch, ids, (ids > 0) | _bos(ids), s.causal).masked_fill(~s.out_mask[:, None, None], NEG)
-        loss = _slot_losses(logits[:, :, 1:], targets)
+        loss = _slot_losses(_output_logits(s.p, arch, ids, s.causal, s.out_mask), targets)
         (loss * active).sum().backward()
         s.step += active.numpy()
         s.adam(active)
@@ -247,11 +227,16 @@ def train_many(tasks: Sequence[Task], arch: Architecture, config: TrainerConfig,
             yield from _evaluate(s, padded, views, queue, loss.detach())
 
 
-def _bos(ids: torch.Tensor) -> torch.Tensor:
-    """Position 0 (BOS, id 0 like padding) is a real token."""
-    out = torch.zeros_like(ids, dtype=torch.bool)
-    out[..., 0] = True
-    return out
+def _output_logits(
+    p: dict[str, torch.Tensor], arch: Architecture, ids: torch.Tensor, causal: torch.Tensor, out_mask: torch.Tensor
+) -> torch.Tensor:
+    """Logits ``[M, B, T - 1, V_out]`` at the input positions (BOS dropped), padding output columns masked.
+
+    ids ``[M, B, T]`` (0 = BOS at position 0, padding elsewhere); ``out_mask`` ``[M, V_out]``: real columns.
+    """
+    keep = ids > 0
+    keep[..., 0] = True  # BOS has id 0 like padding, but is a real token
+    return forward(p, arch, ids, keep, causal).masked_fill(~out_mask[:, None, None], NEG)[:, :, 1:]
 
 
 def _train_batch(s: _Slots, padded: dict, rng: np.random.Generator, b: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -273,19 +258,20 @@ def _slot_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return (per * defined).sum((1, 2)) / defined.sum((1, 2)).clamp(min=1)
 
 
-def _accuracy(s: _Slots, slot_ids: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
-    """Token accuracy per slot over defined positions; ids ``[M, N, T]``, targets ``[M, N, T - 1]``."""
+def _accuracy(
+    p: dict[str, torch.Tensor], s: _Slots, ids: torch.Tensor, targets: torch.Tensor, slots: slice
+) -> np.ndarray:
+    """Token accuracy per slot of ``slots`` over defined positions; ids ``[M, N, T]``, targets ``[M, N, T - 1]``."""
     with torch.no_grad():
-        logits = forward(s.p, s.arch, slot_ids, (slot_ids > 0) | _bos(slot_ids), s.causal)
-        guess = logits.masked_fill(~s.out_mask[:, None, None], NEG)[:, :, 1:].argmax(-1)
+        guess = _output_logits(p, s.arch, ids, s.causal[slots], s.out_mask[slots]).argmax(-1)
     defined = targets >= 0
     right = ((guess == targets) & defined).sum((1, 2)).float()
     return (right / defined.sum((1, 2)).clamp(min=1)).numpy()
 
 
-def _stacked(s: _Slots, padded: dict, which: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every slot's held-out (``which`` = 1) arrays, padded to the largest count (padding rows are all -1)."""
-    arrays = [padded[id(t)][which] if t is not None else None for t in s.task]
+def _heldout(s: _Slots, padded: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every slot's held-out arrays, padded to the largest count (padding rows are all -1)."""
+    arrays = [padded[id(t)][1] if t is not None else None for t in s.task]
     n = max(len(a[0]) for a in arrays if a is not None)
     ids = np.zeros((s.m, n, s.t), dtype=np.int64)
     targets = np.full((s.m, n, s.t - 1), -1, dtype=np.int64)
@@ -297,7 +283,7 @@ def _stacked(s: _Slots, padded: dict, which: int) -> tuple[torch.Tensor, torch.T
 
 def _evaluate(s: _Slots, padded: dict, views: list[list[View]], queue: list[Task], loss: torch.Tensor):
     """Score the slots due for evaluation; store views, finish tasks, refill slots. Yields finished Outcomes."""
-    heldout = _accuracy(s, *_stacked(s, padded, 1))
+    heldout = _accuracy(s.p, s, *_heldout(s, padded), slice(None))
     cfg = s.config
     for slot, task in enumerate(s.task):
         step = int(s.step[slot])
@@ -330,31 +316,11 @@ def _evaluate(s: _Slots, padded: dict, views: list[list[View]], queue: list[Task
 def _view(s: _Slots, slot: int, index: int, heldout: float, padded: dict) -> View:
     task = s.task[slot]
     assert task is not None
-    (tr_ids, tr_t), _ = padded[id(task)]
-    one = {n: p[slot : slot + 1] for n, p in s.p.items()}
-    with torch.no_grad():
-        ids = torch.from_numpy(tr_ids[None, :512])
-        logits = forward(one, s.arch, ids, (ids > 0) | _bos(ids), s.causal[slot : slot + 1])
-        guess = logits.masked_fill(~s.out_mask[slot : slot + 1, None, None], NEG)[:, :, 1:].argmax(-1)[0].numpy()
-    defined = tr_t[:512] >= 0
-    train_acc = float(((guess == tr_t[:512]) & defined).sum() / max(1, defined.sum()))
-    model = TrainedModel(s.arch.config(task), _slot_params(s, slot, task))
-    return View(index, int(s.step[slot]), float(heldout), train_acc, model)
-
-
-def _slot_params(s: _Slots, slot: int, task: Task) -> dict[str, np.ndarray]:
-    """One slot's parameters as numpy, cut to the task's own vocabularies and length."""
-    v_in, v_out, t = 1 + len(task.input_vocab), len(task.output_vocab), 1 + task.max_seq_len
-    out = {}
-    for name, p in s.p.items():
-        a = p[slot].detach().numpy().copy()
-        if name == "embed.W_E":
-            a = a[:v_in]
-        elif name == "pos_embed.W_pos":
-            a = a[:t]
-        elif name == "unembed.W_U":
-            a = a[:, :v_out]
-        elif name == "unembed.b_U":
-            a = a[:v_out]
-        out[name] = a
-    return out
+    (train_ids, train_targets), _ = padded[id(task)]
+    one = slice(slot, slot + 1)
+    ids, targets = torch.from_numpy(train_ids[None, :512]), torch.from_numpy(train_targets[None, :512])
+    train_accuracy = float(_accuracy({n: p[one] for n, p in s.p.items()}, s, ids, targets, one)[0])
+    config = _config(s.arch, task.input_vocab, task.output_vocab, task.max_seq_len, task.causal)
+    # padding sits at the end of the vocabulary and position axes: each parameter's leading block is the slot's own
+    params = {n: s.p[n][slot].detach().numpy()[tuple(map(slice, shape))].copy() for n, shape in config.shapes().items()}
+    return View(index, int(s.step[slot]), float(heldout), train_accuracy, TrainedModel(config, params))
