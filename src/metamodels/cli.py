@@ -69,6 +69,20 @@ COMMANDS: dict[str, options.Command] = {
         "stats": ("tables and plots of a dataset (paper 000, Figures 6-7)", None, [
             options.arg("directory", type=Path, help="dataset directory"),
             options.arg("--plot", type=Path, help="PNG file for the plots (default DIRECTORY/stats.png)")])})]),
+    "zoo": ("build and inspect zoos of transformers trained by gradient descent on programs", None, [options.subcommands("zoo_command", {
+        "build": ("build (or resume) a zoo", "Sample N distinct programs (RASP or Python), train a small transformer on "
+                  "each one's input/output behaviour until its held-out token accuracy reaches the bar, and store every "
+                  "view (checkpoint) as Parquet shards. Run the same command again to resume.", [
+            options.arg("out", type=Path, help="output directory"), _config("zoo.build:ZooConfig"),
+            _config("zoo.trainer:TrainerConfig"), _config("zoo.tasks:DataConfig"),
+            options.arg("--workers", type=int, default=os.cpu_count() or 1, help="local worker processes (default: all cores)"),
+            options.arg("--ray", metavar="ADDRESS", help="run on an existing Ray cluster (e.g. 'auto' or 'ray://host:10001')")]),
+        "stats": ("tables and plots of a zoo", None, [
+            options.arg("directory", type=Path, help="zoo directory"),
+            options.arg("--plot", type=Path, help="PNG file for the plots (default DIRECTORY/stats.png)")]),
+        "export": ("write one model of a zoo as a model file (no program text inside)", None, [
+            options.arg("directory", type=Path, help="zoo directory"),
+            options.arg("id", help="model id (a row's id, e.g. rasp-0-17/v0; a program id takes its view 0)"), OUT])})]),
     "verify": ("check a program against a model file", "Run the program (RASP evaluation) and the model on every input "
                "(or a large random set) and compare, then recompile the program and compare weights up to permutations. "
                "Exit status 0 only if the program verifies (the README states the rule), else 1.",
@@ -151,6 +165,23 @@ def _dataset(args: argparse.Namespace) -> int:
         return 0
     config = options.config_from(args, examples.BuildConfig)
     report = build.build_dataset(args.out, config, workers=args.workers, ray_address=args.ray, progress=True)
+    print(report.describe(args.out))
+    return 0
+
+
+def _zoo(args: argparse.Namespace) -> int:
+    from metamodels.zoo import build, stats, tasks, trainer
+
+    if args.zoo_command == "stats":
+        print(stats.report(args.directory, args.plot or args.directory / "stats.png"))
+        return 0
+    if args.zoo_command == "export":
+        model = stats.export(args.directory, args.id, args.out)
+        print(f"{args.out}: {model.config.n_params} parameters, trained on {model.metadata['program_id']}")
+        return 0
+    config = options.config_from(args, build.ZooConfig, trainer=options.config_from(args, trainer.TrainerConfig),
+                                 data=options.config_from(args, tasks.DataConfig))  # fmt: skip
+    report = build.build_zoo(args.out, config, workers=args.workers, ray_address=args.ray, progress=True)
     print(report.describe(args.out))
     return 0
 

@@ -8,12 +8,13 @@ OpenBLAS's default of one thread per core, two workers densifying models ran
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -50,3 +51,16 @@ def process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
         yield pool
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def in_order(first: int, submit: Callable, result: Callable, ahead: int) -> Iterator[tuple[int, object]]:
+    """(k, result of job k) for k = first, first + 1, ...: ``ahead`` jobs submitted ahead, results yielded in order.
+
+    ``submit(k)`` starts job k and returns a handle; ``result(handle)`` waits for it. Closing the generator
+    leaves the jobs still pending to the pool's shutdown (cancelled).
+    """
+    pending = collections.deque((k, submit(k)) for k in range(first, first + ahead))
+    while pending:
+        k, handle = pending.popleft()
+        pending.append((k + ahead, submit(k + ahead)))
+        yield k, result(handle)

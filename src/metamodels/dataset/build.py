@@ -20,7 +20,7 @@ import dataclasses
 import functools
 import itertools
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator
 from pathlib import Path
 
 from tqdm import tqdm
@@ -80,7 +80,7 @@ GIVE_UP_EMPTY = 8  # consecutive shards that store nothing: the settings can nev
 def _build(
     out: Path, config: examples.BuildConfig, workers: int, ray_address: str | None, progress: bool, stop: int | None
 ) -> BuildReport:
-    manifest = _open_manifest(out, config)
+    manifest = store.open_manifest(out, dataclasses.asdict(config), FORMAT_VERSION)
     committed = manifest["shards"]
     seen = {
         h for rec in committed for h in store.read_shard(out / rec["file"], ["canonical_hash"]).column(0).to_pylist()
@@ -119,30 +119,6 @@ def _build(
                                       "these settings cannot be met: loosen the caps or the op range")  # fmt: skip
     results.close()  # cancels work computed ahead
     return BuildReport(total, len(committed), dict(drops), time.perf_counter() - started, first_new)
-
-
-def _open_manifest(out: Path, config: examples.BuildConfig) -> dict:
-    manifest = store.read_manifest(out)
-    wanted = dataclasses.asdict(config)
-    if manifest is None:
-        if any(out.glob("shard_*.parquet")):
-            raise MetamodelsError(f"{out}: holds shards but no manifest; use an empty directory")
-        return {
-            "format_version": FORMAT_VERSION,
-            "config": wanted,
-            "shards": [],
-            "complete": False,
-            "provenance": artifacts.provenance(),
-        }
-    stored = {k: tuple(v) if isinstance(v, list) else v for k, v in manifest["config"].items()}
-    if stored != {k: tuple(v) if isinstance(v, list) else v for k, v in wanted.items()}:
-        raise MetamodelsError(
-            f"{out}: holds a build with different settings {manifest['config']}; use another directory"
-        )
-    for rec in manifest["shards"]:
-        if not (out / rec["file"]).is_file():
-            raise store.StoreError(f"{out / rec['file']}: listed in the manifest but missing")
-    return manifest
 
 
 def _keep(row: dict, seen: set[str], lib_hashes: set[str], kept: int, n: int) -> str | None:
@@ -193,21 +169,15 @@ def _shard_results(
 
         ray.init(address=ray_address, ignore_reinit_error=True, log_to_driver=False)
         remote = ray.remote(examples.make_shard)
-        yield from _in_order(first, lambda k: remote.remote(config, k, prov), ray.get, ahead=max(2, 2 * workers))
+        yield from workers_mod.in_order(
+            first, lambda k: remote.remote(config, k, prov), ray.get, ahead=max(2, 2 * workers)
+        )
         return
     if workers <= 1:
         for k in itertools.count(first):
             yield k, examples.make_shard(config, k, prov)
         return
     with workers_mod.process_pool(workers) as pool:  # spawned, never forked: JAX is multithreaded
-        yield from _in_order(
+        yield from workers_mod.in_order(
             first, lambda k: pool.submit(examples.make_shard, config, k, prov), lambda f: f.result(), ahead=2 * workers
         )
-
-
-def _in_order(first: int, submit: Callable, result: Callable, ahead: int) -> Iterator[tuple[int, tuple]]:
-    pending = collections.deque((k, submit(k)) for k in range(first, first + ahead))
-    while pending:
-        k, handle = pending.popleft()
-        pending.append((k + ahead, submit(k + ahead)))
-        yield k, result(handle)

@@ -172,23 +172,25 @@ def lock(directory: Path) -> Iterator[None]:
         path.unlink(missing_ok=True)
 
 
-def write_shard(directory: Path, k: int, rows: Sequence[dict]) -> Path:
+def write_shard(directory: Path, k: int, rows: Sequence[dict], schema: pa.Schema = SCHEMA) -> Path:
     """Write rows atomically as shard k; returns its path."""
     path = directory / shard_name(k)
-    table = pa.Table.from_pylist(list(rows), schema=SCHEMA)
+    table = pa.Table.from_pylist(list(rows), schema=schema)
     artifacts.atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
     return path
 
 
-def read_shard(path: Path, columns: Sequence[str] | None = None, split: str | None = None) -> pa.Table:
-    """Read one shard (optionally only one split's rows), checking it is a complete Parquet file with our schema."""
+def read_shard(
+    path: Path, columns: Sequence[str] | None = None, split: str | None = None, schema: pa.Schema = SCHEMA
+) -> pa.Table:
+    """Read one shard (optionally only one split's rows), checking it is a complete Parquet file with ``schema``."""
     try:
         table = pq.read_table(path, columns=list(columns) if columns else None)
         if split is not None:
             table = table.filter(pc.equal(table["split"], split))
     except (OSError, pa.ArrowInvalid) as e:
         raise StoreError(f"{path}: not a readable Parquet shard ({e})") from None
-    missing = [f.name for f in SCHEMA if (columns is None or f.name in columns) and f.name not in table.schema.names]
+    missing = [f.name for f in schema if (columns is None or f.name in columns) and f.name not in table.schema.names]
     if missing:
         raise StoreError(f"{path}: missing columns {missing}")
     return table
@@ -211,12 +213,33 @@ def read_manifest(directory: Path) -> dict | None:
     return manifest
 
 
-def shard_paths(directory: Path) -> list[Path]:
-    """Committed shards, from the manifest, each checked to exist."""
+def open_manifest(directory: Path, config: dict, format_version: int) -> dict:
+    """The manifest of a build of ``config`` in ``directory``: the stored one to resume, or a new one.
+
+    StoreError if the directory holds a different build, shards without a manifest, or misses a listed shard.
+    """
+    manifest = read_manifest(directory)
+    if manifest is None:
+        if any(directory.glob("shard_*.parquet")):
+            raise StoreError(f"{directory}: holds shards but no manifest; use an empty directory")
+        return {"format_version": format_version, "config": config, "shards": [], "complete": False,
+                "provenance": artifacts.provenance()}  # fmt: skip
+    if manifest["config"] != json.loads(json.dumps(config)):  # compared as JSON: tuples were stored as lists
+        raise StoreError(
+            f"{directory}: holds a build with different settings {manifest['config']}; use another directory"
+        )
+    for rec in manifest["shards"]:
+        if not (directory / rec["file"]).is_file():
+            raise StoreError(f"{directory / rec['file']}: listed in the manifest but missing")
+    return manifest
+
+
+def shard_paths(directory: Path, kind: str = "dataset") -> list[Path]:
+    """Committed shards, from the manifest, each checked to exist (``kind``: dataset or zoo, for the message)."""
     manifest = read_manifest(Path(directory))
     if manifest is None:
         raise StoreError(
-            f"{directory}: no {MANIFEST}; not a dataset directory (build one with `metamodels dataset build`)"
+            f"{directory}: no {MANIFEST}; not a {kind} directory (build one with `metamodels {kind} build`)"
         )
     paths = [Path(directory) / s["file"] for s in manifest["shards"]]
     for p in paths:

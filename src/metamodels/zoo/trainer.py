@@ -176,6 +176,17 @@ class _Slots:
         self.out_mask[slot] = torch.arange(self.v_out) < len(task.output_vocab)
         self.causal[slot] = task.causal
 
+    def compact(self, keep: list[int]) -> None:
+        """Keep only the slots ``keep`` (in order): the tail of a queue trains only the models still running."""
+        index = torch.tensor(keep, dtype=torch.long)
+        with torch.no_grad():
+            self.p = {n: p[index].clone().requires_grad_(True) for n, p in self.p.items()}
+        self.mom = {n: v[index] for n, v in self.mom.items()}
+        self.sq = {n: v[index] for n, v in self.sq.items()}
+        self.task = [self.task[i] for i in keep]
+        self.step, self.lr = self.step[keep], self.lr[index]
+        self.out_mask, self.causal, self.m = self.out_mask[index], self.causal[index], len(keep)
+
     def adam(self, active: torch.Tensor) -> None:
         """One Adam step per active slot (its own step count and learning rate)."""
         b1, b2 = self.config.betas
@@ -201,10 +212,13 @@ def _pad(ids: np.ndarray, targets: np.ndarray, t: int) -> tuple[np.ndarray, np.n
     return out_ids, out_t
 
 
-def train_many(tasks: Sequence[Task], arch: Architecture, config: TrainerConfig, seed: int) -> Iterator[Outcome]:
+def train_many(
+    tasks: Sequence[Task], arch: Architecture, config: TrainerConfig, seed: int | Sequence[int]
+) -> Iterator[Outcome]:
     """Train every task (in slots, refilled as tasks finish); yields one Outcome per task as it finishes.
 
-    ``seed`` drives the training batches; each task's initialisation comes from its own seed.
+    ``seed`` drives the training batches; each task's initialisation comes from its own seed. Once the
+    queue is empty and at most half the slots still train, the idle slots are dropped from the stack.
     """
     if not tasks:
         return
@@ -225,6 +239,10 @@ def train_many(tasks: Sequence[Task], arch: Architecture, config: TrainerConfig,
         s.adam(active)
         if (s.step % config.eval_every == 0).any():
             yield from _evaluate(s, padded, views, queue, loss.detach())
+            running = [i for i, task in enumerate(s.task) if task is not None]
+            if not queue and 0 < len(running) <= s.m // 2:
+                s.compact(running)
+                views = [views[i] for i in running]
 
 
 def _output_logits(

@@ -1,0 +1,97 @@
+"""The programs a zoo trains on: candidate ``index`` of a seeded stream, in either language.
+
+A :class:`Candidate` carries what the build needs to deduplicate, split and train: the program's
+readable text and canonical hash, a fingerprint of its behaviour (outputs on a fixed battery of its
+settings), its input vocabulary, length and masking, and its evaluation (input -> outputs, None where
+undefined). RASP programs come from :mod:`metamodels.dataset.sampling`, Python programs from
+:mod:`metamodels.python.generate`; both are deterministic functions of (seed, index) and settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from metamodels.dataset import examples, sampling
+from metamodels.rasp import canonical, text
+from metamodels.rasp.program import Program
+from metamodels.transformer import battery
+from metamodels.transformer.compiled import Value
+
+LANGUAGES = ("rasp", "python")
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One program of a zoo's stream, with its settings (``program``: a RASP or a Python program)."""
+
+    language: str
+    index: int
+    program: Program | object
+    text: str
+    canonical_hash: str
+    fingerprint: str
+    size: int  # RASP ops, or Python statements
+    vocab: tuple[Value, ...]
+    max_seq_len: int
+    causal: bool
+
+    def evaluate(self, xs: Sequence[Value]) -> list[Value | None]:
+        """The program's output on ``xs`` (causal: as a causally masked model computes it)."""
+        if isinstance(self.program, Program):
+            return battery.expected_output(self.program.evaluate, xs, self.causal)
+        from metamodels.python import program as python_program
+
+        if self.causal:
+            return [python_program.execute(self.program, list(xs[: i + 1]))[i] for i in range(len(xs))]
+        return list(python_program.execute(self.program, list(xs)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Domain:
+    """Where a stream's settings come from: per index, vocabulary size and length drawn from the ranges."""
+
+    language: str
+    seed: int
+    min_ops: int
+    max_ops: int
+    vocab_size: tuple[int, int]
+    max_seq_len: tuple[int, int]
+    causal_share: float
+
+
+def candidate(domain: Domain, index: int) -> Candidate | str:
+    """Program ``index`` of the domain's stream, or the reason there is none."""
+    rng = np.random.default_rng([domain.seed, index, 21])
+    size = int(rng.integers(domain.vocab_size[0], domain.vocab_size[1] + 1))
+    length = int(rng.integers(domain.max_seq_len[0], domain.max_seq_len[1] + 1))
+    causal = bool(rng.random() < domain.causal_share)
+    if domain.language == "rasp":
+        config = sampling.SamplerConfig(vocab=tuple(range(1, size + 1)), max_seq_len=length,
+                                        min_ops=domain.min_ops, max_ops=domain.max_ops, causal=causal)  # fmt: skip
+        try:
+            program = sampling.sample(config, domain.seed, index).program
+        except sampling.SamplerExhausted:
+            return "sampler_exhausted"
+        made = Candidate("rasp", index, program, text.format_program(program), canonical.canonical_hash(program),
+                         "", program.n_ops, config.vocab, length, causal)  # fmt: skip
+    else:
+        from metamodels.python import generate as python_generate
+        from metamodels.python import program as python_program
+
+        config_py = python_generate.GeneratorConfig(
+            values=python_generate.values_of(size), max_seq_len=length,
+            min_loops=min(domain.min_ops, 3), max_loops=min(domain.max_ops, 3),
+        )  # fmt: skip
+        sampled = python_generate.sample(config_py, domain.seed, index)
+        if isinstance(sampled, str):
+            return sampled
+        made = Candidate("python", index, sampled, python_program.format_program(sampled),
+                         python_program.canonical_hash(sampled), "", sampled.n_statements,
+                         config_py.values, length, causal)  # fmt: skip
+    inputs = battery.make_battery(made.vocab, made.max_seq_len, per_length=8, seed=0)
+    outputs = [made.evaluate(xs) for xs in inputs]
+    key = (domain.language, made.vocab, made.max_seq_len, made.causal)
+    return dataclasses.replace(made, fingerprint=examples.fingerprint(key, outputs))
