@@ -20,7 +20,7 @@ LAYERS = (
     ("errors", "artifacts", "workers", "options"),
     ("rasp",),
     ("transformer",),
-    ("dataset",),
+    ("dataset", "python"),
     ("zoo",),
     ("meta",),
     ("decompilation",),

@@ -39,8 +39,11 @@ CHECKPOINT = options.arg("--checkpoint", type=Path, help="meta-model checkpoint 
 # command: (help line, description or None, its arguments). Only the chosen command's arguments are built, so a
 # command imports only its stages: torch and JAX load slowly.
 COMMANDS: dict[str, options.Command] = {
-    "sample": ("sample random, valid, non-trivial, deduplicated RASP programs (rasp-gen)", None, [
+    "sample": ("sample random, valid, non-trivial, deduplicated RASP or Python programs", None, [
         options.arg("--n", type=int, default=5, help="number of programs (default 5)"),
+        options.arg("--language", choices=("rasp", "python"), default="rasp", help="rasp (rasp-gen; the default) or "
+             "python (paper 002's loops; --vocab gives its integer inputs, --max-seq-len, --loops; --ops is ignored)"),
+        _config("python.generate:GeneratorConfig", only=("min_loops",)),
         options.arg("--seed", type=int, default=0, help="random seed; program i of seed s is always the same (default 0)"),
         _config("dataset.sampling:SamplerConfig"),
         options.arg("--stats", action="store_true", help="print realised histograms and rejection counts instead"),
@@ -131,15 +134,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _sample(args: argparse.Namespace) -> int:
     from metamodels.dataset import sampling
+    from metamodels.python import generate
 
+    if args.language == "python":
+        if args.config:
+            raise MetamodelsError("--config holds RASP sampler fields; it does not apply to --language python")
+        fields = {"values": args.vocab, "max_seq_len": args.max_seq_len}
+        py = options.config_from(args, generate.GeneratorConfig, {k: v for k, v in fields.items() if v is not None})
+        found, rejected = generate.sample_unique(py, args.n, args.seed, progress=sys.stderr.isatty() or args.n >= 50)
+        return _print_samples(args, found, rejected, py, "py")
     config = options.config_from(args, sampling.SamplerConfig, sampling.read_config(args.config) if args.config else {})
     samples, rejected = sampling.sample_unique(config, args.n, args.seed, progress=sys.stderr.isatty() or args.n >= 50)
+    return _print_samples(args, samples, rejected, config, "rasp")
+
+
+def _print_samples(args: argparse.Namespace, samples: Sequence, rejected: dict, config: object, suffix: str) -> int:
+    from metamodels.dataset import sampling
+    from metamodels.python import generate
+
     if args.stats:
-        print(sampling.describe_stats(samples, rejected, config, args.seed))
+        describe = generate.describe_stats if suffix == "py" else sampling.describe_stats
+        print(describe(samples, rejected, config, args.seed))  # type: ignore[arg-type]
     for s in samples if not args.stats else ():
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)
-            (args.out / f"program_{s.index}.rasp").write_text(s.describe())
+            (args.out / f"program_{s.index}.{suffix}").write_text(s.describe())
         else:
             print(s.describe())
     return 0

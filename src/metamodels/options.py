@@ -78,8 +78,12 @@ def parse_value(text: str) -> int | float | str:
 def parse_vocab(text: str) -> tuple:
     """'1,2,3' -> (1, 2, 3); 'a,b' -> ('a', 'b'); '1-5' -> (1, ..., 5)."""
     if "," not in text and "-" in text.strip("-") and not text.startswith("-"):
-        lo, hi = parse_range(text)
-        return tuple(range(lo, hi + 1))
+        lo, _, hi = text.partition("-")
+        if not (lo.isdigit() and hi.isdigit() and int(lo) <= int(hi)):
+            raise argparse.ArgumentTypeError(
+                f"expected A-B with 0 <= A <= B, or values separated by commas; got {text!r}"
+            )
+        return tuple(range(int(lo), int(hi) + 1))
     values = tuple(parse_value(t.strip()) for t in text.split(",") if t.strip())
     if not values:
         raise argparse.ArgumentTypeError("the vocabulary is empty")

@@ -72,7 +72,7 @@ SCHEMA = pa.schema(
         ("provenance", pa.string()),
     ]
 )
-SAMPLING_DROPS = ("duplicate", "behaviour_duplicate")
+SAMPLING_DROPS = ("sampler_exhausted", "generator_exhausted", "duplicate", "behaviour_duplicate")  # before training
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +93,7 @@ class ZooConfig:
     vocab_size: tuple[int, int] = options.option((3, 6), help="input values per program, fixed or A-B")
     max_seq_len: tuple[int, int] = options.option((4, 8), help="maximum input length, fixed or A-B")
     causal_share: float = options.option(0.25, help="fraction of programs whose model is causally masked")
-    shard_size: int = options.option(64, help="programs per shard (one trainer call)")
+    shard_size: int = options.option(256, help="programs per shard (one trainer call; large shards amortise its tail)")
     d_model: tuple[int, int] = options.option((16, 128), help="base-model width range (powers of two)")
     layers: tuple[int, int] = options.option((1, 4), help="base-model layer range")
     heads: tuple[int, int] = options.option((1, 4), help="attention heads range")

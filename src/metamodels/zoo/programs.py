@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from metamodels.dataset import examples, sampling
+from metamodels.python import generate as python_generate
+from metamodels.python import program as python_program
 from metamodels.rasp import canonical, text
 from metamodels.rasp.program import Program
 from metamodels.transformer import battery
@@ -29,7 +31,7 @@ class Candidate:
 
     language: str
     index: int
-    program: Program | object
+    program: Program | python_program.PyProgram
     text: str
     canonical_hash: str
     fingerprint: str
@@ -42,8 +44,6 @@ class Candidate:
         """The program's output on ``xs`` (causal: as a causally masked model computes it)."""
         if isinstance(self.program, Program):
             return battery.expected_output(self.program.evaluate, xs, self.causal)
-        from metamodels.python import program as python_program
-
         if self.causal:
             return [python_program.execute(self.program, list(xs[: i + 1]))[i] for i in range(len(xs))]
         return list(python_program.execute(self.program, list(xs)))
@@ -78,9 +78,6 @@ def candidate(domain: Domain, index: int) -> Candidate | str:
         made = Candidate("rasp", index, program, text.format_program(program), canonical.canonical_hash(program),
                          "", program.n_ops, config.vocab, length, causal)  # fmt: skip
     else:
-        from metamodels.python import generate as python_generate
-        from metamodels.python import program as python_program
-
         config_py = python_generate.GeneratorConfig(
             values=python_generate.values_of(size), max_seq_len=length,
             min_loops=min(domain.min_ops, 3), max_loops=min(domain.max_ops, 3),

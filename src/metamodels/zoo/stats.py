@@ -49,7 +49,7 @@ def report(directory: Path, plot_path: Path | None) -> str:
     for rec in manifest["shards"]:
         drops.update(rec["drops"])
     shards = manifest["shards"]
-    trained = sum(rec["attempted"] for rec in shards) - sum(drops[k] for k in build.SAMPLING_DROPS)
+    trained = sum(rec["attempted"] for rec in shards)  # distinct programs dealt to the trainer
     stored = sum(rec["programs"] for rec in shards)
     seconds = sum(rec["seconds"] for rec in shards)
     config = manifest["config"]

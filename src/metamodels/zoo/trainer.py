@@ -56,7 +56,7 @@ class Task:
 class TrainerConfig:
     """How each slot is trained and when it counts as converged."""
 
-    slots: int = options.option(32, help="models trained at once in one process")
+    slots: int = options.option(64, help="models trained at once in one process")
     batch_size: int = options.option(16, help="training sequences per model per step")
     max_steps: int = options.option(3000, help="a model not at the bar after this many steps is reported as failed")
     eval_every: int = 50
