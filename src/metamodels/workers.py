@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 from concurrent.futures import ProcessPoolExecutor
 
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -53,7 +54,7 @@ def process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def in_order(first: int, submit: Callable, result: Callable, ahead: int) -> Iterator[tuple[int, object]]:
+def in_order(first: int, submit: Callable, result: Callable, ahead: int) -> Iterator[tuple[int, Any]]:
     """(k, result of job k) for k = first, first + 1, ...: ``ahead`` jobs submitted ahead, results yielded in order.
 
     ``submit(k)`` starts job k and returns a handle; ``result(handle)`` waits for it. Closing the generator

@@ -98,7 +98,10 @@ def test_sampling_is_deterministic_and_deduplicated():
     assert all(1 <= len(s.program.loops) <= 3 for s in SAMPLES)
 
 
-def loop(*body, start=0, stop=Bound(0, from_n=True), var="i"):
+TO_N = Bound(0, from_n=True)
+
+
+def loop(*body, start=0, stop=TO_N, var="i"):
     return Loop(var, Bound(start), stop, tuple(body))
 
 

@@ -74,7 +74,7 @@ class GeneratorConfig:
             raise MetamodelsError(f"--loops must satisfy 1 <= A <= B, got {self.min_loops}-{self.max_loops}")
 
     @property
-    def battery(self) -> list[tuple[int, ...]]:
+    def battery(self) -> list[tuple]:
         return battery.make_battery(self.values, self.max_seq_len, per_length=self.battery_per_length, seed=0)
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Sequence
-from typing import Literal, Union
+from typing import Literal
 
 from metamodels.errors import MetamodelsError
 
@@ -128,7 +128,7 @@ class Loop:
     body: tuple[Statement, ...]
 
 
-Statement = Union[Assign, If, Loop]
+Statement = Assign | If | Loop
 
 
 @dataclasses.dataclass(frozen=True)

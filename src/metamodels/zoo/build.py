@@ -19,7 +19,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -307,7 +307,9 @@ def _split(fingerprint: str, config: ZooConfig) -> str:
     return "val" if bucket < config.test_permille + config.val_permille else "train"
 
 
-def _shard_results(config: ZooConfig, deal: _Dealer, first: int, workers: int, ray_address: str | None) -> Iterator:
+def _shard_results(
+    config: ZooConfig, deal: _Dealer, first: int, workers: int, ray_address: str | None
+) -> Generator[tuple[int, tuple], None, None]:
     """(k, train_shard result) for k = first, first + 1, ..., ``workers`` shards at a time, yielded in order."""
     prov = artifacts.provenance()
     if ray_address is not None:

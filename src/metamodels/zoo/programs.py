@@ -40,13 +40,14 @@ class Candidate:
     max_seq_len: int
     causal: bool
 
-    def evaluate(self, xs: Sequence[Value]) -> list[Value | None]:
+    def evaluate(self, xs: Sequence[Value]) -> Sequence[Value | None]:
         """The program's output on ``xs`` (causal: as a causally masked model computes it)."""
         if isinstance(self.program, Program):
             return battery.expected_output(self.program.evaluate, xs, self.causal)
+        arr = [int(v) for v in xs]  # Python programs read integers
         if self.causal:
-            return [python_program.execute(self.program, list(xs[: i + 1]))[i] for i in range(len(xs))]
-        return list(python_program.execute(self.program, list(xs)))
+            return [python_program.execute(self.program, arr[: i + 1])[i] for i in range(len(arr))]
+        return python_program.execute(self.program, arr)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +90,6 @@ def candidate(domain: Domain, index: int) -> Candidate | str:
                          python_program.canonical_hash(sampled), "", sampled.n_statements,
                          config_py.values, length, causal)  # fmt: skip
     inputs = battery.make_battery(made.vocab, made.max_seq_len, per_length=8, seed=0)
-    outputs = [made.evaluate(xs) for xs in inputs]
+    outputs = [list(made.evaluate(xs)) for xs in inputs]
     key = (domain.language, made.vocab, made.max_seq_len, made.causal)
     return dataclasses.replace(made, fingerprint=examples.fingerprint(key, outputs))

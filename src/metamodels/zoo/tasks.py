@@ -46,7 +46,7 @@ def input_pool(vocab: Sequence[Value], max_seq_len: int, size: int, rng: np.rand
 
 def make_task(
     key: str,
-    evaluate: Callable[[tuple], Sequence[Value]],
+    evaluate: Callable[[tuple], Sequence[Value | None]],
     vocab: Sequence[Value],
     max_seq_len: int,
     causal: bool,
