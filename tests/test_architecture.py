@@ -84,3 +84,30 @@ def test_the_checker_sees_function_level_and_relative_imports(tmp_path):
     source.write_text("def f():\n    from metamodels.evaluation import metrics\n    from . import y\n")
     found = imports_of(source, "metamodels.rasp.x", {"metamodels.evaluation.metrics", "metamodels.rasp.y"})
     assert found == {"metamodels.evaluation.metrics", "metamodels.rasp.y"}
+
+
+ADAPTERS = {  # heavy dependency -> the one module allowed to import it (tracr.rasp, the pure-Python RASP, is free)
+    "jax": "metamodels.transformer.compiler",
+    "tracr.compiler": "metamodels.transformer.compiler",
+    "tracr.craft": "metamodels.transformer.compiler",
+    "transformer_lens": "metamodels.transformer.lens",
+    "transformers": None,  # a test-only dependency: Hugging Face checkpoints are read without it
+}
+
+
+def test_each_heavy_dependency_has_one_adapter():
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            for name in names:
+                for dependency, adapter in ADAPTERS.items():
+                    if (name == dependency or name.startswith(dependency + ".")) and module_name(path) != adapter:
+                        offenders.append((module_name(path), name))
+    assert offenders == []

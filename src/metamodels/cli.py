@@ -86,6 +86,19 @@ COMMANDS: dict[str, options.Command] = {
         "export": ("write one model of a zoo as a model file (no program text inside)", None, [
             options.arg("directory", type=Path, help="zoo directory"),
             options.arg("id", help="model id (a row's id, e.g. rasp-0-17/v0; a program id takes its view 0)"), OUT])})]),
+    "export": ("write a model file in another library's layout (TransformerLens)", "Write a compiled, densified or "
+               "trained model file as a TransformerLens directory: model.safetensors (the HookedTransformer state dict) "
+               "and config.json (the HookedTransformerConfig arguments and this model's vocabularies and settings). "
+               "Load it with metamodels.transformer.lens.to_hooked_transformer or read it back with `metamodels import`.",
+               [MODEL, options.arg("--to", choices=("transformer-lens",), default="transformer-lens",
+                                   help="target layout (default transformer-lens)"),
+                options.arg("-o", "--out", type=Path, required=True, help="output directory")]),
+    "import": ("read a TransformerLens export or a Hugging Face GPT-2 checkpoint into a model file", "DIRECTORY is a "
+               "directory written by `metamodels export` (identical tensors back) or a Hugging Face GPT-2 checkpoint "
+               "(config.json + model.safetensors; causal, pre-LayerNorm, a next-token head over its vocabulary).", [
+        options.arg("directory", type=Path, help="TransformerLens export or Hugging Face GPT-2 checkpoint directory"),
+        OUT, options.arg("--vocab", type=Path, help="GPT-2 only: token list file, one token per line in id order "
+                         "(numbers read as numbers; default: the token ids 0..V-1)")]),
     "verify": ("check a program against a model file", "Run the program (RASP evaluation) and the model on every input "
                "(or a large random set) and compare, then recompile the program and compare weights up to permutations. "
                "Exit status 0 only if the program verifies (the README states the rule), else 1.",
@@ -202,6 +215,30 @@ def _zoo(args: argparse.Namespace) -> int:
                                  data=options.config_from(args, tasks.DataConfig))  # fmt: skip
     report = build.build_zoo(args.out, config, workers=args.workers, ray_address=args.ray, progress=True)
     print(report.describe(args.out))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from metamodels.transformer import lens, modelfile
+
+    out = lens.export(modelfile.load_any(args.model), args.out)
+    print(f"{out}: TransformerLens state dict ({lens.WEIGHTS}) and config ({lens.CONFIG})")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from metamodels.transformer import huggingface, lens, modelfile
+
+    model: lens.Model
+    if huggingface.is_checkpoint(args.directory):
+        vocab = huggingface.read_vocab(args.vocab) if args.vocab else None
+        model = huggingface.load_gpt2(args.directory, vocab)
+    elif args.vocab:
+        raise MetamodelsError("--vocab applies to Hugging Face GPT-2 checkpoints; a TransformerLens export has its own")
+    else:
+        model = lens.read_export(args.directory)
+    modelfile.save(model, args.out)
+    print(f"{args.out}: {model.n_params} parameters from {args.directory}")
     return 0
 
 

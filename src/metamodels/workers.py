@@ -15,8 +15,8 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 from concurrent.futures import ProcessPoolExecutor
+from typing import Any
 
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 

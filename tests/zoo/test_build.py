@@ -129,6 +129,20 @@ def test_parallel_build_equals_serial(tmp_path, zoo):
     assert content(tmp_path) == content(out)
 
 
+# Ray starts its daemons with fork + exec; JAX (initialised by earlier tests) warns at any fork.
+@pytest.mark.slow
+@pytest.mark.filterwarnings(r"ignore:os\.fork\(\) was called:RuntimeWarning")
+def test_ray_build_equals_serial(tmp_path, zoo):
+    ray = pytest.importorskip("ray")
+    out, config, _ = zoo
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        build.build_zoo(tmp_path, config, ray_address="auto", workers=2)
+    finally:
+        ray.shutdown()
+    assert content(tmp_path) == content(out)
+
+
 def test_readable_with_plain_pyarrow(zoo):
     table = pq.read_table(next(zoo[0].glob("shard_*.parquet")))
     assert {"id", "program", "language", "split", "view", "weights", "heldout_accuracy"} <= set(table.column_names)

@@ -44,8 +44,8 @@ class ModelFileError(MetamodelsError):
     """A model file that cannot be read: names the file and the problem."""
 
 
-def save(model: CompiledModel | trained.TrainedModel, path: str | Path, *, with_source: bool = False) -> None:
-    """Write a compiled or trained ``model`` to ``path``; ``with_source`` keeps its program text (and sublayer map)."""
+def header(model: CompiledModel | trained.TrainedModel, *, with_source: bool = False) -> dict[str, str]:
+    """The metadata a model file carries (``format``, ``format_version``, ``config`` as JSON text)."""
     if isinstance(model, trained.TrainedModel):
         meta = {k: v for k, v in model.metadata.items() if with_source or k != "program_text"}
         config = {**model.config.to_json(), "metadata": meta}
@@ -55,7 +55,12 @@ def save(model: CompiledModel | trained.TrainedModel, path: str | Path, *, with_
             model = dataclasses.replace(model, program_text=None, layer_of={})
         config, kind = {**model.config(), "settings": dataclasses.asdict(model.settings)}, FORMAT
     config["versions"] = artifacts.versions()
-    metadata = {"format": kind, "format_version": VERSIONS[kind], "config": json.dumps(config)}
+    return {"format": kind, "format_version": VERSIONS[kind], "config": json.dumps(config)}
+
+
+def save(model: CompiledModel | trained.TrainedModel, path: str | Path, *, with_source: bool = False) -> None:
+    """Write a compiled or trained ``model`` to ``path``; ``with_source`` keeps its program text (and sublayer map)."""
+    metadata = header(model, with_source=with_source)
     tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in model.params.items()}
     path = Path(path)
     if not path.parent.is_dir():
@@ -85,15 +90,10 @@ def _read(path: Path, trained_ok: bool) -> CompiledModel | trained.TrainedModel:
     try:
         with safe_open(str(path), framework="numpy") as f:
             metadata = f.metadata() or {}
-            kind = metadata.get("format")
+            kind = _kind(metadata, str(path))
             if kind == TRAINED_FORMAT and not trained_ok:
                 raise ModelFileError(f"{path}: a trained transformer, not a compiled one; `metamodels run` runs "
                                      "it, but decompiling and verifying trained models is not supported yet")  # fmt: skip
-            if kind not in VERSIONS:
-                raise ModelFileError(f"{path}: not a metamodels model file (format {kind!r}, expected {FORMAT!r})")
-            if metadata.get("format_version") != VERSIONS[kind]:
-                raise ModelFileError(f"{path}: format version {metadata.get('format_version')!r} is not supported "
-                                     f"(expected {VERSIONS[kind]})")  # fmt: skip
             if kind == TRAINED_FORMAT:
                 return _trained(path, f, metadata)
             params = {key: f.get_tensor(key) for key in f.keys()}
@@ -101,6 +101,34 @@ def _read(path: Path, trained_ok: bool) -> CompiledModel | trained.TrainedModel:
         raise
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelFileError(f"{path}: not a readable safetensors file ({e})") from None
+    return _compiled(metadata, params, str(path))
+
+
+def _kind(metadata: dict, where: str) -> str:
+    kind = metadata.get("format")
+    if kind not in VERSIONS:
+        raise ModelFileError(f"{where}: not a metamodels model file (format {kind!r}, expected {FORMAT!r})")
+    if metadata.get("format_version") != VERSIONS[kind]:
+        raise ModelFileError(f"{where}: format version {metadata.get('format_version')!r} is not supported "
+                             f"(expected {VERSIONS[kind]})")  # fmt: skip
+    return str(kind)
+
+
+def from_header(metadata: dict, params: dict[str, np.ndarray], where: str) -> CompiledModel | trained.TrainedModel:
+    """The model that a model-file header (:func:`header`) and its tensors describe, checked as a file is."""
+    if _kind(metadata, where) == FORMAT:
+        return _compiled(metadata, params, where)
+    config, record = _trained_config(metadata, where)
+    try:
+        model = trained.TrainedModel(config, {k: np.asarray(v, dtype=np.float32) for k, v in params.items()}, record)
+    except MetamodelsError as e:
+        raise ModelFileError(f"{where}: {e}") from None
+    if not all(np.isfinite(v).all() for v in model.params.values()):
+        raise ModelFileError(f"{where}: parameters are not finite")
+    return model
+
+
+def _compiled(metadata: dict, params: dict[str, np.ndarray], path: str) -> CompiledModel:
     try:
         config = json.loads(metadata["config"])
         settings = config["settings"]
@@ -164,13 +192,23 @@ def check(model: CompiledModel, where: str = "model") -> None:
         raise ModelFileError(f"{where}: output decoding table contains non-finite values")
 
 
-def _trained(path: Path, handle: safe_open, header: dict) -> trained.TrainedModel:
-    """The trained model in an open file whose metadata says it is one; every shape checked before reading."""
+def _trained_config(header: dict, where: object) -> tuple[trained.GPTConfig, dict]:
+    """A trained model's config and training record from its header."""
     try:
         data = json.loads(header.get("config", ""))
         data.pop("versions", None)
         metadata = data.pop("metadata", {})
-        config = trained.GPTConfig.from_json(data)
+        return trained.GPTConfig.from_json(data), metadata if isinstance(metadata, dict) else {}
+    except (json.JSONDecodeError, TypeError, AttributeError, RecursionError) as e:
+        raise ModelFileError(f"{where}: malformed trained-model config ({type(e).__name__}: {e})") from None
+    except MetamodelsError as e:
+        raise ModelFileError(f"{where}: {e}") from None
+
+
+def _trained(path: Path, handle: safe_open, header: dict) -> trained.TrainedModel:
+    """The trained model in an open file whose metadata says it is one; every shape checked before reading."""
+    config, metadata = _trained_config(header, path)
+    try:
         shapes = config.shapes()
         if set(handle.keys()) != set(shapes):
             raise MetamodelsError(f"tensors {sorted(handle.keys())[:6]}... do not match the config")
@@ -178,10 +216,8 @@ def _trained(path: Path, handle: safe_open, header: dict) -> trained.TrainedMode
             if tuple(handle.get_slice(name).get_shape()) != shape:
                 raise MetamodelsError(f"{name} has shape {handle.get_slice(name).get_shape()}, expected {shape}")
         params = {name: handle.get_tensor(name).astype(np.float32) for name in shapes}
-    except (json.JSONDecodeError, TypeError, AttributeError, RecursionError) as e:
-        raise ModelFileError(f"{path}: malformed trained-model config ({type(e).__name__}: {e})") from None
     except MetamodelsError as e:
         raise ModelFileError(f"{path}: {e}") from None
     if not all(np.isfinite(v).all() for v in params.values()):
         raise ModelFileError(f"{path}: parameters are not finite")
-    return trained.TrainedModel(config, params, metadata if isinstance(metadata, dict) else {})
+    return trained.TrainedModel(config, params, metadata)

@@ -16,6 +16,7 @@ function; ``tests/zoo/test_trainer.py`` re-checks every trained view's held-out 
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 from collections.abc import Sequence
@@ -61,13 +62,17 @@ class GPTConfig(Architecture):
     """The whole config of one trained base model (what its model file's ``config`` holds).
 
     ``input_vocab`` and ``output_vocab`` are the values in embedding-row and classifier-column order
-    (BOS excluded); ``max_seq_len`` counts input tokens (BOS excluded).
+    (BOS excluded); ``max_seq_len`` counts input tokens (BOS excluded). ``prepend_bos``: the input is
+    ``[BOS] + tokens`` (embedding row 0, its output not read; the zoos' models); without it the input
+    is the tokens alone and row ``i`` is ``input_vocab[i]`` (an imported GPT-2, whose vocabulary holds
+    whatever BOS it was trained with).
     """
 
     input_vocab: tuple[Value, ...]
     output_vocab: tuple[Value, ...]
     max_seq_len: int
     causal: bool = False
+    prepend_bos: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -84,9 +89,10 @@ class GPTConfig(Architecture):
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """Every parameter's name and shape, in a fixed order."""
         d, h, k, m = self.d_model, self.n_heads, self.d_head, self.d_mlp
+        bos = int(self.prepend_bos)
         out: dict[str, tuple[int, ...]] = {
-            "embed.W_E": (len(self.input_vocab) + 1, d),
-            "pos_embed.W_pos": (self.max_seq_len + 1, d),
+            "embed.W_E": (len(self.input_vocab) + bos, d),
+            "pos_embed.W_pos": (self.max_seq_len + bos, d),
         }
         for layer in range(self.n_layers):
             p = f"blocks.{layer}."
@@ -162,14 +168,18 @@ class TrainedModel:
 
 
 def encode(config: GPTConfig, inputs: Sequence[Sequence[Value]]) -> np.ndarray:
-    """Token ids ``[batch, 1 + n]`` (BOS first) of equal-length inputs; MetamodelsError names an unknown value."""
-    index = {value_key(v): i + 1 for i, v in enumerate(config.input_vocab)}
+    """Token ids ``[batch, 1 + n]`` (BOS first; ``[batch, n]`` without prepend_bos) of equal-length inputs.
+
+    InputError names an unknown value or a bad length.
+    """
+    bos = int(config.prepend_bos)
+    index = {value_key(v): i + bos for i, v in enumerate(config.input_vocab)}
     rows = []
     for xs in inputs:
         if not 1 <= len(xs) <= config.max_seq_len:
             raise InputError(f"input length {len(xs)} is outside 1..{config.max_seq_len}")
         try:
-            rows.append([0, *(index[value_key(v)] for v in xs)])
+            rows.append([0] * bos + [index[value_key(v)] for v in xs])
         except KeyError:
             bad = next(v for v in xs if value_key(v) not in index)
             raise InputError(f"{bad!r} is not in the model's input vocabulary {list(config.input_vocab)}") from None
@@ -190,8 +200,22 @@ def gelu(x: np.ndarray) -> np.ndarray:
 def logits(model: TrainedModel, ids: np.ndarray) -> np.ndarray:
     """Classifier scores ``[batch, 1 + n, V_out]`` of token ids ``[batch, 1 + n]`` (float32 throughout)."""
     c, p = model.config, model.params
+    x = collections.deque(_stream(model, ids), maxlen=1)[0]
+    if c.norm == "layernorm":
+        x = _layer_norm(x, p["ln_final.w"], p["ln_final.b"])
+    return (x @ p["unembed.W_U"] + p["unembed.b_U"]).astype(np.float32)
+
+
+def residuals(model: TrainedModel, ids: np.ndarray) -> list[np.ndarray]:
+    """The residual stream ``[batch, t, d]`` after the embedding and after every sublayer (1 + 2 n_layers)."""
+    return list(_stream(model, ids))
+
+
+def _stream(model: TrainedModel, ids: np.ndarray):
+    c, p = model.config, model.params
     t = ids.shape[1]
     x = p["embed.W_E"][ids] + p["pos_embed.W_pos"][:t]  # [batch, t, d]
+    yield x
     mask = np.tril(np.ones((t, t), dtype=bool)) if c.causal else np.ones((t, t), dtype=bool)
     act = gelu if c.activation == "gelu" else (lambda z: np.maximum(z, 0.0))
     for layer in range(c.n_layers):
@@ -202,11 +226,10 @@ def logits(model: TrainedModel, ids: np.ndarray) -> np.ndarray:
         weights = np.exp(scores - scores.max(-1, keepdims=True))
         z = (weights / weights.sum(-1, keepdims=True)) @ v  # [batch, h, t, k]
         x = x + np.einsum("bhtk,hkd->btd", z, p[b + "attn.W_O"]) + p[b + "attn.b_O"]
+        yield x
         h = _layer_norm(x, p[b + "ln2.w"], p[b + "ln2.b"]) if c.norm == "layernorm" else x
         x = x + act(h @ p[b + "mlp.W_in"] + p[b + "mlp.b_in"]) @ p[b + "mlp.W_out"] + p[b + "mlp.b_out"]
-    if c.norm == "layernorm":
-        x = _layer_norm(x, p["ln_final.w"], p["ln_final.b"])
-    return (x @ p["unembed.W_U"] + p["unembed.b_U"]).astype(np.float32)
+        yield x
 
 
 CHUNK = 2048  # sequences per forward batch
@@ -221,7 +244,8 @@ def run(model: TrainedModel, inputs: Sequence[Sequence[Value]]) -> list[list[Val
     for same in by_length.values():
         for start in range(0, len(same), CHUNK):
             chunk = same[start : start + CHUNK]
-            best = logits(model, encode(model.config, [inputs[i] for i in chunk]))[:, 1:].argmax(-1)
+            scores = logits(model, encode(model.config, [inputs[i] for i in chunk]))
+            best = scores[:, int(model.config.prepend_bos) :].argmax(-1)
             for i, row in zip(chunk, best):
                 out[i] = [model.config.output_vocab[j] for j in row]
     return out  # type: ignore[return-value]
