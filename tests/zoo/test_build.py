@@ -107,9 +107,9 @@ def test_kill_and_resume_in_a_subprocess(tmp_path, zoo):
                "--pool", "256", "--heldout", "64", "--workers", "1"]  # fmt: skip
     # lr is not an option: the subprocess would build a different zoo; compare with its own uninterrupted run
     reference = tmp_path / "reference"
-    subprocess.run([*command[:4], str(reference), *command[5:]], check=True, capture_output=True)
+    subprocess.run([*command[:5], str(reference), *command[6:]], check=True, capture_output=True)
     killed = tmp_path / "killed"
-    process = subprocess.Popen([*command[:4], str(killed), *command[5:]], stdout=subprocess.DEVNULL,
+    process = subprocess.Popen([*command[:5], str(killed), *command[6:]], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     deadline = time.time() + 300
     while time.time() < deadline and not (store.read_manifest(killed) or {}).get("shards"):
@@ -118,7 +118,7 @@ def test_kill_and_resume_in_a_subprocess(tmp_path, zoo):
     process.wait()
     manifest = store.read_manifest(killed)
     assert manifest is not None and not manifest["complete"], "the build finished before it could be killed"
-    assert cli.main(["zoo", "build", str(killed), *command[5:]]) == 0
+    assert cli.main(["zoo", "build", str(killed), *command[6:]]) == 0
     assert content(killed) == content(reference)
 
 
