@@ -27,8 +27,9 @@ import collections
 import dataclasses
 import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from tqdm import tqdm
@@ -203,22 +204,36 @@ def sample_unique(
     config: SamplerConfig, n: int, seed: int, *, progress: bool = False
 ) -> tuple[list[Sampled], dict[str, int]]:
     """``n`` programs with distinct canonical hashes (indices 0, 1, ... skipping duplicates) and rejection counts."""
+    return unique(lambda index: sample(config, seed, index), lambda s: canonical.canonical_hash(s.program), n, progress)
+
+
+T = TypeVar("T")
+
+
+def unique(
+    draw: Callable[[int], T], digest: Callable[[T], str], n: int, progress: bool = False
+) -> tuple[list[T], dict[str, int]]:
+    """The first ``n`` of ``draw(0), draw(1), ...`` with distinct ``digest`` s, and the rejections counted.
+
+    A drawn sample's ``rejected`` counts (candidates rejected on the way) are summed; a repeat counts as
+    ``duplicate``. Shared by the RASP and the Python program samplers.
+    """
     if n < 1:
         raise MetamodelsError(f"--n must be at least 1, got {n}")
     seen: set[str] = set()
-    out: list[Sampled] = []
+    out: list[T] = []
     rejected: collections.Counter[str] = collections.Counter()
     with tqdm(total=n, desc="sampling", unit="prog", disable=not progress) as bar:
         for index in itertools.count():
             if len(out) == n:
                 break
-            s = sample(config, seed, index)
-            rejected.update(s.rejected)
-            digest = canonical.canonical_hash(s.program)
-            if digest in seen:
+            s = draw(index)
+            rejected.update(s.rejected)  # type: ignore[attr-defined]
+            key = digest(s)
+            if key in seen:
                 rejected["duplicate"] += 1
                 continue
-            seen.add(digest)
+            seen.add(key)
             out.append(s)
             bar.update()
     return out, dict(rejected)

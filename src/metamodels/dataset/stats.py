@@ -63,42 +63,41 @@ def report(directory: Path, plot_path: Path | None) -> str:
         f"{directory}: {sum(h['split'].values())} examples, {len(manifest.get('shards', []))} shards, complete: {manifest.get('complete')}"
     ]
     for title, counter in [*h.items(), ("dropped", drops)]:
-        total = sum(counter.values()) or 1
-        lines.append(f"\n{title}:")
-        for key, count in sorted(
-            counter.items(), key=lambda kv: (str(type(kv[0])), kv[0]) if title != "function" else (-kv[1], kv[0])
-        ):
-            lines.append(f"  {str(key):<28} {count:>8}  {100 * count / total:5.1f}%")
+        lines += table(title, counter, by_count=title == "function")
     if plot_path is not None:
         _plot(h, Path(plot_path))
         lines.append(f"\nplots: {plot_path}")
     return "\n".join(lines)
 
 
+def table(title: str, counter: collections.abc.Mapping, by_count: bool = False) -> list[str]:
+    """A titled table of counts with percentages, in key order (or most frequent first)."""
+    total = sum(counter.values()) or 1
+    order = (lambda kv: (-kv[1], kv[0])) if by_count else (lambda kv: (str(type(kv[0])), kv[0]))
+    rows = [f"  {str(k):<28} {n:>8}  {100 * n / total:5.1f}%" for k, n in sorted(counter.items(), key=order)]
+    return [f"\n{title}:", *rows]
+
+
 def _plot(h: dict[str, collections.Counter], path: Path) -> None:
+    panels = ["ops per program", "layers", "parameters (log2 bucket)", "program tokens (bucket of 10)", "op kind",
+              "predicate", "encoding", "function"]  # fmt: skip
+    plot_panels(h, panels, path, columns=4, by_count=("function", "encoding"))
+
+
+def plot_panels(
+    h: dict[str, collections.Counter], panels: list[str], path: Path, columns: int, by_count: tuple[str, ...] = ()
+) -> None:
+    """One bar chart per named histogram, ``columns`` to a row, written as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [
-        "ops per program",
-        "layers",
-        "parameters (log2 bucket)",
-        "program tokens (bucket of 10)",
-        "op kind",
-        "predicate",
-        "encoding",
-        "function",
-    ]
-    fig, axes = plt.subplots(2, 4, figsize=(20, 8))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 4 * rows))
     for ax, title in zip(axes.ravel(), panels):
         counter = h.get(title, collections.Counter())
-        keys = (
-            sorted(counter, key=lambda k: (-counter[k], str(k)))
-            if title in ("function", "encoding")
-            else sorted(counter)
-        )
+        keys = sorted(counter, key=lambda k: (-counter[k], str(k))) if title in by_count else sorted(counter)
         ax.bar([str(k) for k in keys], [counter[k] for k in keys], color="#4472c4")
         ax.set_title(title)
         crowded = len(keys) > 8 or max((len(str(k)) for k in keys), default=0) > 12

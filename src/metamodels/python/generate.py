@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import itertools
 from collections.abc import Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from metamodels import options
-from metamodels.dataset import stats
+from metamodels.dataset import sampling, stats
 from metamodels.errors import MetamodelsError
 from metamodels.python.program import (
     Assign,
@@ -119,27 +117,14 @@ def sample_unique(
     config: GeneratorConfig, n: int, seed: int, *, progress: bool = False
 ) -> tuple[list[PySampled], dict]:
     """``n`` programs with distinct canonical text (indices 0, 1, ... skipping duplicates) and rejection counts."""
-    if n < 1:
-        raise MetamodelsError(f"--n must be at least 1, got {n}")
-    seen: set[str] = set()
-    out: list[PySampled] = []
-    rejected: collections.Counter[str] = collections.Counter()
-    with tqdm(total=n, desc="sampling", unit="prog", disable=not progress) as bar:
-        for index in itertools.count():
-            if len(out) == n:
-                break
-            s = sample_with_rejections(config, seed, index)
-            if isinstance(s, str):
-                raise GeneratorExhausted(f"no program accepted in {config.max_attempts} attempts at index {index}")
-            rejected.update(s.rejected)
-            digest = canonical_hash(s.program)
-            if digest in seen:
-                rejected["duplicate"] += 1
-                continue
-            seen.add(digest)
-            out.append(s)
-            bar.update()
-    return out, dict(rejected)
+
+    def draw(index: int) -> PySampled:
+        s = sample_with_rejections(config, seed, index)
+        if isinstance(s, str):
+            raise GeneratorExhausted(f"no program accepted in {config.max_attempts} attempts at index {index}")
+        return s
+
+    return sampling.unique(draw, lambda s: canonical_hash(s.program), n, progress)
 
 
 def judge(config: GeneratorConfig, program: PyProgram, inputs: Sequence[Sequence[int]]) -> str | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from metamodels.dataset import stats as dataset_stats
 from metamodels.dataset import store
 from metamodels.errors import MetamodelsError
 from metamodels.transformer import modelfile
@@ -24,7 +25,7 @@ def collect(directory: Path) -> dict[str, collections.Counter]:
     for row in build.read_zoo(directory, columns=list(COLUMNS)):
         h["models by split"][row["split"]] += 1
         h["views per program"][row["view"]] += 1
-        h["held-out accuracy (hundredths)"][int(100 * row["heldout_accuracy"]) / 100] += 1
+        h["held-out accuracy (hundredths)"][int(100 * row["heldout_accuracy"] + 1e-3) / 100] += 1  # float32 0.95 < 0.95
         h["parameters (log2 bucket)"][int(np.log2(max(1, row["n_params"])))] += 1
         h["layers x d_model"][f"{row['n_layers']}x{row['d_model']}"] += 1
         h["norm, activation, masking"][
@@ -60,10 +61,7 @@ def report(directory: Path, plot_path: Path | None) -> str:
         f"{seconds / 3600:.2f} worker-hours, {3600 * stored / max(seconds, 1e-9):.0f} converged programs per worker-hour",
     ]
     for title, counter in [*h.items(), ("not stored, by reason", drops)]:
-        total = sum(counter.values()) or 1
-        lines.append(f"\n{title}:")
-        for key, count in sorted(counter.items(), key=lambda kv: (str(type(kv[0])), kv[0])):
-            lines.append(f"  {str(key):<28} {count:>8}  {100 * count / total:5.1f}%")
+        lines += dataset_stats.table(title, counter)
     if plot_path is not None:
         _plot(h, Path(plot_path))
         lines.append(f"\nplots: {plot_path}")
@@ -71,23 +69,9 @@ def report(directory: Path, plot_path: Path | None) -> str:
 
 
 def _plot(h: dict[str, collections.Counter], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     panels = ["held-out accuracy (hundredths)", "steps to the bar (bucket of 250)", "parameters (log2 bucket)",
               "program size", "layers x d_model", "norm, activation, masking"]  # fmt: skip
-    fig, axes = plt.subplots(2, 3, figsize=(16, 8))
-    for ax, title in zip(axes.ravel(), panels):
-        counter = h.get(title, collections.Counter())
-        keys = sorted(counter)
-        ax.bar([str(k) for k in keys], [counter[k] for k in keys], color="#4472c4")
-        ax.set_title(title)
-        ax.tick_params(axis="x", labelrotation=90 if len(keys) > 8 else 0, labelsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    dataset_stats.plot_panels(h, panels, path, columns=3)
 
 
 def model_from_row(row: dict) -> TrainedModel:
