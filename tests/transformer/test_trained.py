@@ -66,6 +66,17 @@ def test_numpy_forward_equals_a_torch_reference(kw):
     assert np.abs(ours - reference).max() <= 1e-5 * np.abs(reference).max() + 1e-5
 
 
+def test_without_a_prepended_bos_the_tokens_are_the_input():
+    model = random_model(prepend_bos=False, causal=True)
+    assert model.params["embed.W_E"].shape[0] == 4 and model.params["pos_embed.W_pos"].shape[0] == 6
+    ids = trained.encode(model.config, [(1, "a", 3), (3, 2, 1)])
+    assert ids.tolist() == [[0, 3, 2], [2, 1, 0]]  # row i is input_vocab[i]; no BOS
+    ours, reference = trained.logits(model, ids), torch_reference(model, ids)
+    assert np.abs(ours - reference).max() <= 1e-5 * np.abs(reference).max() + 1e-5
+    best = ours.argmax(-1)[0]
+    assert trained.run(model, [(1, "a", 3)])[0] == [model.config.output_vocab[j] for j in best]  # every position read
+
+
 def test_a_causal_model_ignores_later_tokens():
     model = random_model(causal=True)
     a, b = model.config.input_vocab[:2]
