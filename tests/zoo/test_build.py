@@ -200,6 +200,18 @@ def test_a_different_config_in_the_same_directory_is_refused(zoo):
         build.build_zoo(out, other)
 
 
+def test_large_architectures_get_smaller_shards_within_the_memory_bound():
+    config = build.ZooConfig(n=1000, d_model=(128, 128), layers=(4, 4), heads=(4, 4))
+    sizes = [config.programs_in_shard(k) for k in range(3)]
+    assert all(1 <= s < config.shard_size for s in sizes)
+    per_program = 3 * config.architecture(0).d_model ** 2 * 12 * 4  # ~ 12 d^2 weights per layer, 3 views
+    assert sizes[0] * per_program <= 1.2 * build.SHARD_FLOATS
+    dealer = build._Dealer(config)
+    assert [len(dealer.shard(k)) for k in range(3)] == sizes
+    assert set(dealer.shard(0)).isdisjoint(dealer.shard(1))
+    assert build.ZooConfig(n=1, d_model=(16, 16)).programs_in_shard(0) == 256
+
+
 def test_config_validation():
     with pytest.raises(build.MetamodelsError, match="language"):
         build.ZooConfig(n=1, language="java")  # type: ignore[arg-type]

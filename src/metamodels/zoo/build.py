@@ -14,6 +14,7 @@ function at the same settings, lands in one split.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import dataclasses
 import json
@@ -33,6 +34,7 @@ from metamodels import workers as workers_mod
 from metamodels.dataset import stats, store
 from metamodels.errors import MetamodelsError
 from metamodels.zoo import programs, tasks
+from metamodels.transformer.trained import GPTConfig
 from metamodels.zoo.trainer import Architecture, TrainerConfig, train_many
 
 FORMAT_VERSION = 1
@@ -72,6 +74,7 @@ SCHEMA = pa.schema(
         ("provenance", pa.string()),
     ]
 )
+SHARD_FLOATS = 150_000_000  # weights (all views) one shard may hold: its rows are built in memory (600 MB float32)
 SAMPLING_DROPS = ("sampler_exhausted", "generator_exhausted", "duplicate", "behaviour_duplicate")  # before training
 
 
@@ -141,6 +144,14 @@ class ZooConfig:
             activation="gelu" if rng.random() < self.gelu_share else "relu",
             norm="layernorm" if rng.random() < self.layernorm_share else "none",
         )  # fmt: skip
+
+    def programs_in_shard(self, k: int) -> int:
+        """``shard_size``, or fewer for a large architecture: a shard's stored weights stay within SHARD_FLOATS."""
+        arch = self.architecture(k)
+        largest = GPTConfig(**dataclasses.asdict(arch), input_vocab=tuple(range(self.vocab_size[1])),
+                            output_vocab=tuple(range(self.data.max_output_values)), max_seq_len=self.max_seq_len[1])  # fmt: skip
+        per_program = largest.n_params * (1 + len(self.trainer.view_steps))
+        return max(1, min(self.shard_size, SHARD_FLOATS // per_program))
 
     def program_seed(self, index: int) -> tuple[int, float]:
         """The initialisation seed and learning rate of program ``index``'s base model."""
@@ -232,18 +243,21 @@ class _Dealer:
         self.hashes: set[str] = set()
         self.fingerprints: set[str] = set()
         self.drops: dict[int, dict[str, int]] = collections.defaultdict(dict)
+        self.ends: list[int] = []  # shard k holds dealt programs [ends[k - 1], ends[k])
 
     def shard(self, k: int) -> list[int]:
         """Stream indices of the programs of shard ``k``."""
-        size = self.config.shard_size
-        limit = self.LIMIT_FACTOR * max(self.config.n, size * (k + 1))
-        while len(self.dealt) < size * (k + 1) and self.next_index < limit:
-            shard = len(self.dealt) // size
+        while len(self.ends) <= k:
+            self.ends.append((self.ends[-1] if self.ends else 0) + self.config.programs_in_shard(len(self.ends)))
+        start, end = self.ends[k - 1] if k else 0, self.ends[k]
+        limit = self.LIMIT_FACTOR * max(self.config.n, end)
+        while len(self.dealt) < end and self.next_index < limit:
+            shard = bisect.bisect_right(self.ends, len(self.dealt))  # the shard being filled
             reason = self._take(self.next_index)
             if reason is not None:
                 self.drops[shard][reason] = self.drops[shard].get(reason, 0) + 1
             self.next_index += 1
-        return [c.index for c in self.dealt[size * k : size * (k + 1)]]
+        return [c.index for c in self.dealt[start:end]]
 
     def _take(self, index: int) -> str | None:
         c = programs.candidate(self.domain, index)
@@ -293,7 +307,7 @@ def train_shard(config: ZooConfig, k: int, indices: list[int], provenance: dict)
                 "n_params": model.n_params, "max_seq_len": c.max_seq_len,
                 "input_vocab": json.dumps(list(c.vocab)), "output_vocab": json.dumps(list(task.output_vocab)),
                 "model_config": json.dumps(model.config.to_json()),
-                "weights": [{"name": n, "shape": list(v.shape), "data": v.ravel().tolist()}
+                "weights": [{"name": n, "shape": list(v.shape), "data": v.ravel()}  # numpy: no float objects
                             for n, v in model.params.items()],
                 "heldout_inputs": heldout, "provenance": json.dumps(provenance),
             })  # fmt: skip
