@@ -33,8 +33,8 @@ from metamodels import artifacts, options
 from metamodels import workers as workers_mod
 from metamodels.dataset import stats, store
 from metamodels.errors import MetamodelsError
-from metamodels.zoo import programs, tasks
 from metamodels.transformer.trained import GPTConfig
+from metamodels.zoo import programs, tasks
 from metamodels.zoo.trainer import Architecture, TrainerConfig, train_many
 
 FORMAT_VERSION = 1
