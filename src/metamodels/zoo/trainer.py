@@ -276,37 +276,39 @@ def _slot_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return (per * defined).sum((1, 2)) / defined.sum((1, 2)).clamp(min=1)
 
 
-def _accuracy(
-    p: dict[str, torch.Tensor], s: _Slots, ids: torch.Tensor, targets: torch.Tensor, slots: slice
-) -> np.ndarray:
-    """Token accuracy per slot of ``slots`` over defined positions; ids ``[M, N, T]``, targets ``[M, N, T - 1]``."""
+def _accuracy(s: _Slots, slots: list[int], ids: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
+    """Token accuracy of each of ``slots`` over defined positions; ids ``[S, N, T]``, targets ``[S, N, T - 1]``."""
+    index = torch.tensor(slots, dtype=torch.long)
     with torch.no_grad():
-        guess = _output_logits(p, s.arch, ids, s.causal[slots], s.out_mask[slots]).argmax(-1)
+        p = {n: v[index] for n, v in s.p.items()}
+        guess = _output_logits(p, s.arch, ids, s.causal[index], s.out_mask[index]).argmax(-1)
     defined = targets >= 0
     right = ((guess == targets) & defined).sum((1, 2)).float()
     return (right / defined.sum((1, 2)).clamp(min=1)).numpy()
 
 
-def _heldout(s: _Slots, padded: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every slot's held-out arrays, padded to the largest count (padding rows are all -1)."""
-    arrays = [padded[id(t)][1] if t is not None else None for t in s.task]
-    n = max(len(a[0]) for a in arrays if a is not None)
-    ids = np.zeros((s.m, n, s.t), dtype=np.int64)
-    targets = np.full((s.m, n, s.t - 1), -1, dtype=np.int64)
-    for slot, a in enumerate(arrays):
-        if a is not None:
-            ids[slot, : len(a[0])], targets[slot, : len(a[1])] = a
+def _heldout(s: _Slots, padded: dict, slots: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The held-out arrays of ``slots``, padded to the largest count (padding rows are all -1)."""
+    arrays = [padded[id(s.task[slot])][1] for slot in slots]
+    n = max(len(a[0]) for a in arrays)
+    ids = np.zeros((len(slots), n, s.t), dtype=np.int64)
+    targets = np.full((len(slots), n, s.t - 1), -1, dtype=np.int64)
+    for row, a in enumerate(arrays):
+        ids[row, : len(a[0])], targets[row, : len(a[1])] = a
     return torch.from_numpy(ids), torch.from_numpy(targets)
 
 
 def _evaluate(s: _Slots, padded: dict, views: list[list[View]], queue: list[Task], loss: torch.Tensor):
-    """Score the slots due for evaluation; store views, finish tasks, refill slots. Yields finished Outcomes."""
-    heldout = _accuracy(s.p, s, *_heldout(s, padded), slice(None))
+    """Score the slots due for evaluation (only those: slots run out of phase); store views, finish tasks,
+    refill slots. Yields finished Outcomes."""
     cfg = s.config
-    for slot, task in enumerate(s.task):
-        step = int(s.step[slot])
-        if task is None or step % cfg.eval_every:
-            continue
+    due = [slot for slot, task in enumerate(s.task) if task is not None and s.step[slot] % cfg.eval_every == 0]
+    if not due:
+        return
+    heldout = dict(zip(due, _accuracy(s, due, *_heldout(s, padded, due))))
+    for slot in due:
+        task, step = s.task[slot], int(s.step[slot])
+        assert task is not None
         done: Outcome | None = None
         first = views[slot][0].step if views[slot] else None
         if first is None and heldout[slot] >= cfg.bar:
@@ -335,9 +337,8 @@ def _view(s: _Slots, slot: int, index: int, heldout: float, padded: dict) -> Vie
     task = s.task[slot]
     assert task is not None
     (train_ids, train_targets), _ = padded[id(task)]
-    one = slice(slot, slot + 1)
     ids, targets = torch.from_numpy(train_ids[None, :512]), torch.from_numpy(train_targets[None, :512])
-    train_accuracy = float(_accuracy({n: p[one] for n, p in s.p.items()}, s, ids, targets, one)[0])
+    train_accuracy = float(_accuracy(s, [slot], ids, targets)[0])
     config = _config(s.arch, task.input_vocab, task.output_vocab, task.max_seq_len, task.causal)
     # padding sits at the end of the vocabulary and position axes: each parameter's leading block is the slot's own
     params = {n: s.p[n][slot].detach().numpy()[tuple(map(slice, shape))].copy() for n, shape in config.shapes().items()}
