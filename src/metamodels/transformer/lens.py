@@ -23,6 +23,7 @@ An exported directory holds ``model.safetensors`` (the HookedTransformer state d
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import warnings
 from pathlib import Path
@@ -155,7 +156,8 @@ def _lens() -> Any:
     except ImportError:
         raise LensError('TransformerLens is not installed: pip install -e ".[lens]" (TransformerLens 3.9)') from None
     if not hasattr(transformer_lens, "HookedTransformer"):
-        raise LensError(f"TransformerLens {transformer_lens.__version__} has no HookedTransformer (use 3.9)")
+        version = importlib.metadata.version("transformer-lens")
+        raise LensError(f"TransformerLens {version} has no HookedTransformer (use 3.9)")
     return transformer_lens
 
 
