@@ -23,6 +23,7 @@ LAYERS = (
     ("dataset", "python"),
     ("zoo",),
     ("meta",),
+    ("mapping",),
     ("decompilation",),
     ("evaluation",),
     ("cli", "demo", "__init__"),

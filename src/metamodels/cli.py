@@ -83,9 +83,31 @@ COMMANDS: dict[str, options.Command] = {
         "stats": ("tables and plots of a zoo", None, [
             options.arg("directory", type=Path, help="zoo directory"),
             options.arg("--plot", type=Path, help="PNG file for the plots (default DIRECTORY/stats.png)")]),
+        "check": ("re-check every stored model against its program", "Run every stored model on its held-out inputs "
+                  "and score it against its program's own evaluation (parsed back from the stored text): the accuracy "
+                  "must equal the stored one and reach the zoo's bar. Exit status 0 only if every model does.", [
+            options.arg("directory", type=Path, help="zoo directory")]),
         "export": ("write one model of a zoo as a model file (no program text inside)", None, [
             options.arg("directory", type=Path, help="zoo directory"),
             options.arg("id", help="model id (a row's id, e.g. rasp-0-17/v0; a program id takes its view 0)"), OUT])})]),
+    "mapping": ("model mapping (paper 002): meta-models that read trained transformers and write their programs", None, [
+        options.subcommands("mapping_command", {
+            "train": ("train a mapping meta-model on a zoo's train split", "Train (weights of a trained transformer -> "
+                      "program tokens) on every view of every train-split model of a zoo; write one checkpoint "
+                      "(safetensors + JSON).", [
+                options.arg("zoo", type=Path, help="zoo directory (metamodels zoo build)"),
+                options.arg("-o", "--out", type=Path, required=True, help="output checkpoint (.safetensors)"),
+                _config("mapping.training:MappingConfig")]),
+            "evaluate": ("token accuracy, exact, functional and agreement on a zoo split", "Greedy-decode every model "
+                         "of a split (default test: program-disjoint from train) and score the programs, overall, by "
+                         "program size and by base-model size.", [
+                options.arg("checkpoint", type=Path, help="mapping checkpoint (.safetensors)"),
+                options.arg("zoo", type=Path, help="zoo directory"),
+                options.arg("--split", default="test", choices=("train", "val", "test"), help="zoo split (default test)"),
+                options.arg("--blind", action="store_true", help="zero every weight: what the decoder writes from its "
+                            "prior alone (the random-weights baseline)"),
+                options.arg("--limit", type=int, help="evaluate at most this many models"),
+                options.arg("--json", type=Path, help="write the summary to this JSON file")])})]),
     "export": ("write a model file in another library's layout (TransformerLens)", "Write a compiled, densified or "
                "trained model file as a TransformerLens directory: model.safetensors (the HookedTransformer state dict) "
                "and config.json (the HookedTransformerConfig arguments and this model's vocabularies and settings). "
@@ -207,6 +229,10 @@ def _zoo(args: argparse.Namespace) -> int:
     if args.zoo_command == "stats":
         print(stats.report(args.directory, args.plot or args.directory / "stats.png"))
         return 0
+    if args.zoo_command == "check":
+        checked = stats.check(args.directory, progress=True)
+        print(checked.describe(args.directory))
+        return 0 if checked.ok else 1
     if args.zoo_command == "export":
         model = stats.export(args.directory, args.id, args.out)
         print(f"{args.out}: {model.config.n_params} parameters, trained on {model.metadata['program_id']}")
@@ -215,6 +241,21 @@ def _zoo(args: argparse.Namespace) -> int:
                                  data=options.config_from(args, tasks.DataConfig))  # fmt: skip
     report = build.build_zoo(args.out, config, workers=args.workers, ray_address=args.ray, progress=True)
     print(report.describe(args.out))
+    return 0
+
+
+def _mapping(args: argparse.Namespace) -> int:
+    from metamodels.mapping import training
+
+    if args.mapping_command == "train":
+        meta = training.train(args.zoo, args.out, options.config_from(args, training.MappingConfig))
+        print(f"{args.out}: {meta['language']} mapping meta-model, trained on {meta['train_models']} models "
+              f"({meta['train_programs']} programs), final loss {meta['log'][-1]['loss']}")  # fmt: skip
+        return 0
+    summary = training.evaluate(args.checkpoint, args.zoo, args.split, blind=args.blind, limit=args.limit)
+    print(training.describe(summary))
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=1))
     return 0
 
 

@@ -29,7 +29,8 @@ CONFIGS = {lang: build.ZooConfig(language=lang, seed=1, causal_share=0.5, **TINY
 def content(directory: Path) -> list[tuple]:
     """What must not depend on how a build ran."""
     rows = sorted(build.read_zoo(directory), key=lambda r: r["id"])
-    return [(r["id"], r["program"], r["split"], r["weights"], r["heldout_accuracy"], r["steps"]) for r in rows]
+    weights = [[(w["name"], w["shape"], w["data"].tolist()) for w in r["weights"]] for r in rows]
+    return [(r["id"], r["program"], r["split"], w, r["heldout_accuracy"], r["steps"]) for r, w in zip(rows, weights)]
 
 
 @pytest.fixture(scope="module", params=["rasp", "python"])
@@ -170,6 +171,25 @@ def test_stats_table_and_plots(tmp_path, zoo, capsys):
     assert cli.main(["zoo", "stats", str(zoo[0]), "--plot", str(plot)]) == 0
     printed = capsys.readouterr().out
     assert "converged:" in printed and "held-out accuracy" in printed and plot.stat().st_size > 0
+
+
+def test_check_passes_every_model_and_catches_one_tampered(tmp_path, zoo, capsys):
+    import shutil
+
+    import pyarrow as pa
+
+    assert cli.main(["zoo", "check", str(zoo[0])]) == 0
+    assert f"{zoo[2].models} models re-checked, 0 mismatched" in capsys.readouterr().out
+    copy = tmp_path / "zoo"
+    shutil.copytree(zoo[0], copy)
+    shard = copy / store.shard_name(0)
+    table = pq.read_table(shard)
+    rows = table.to_pylist()
+    rows[0]["weights"] = [{**w, "data": [0.0] * len(w["data"])} if w["name"] == "unembed.W_U" else w
+                          for w in rows[0]["weights"]]  # fmt: skip
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), shard)
+    assert cli.main(["zoo", "check", str(copy)]) == 1
+    assert f"mismatched: {rows[0]['id']}" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("damage", ["truncate", "missing", "manifest"])

@@ -345,7 +345,32 @@ def _shard_results(
 
 
 def read_zoo(directory: Path, split: str | None = None, columns: list[str] | None = None) -> Iterator[dict]:
-    """Rows of a zoo directory (optionally one split), shard by shard."""
+    """Rows of a zoo directory (optionally one split), shard by shard, 64 rows converted at a time.
+
+    ``weights`` come as ``{name, shape, data}`` dicts whose ``data`` is a float32 numpy array (a view into Arrow's
+    buffer: Python float lists would cost ~8x the memory).
+    """
     for path in store.shard_paths(Path(directory), KIND):
         needed = [*columns, "split"] if columns and split is not None and "split" not in columns else columns
-        yield from store.read_shard(path, needed, split, SCHEMA).to_pylist()
+        table = store.read_shard(path, needed, split, SCHEMA)
+        for batch in table.to_batches(max_chunksize=64):
+            names = [n for n in batch.schema.names if n != "weights"]
+            rows = batch.select(names).to_pylist()
+            if "weights" in batch.schema.names:
+                for row, weights in zip(rows, _weight_arrays(batch.column("weights"))):
+                    row["weights"] = weights
+            yield from rows
+
+
+def _weight_arrays(column: pa.ListArray) -> list[list[dict]]:
+    """Per row, its weights with ``data`` as float32 arrays (one flatten of the column, then views)."""
+    name, shape, data = column.flatten().flatten()  # struct fields with the slice's offset applied
+    names, shapes = name.to_pylist(), shape.to_pylist()
+    values = data.flatten().to_numpy(zero_copy_only=False)
+    offsets = data.offsets.to_numpy() - data.offsets[0].as_py()
+    row_offsets = column.offsets.to_numpy() - column.offsets[0].as_py()
+    out = []
+    for r in range(len(column)):
+        out.append([{"name": names[w], "shape": shapes[w], "data": values[offsets[w] : offsets[w + 1]]}
+                    for w in range(row_offsets[r], row_offsets[r + 1])])  # fmt: skip
+    return out

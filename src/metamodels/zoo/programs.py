@@ -17,6 +17,7 @@ import numpy as np
 from metamodels.dataset import examples, sampling
 from metamodels.python import generate as python_generate
 from metamodels.python import program as python_program
+from metamodels.python import tokens as python_tokens
 from metamodels.rasp import canonical, text
 from metamodels.rasp.program import Program
 from metamodels.transformer import battery
@@ -93,3 +94,12 @@ def candidate(domain: Domain, index: int) -> Candidate | str:
     outputs = [list(made.evaluate(xs)) for xs in inputs]
     key = (domain.language, made.vocab, made.max_seq_len, made.causal)
     return dataclasses.replace(made, fingerprint=examples.fingerprint(key, outputs))
+
+
+def from_text(language: str, program_text: str, vocab: Sequence[Value], max_seq_len: int, causal: bool) -> Candidate:
+    """The candidate a stored zoo row describes (its text parsed back; no hash or fingerprint recomputed)."""
+    if language not in LANGUAGES:
+        raise ValueError(f"unknown language {language!r} (one of {', '.join(LANGUAGES)})")
+    program = text.parse_program(program_text) if language == "rasp" else python_tokens.parse_text(program_text)
+    size = program.n_ops if isinstance(program, Program) else program.n_statements
+    return Candidate(language, -1, program, program_text, "", "", size, tuple(vocab), max_seq_len, causal)

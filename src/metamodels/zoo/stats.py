@@ -1,19 +1,21 @@
-"""Zoo statistics (tables and plots) and export of one stored model as a model file."""
+"""Zoo statistics (tables and plots), the re-check of every stored model, and export of one model as a model file."""
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from metamodels.dataset import stats as dataset_stats
 from metamodels.dataset import store
 from metamodels.errors import MetamodelsError
-from metamodels.transformer import modelfile
+from metamodels.transformer import modelfile, trained
 from metamodels.transformer.trained import GPTConfig, TrainedModel
-from metamodels.zoo import build
+from metamodels.zoo import build, programs
 
 COLUMNS = ("program_id", "split", "size", "view", "steps", "heldout_accuracy", "n_params", "n_layers", "d_model",
            "norm", "activation", "causal", "max_seq_len")  # fmt: skip
@@ -102,3 +104,47 @@ def export(directory: Path, model_id: str, out: Path) -> TrainedModel:
     model = model_from_row(find(directory, model_id))
     modelfile.save(model, out)
     return model
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckReport:
+    """What :func:`check` found: models re-checked, and the ids of those that did not reproduce their record."""
+
+    models: int
+    mismatched: tuple[str, ...]  # forward accuracy on the stored held-out inputs != the stored heldout_accuracy
+    below_bar: tuple[str, ...]  # stored (and reproduced) accuracy under the zoo's bar
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatched and not self.below_bar
+
+    def describe(self, directory: Path) -> str:
+        head = f"{directory}: {self.models} models re-checked, {len(self.mismatched)} mismatched, {len(self.below_bar)} below the bar"
+        shown = [f"  mismatched: {i}" for i in self.mismatched[:10]] + [
+            f"  below the bar: {i}" for i in self.below_bar[:10]
+        ]
+        return "\n".join([head, *shown])
+
+
+def check(directory: Path, progress: bool = False, tolerance: float = 1e-6) -> CheckReport:
+    """Re-check every stored model: the numpy forward on its ``heldout_inputs``, scored against its program's own
+    evaluation (parsed back from the stored text), must give its ``heldout_accuracy``, at or above the zoo's bar."""
+    manifest = store.read_manifest(Path(directory))
+    if manifest is None:
+        raise store.StoreError(f"{directory}: no {store.MANIFEST}; not a zoo directory")
+    bar = manifest["config"]["trainer"]["bar"]
+    n, mismatched, below = 0, [], []
+    total = sum(rec["models"] for rec in manifest["shards"])
+    with tqdm(total=total, desc="re-checking", unit="model", disable=not progress) as pbar:
+        for row in build.read_zoo(directory):
+            inputs = [tuple(xs) for xs in json.loads(row["heldout_inputs"])]
+            made = programs.from_text(row["language"], row["program"], json.loads(row["input_vocab"]),
+                                      row["max_seq_len"], row["causal"])  # fmt: skip
+            accuracy = trained.token_accuracy(model_from_row(row), inputs, [made.evaluate(xs) for xs in inputs])
+            n += 1
+            if abs(accuracy - row["heldout_accuracy"]) > tolerance:
+                mismatched.append(row["id"])
+            elif row["heldout_accuracy"] < bar - tolerance:
+                below.append(row["id"])
+            pbar.update()
+    return CheckReport(n, tuple(mismatched), tuple(below))

@@ -1,0 +1,284 @@
+"""Train and evaluate a model-mapping meta-model on a zoo; checkpoints are safetensors + JSON.
+
+Training reads the zoo's ``train`` split (every view of a program: the paper's augmentation), evaluation its
+``test`` split (program- and behaviour-disjoint from train: the zoo splits by behaviour fingerprint, never by view).
+Decoding is greedy and unconstrained, as in the paper. Metrics per model:
+
+- **token accuracy** (paper 002 §4.1): the fraction of target positions (after BOS, EOS included) whose token the
+  decoded sequence has at the same position;
+- **exact**: the decoded tokens equal the target;
+- **parses**: the decoded tokens are a program of the language;
+- **functional**: the decoded program's outputs equal the true program's on the model's held-out inputs;
+- **agreement**: the fraction of (input, position) where the decoded program is defined and its output equals the
+  trained model's (for the true program this is the model's stored held-out accuracy).
+
+``blind=True`` zeroes every graph: what the decoder writes from its prior alone (the random-weights baseline).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from metamodels import artifacts, options
+from metamodels.dataset import store
+from metamodels.errors import MetamodelsError
+from metamodels.mapping import data, graph_t5
+from metamodels.python import tokens as python_tokens
+from metamodels.rasp import tokens as rasp_tokens
+from metamodels.transformer import trained
+from metamodels.zoo import build, programs, stats
+
+FORMAT = "metamodels.mapping-checkpoint"
+ARCHS = ("graph-t5",)
+
+
+@dataclasses.dataclass(frozen=True)
+class MappingConfig:
+    arch: str = options.option("graph-t5", help="meta-model architecture (graph-t5: paper 002's)")
+    steps: int = options.option(3000, help="optimizer steps")
+    batch_size: int = options.option(32, help="models per step")
+    lr: float = options.option(1e-3, help="peak learning rate (AdamW; linear warm-up over 5%%, cosine decay)")
+    features: int = options.option(data.FEATURES, help="parameters per layer vertex (padded or truncated)")
+    seed: int = options.option(0, help="seed of initialisation, batch order and dropout")
+    limit: int | None = options.option(None, help="train on at most this many zoo models (default: all)")
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise MetamodelsError(f"unknown --arch {self.arch!r} (one of {', '.join(ARCHS)})")
+        for name in ("steps", "batch_size", "features"):
+            if getattr(self, name) < 1:
+                raise MetamodelsError(f"--{name.replace('_', '-')} must be at least 1")
+
+
+def collate(examples: Sequence[data.Example], blind: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Graphs ``[B, N, F]`` float32 (zero-padded vertices), vertex mask ``[B, N]`` bool, targets ``[B, T]`` (PAD 0)."""
+    n = max(e.graph.shape[0] for e in examples)
+    t = max(len(e.target) for e in examples)
+    graph = np.zeros((len(examples), n, examples[0].graph.shape[1]), np.float32)
+    mask = np.zeros((len(examples), n), bool)
+    target = np.zeros((len(examples), t), np.int64)
+    for b, e in enumerate(examples):
+        if not blind:
+            graph[b, : e.graph.shape[0]] = e.graph
+        mask[b, : e.graph.shape[0]] = True
+        target[b, : len(e.target)] = e.target
+    return torch.from_numpy(graph), torch.from_numpy(mask), torch.from_numpy(target)
+
+
+def make_model(config: MappingConfig, vocab: data.Vocabulary, max_len: int) -> graph_t5.GraphT5:
+    return graph_t5.GraphT5(graph_t5.GraphT5Config(features=config.features, vocab_size=len(vocab), max_len=max_len))
+
+
+def lm_loss(model: graph_t5.GraphT5, graph: torch.Tensor, mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    logits = model(graph, mask, target[:, :-1])
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target[:, 1:].reshape(-1), ignore_index=0)
+
+
+def train(zoo: Path, out: Path, config: MappingConfig, progress: bool = True) -> dict:
+    """Train on the zoo's train split; write the checkpoint to ``out``; returns its metadata."""
+    vocab, examples = data.load(zoo, "train", config.features, config.limit, progress)
+    if not examples:
+        raise MetamodelsError(f"{zoo}: no models in the train split")
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    max_len = max(len(e.target) for e in examples) + 32
+    model = make_model(config, vocab, max_len)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
+    warmup = max(1, config.steps // 20)
+    log, start = [], time.perf_counter()
+    order = rng.permutation(len(examples))
+    at = 0
+    model.train()
+    with tqdm(total=config.steps, desc="training", unit="step", disable=not progress) as bar:
+        for step in range(config.steps):
+            if at + config.batch_size > len(order):
+                order, at = rng.permutation(len(examples)), 0
+            batch = [examples[i] for i in order[at : at + config.batch_size]]
+            at += config.batch_size
+            scale = (
+                (step + 1) / warmup
+                if step < warmup
+                else 0.5 * (1 + np.cos(np.pi * (step - warmup) / max(1, config.steps - warmup)))
+            )
+            for group in opt.param_groups:
+                group["lr"] = config.lr * scale
+            loss = lm_loss(model, *collate(batch))
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            if step % 50 == 0 or step == config.steps - 1:
+                log.append(
+                    {"step": step, "loss": round(loss.item(), 4), "seconds": round(time.perf_counter() - start, 1)}
+                )
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.update()
+    meta = {"format": FORMAT, "language": vocab.language, "vocab": list(vocab.tokens), "max_len": max_len,
+            "config": dataclasses.asdict(config), "zoo": str(zoo), "train_models": len(examples),
+            "train_programs": len({e.program_id for e in examples}), "log": log,
+            "provenance": artifacts.provenance()}  # fmt: skip
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    artifacts.atomic_write(out, lambda p: save_file(state, str(p), metadata={"metamodels": json.dumps(meta)}))
+    return meta
+
+
+def load(path: Path) -> tuple[graph_t5.GraphT5, data.Vocabulary, dict]:
+    """A mapping checkpoint: the model (eval mode), its target vocabulary and its metadata."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads((f.metadata() or {}).get("metamodels", "{}"))
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    except (OSError, SafetensorError, json.JSONDecodeError) as e:
+        raise MetamodelsError(f"{path}: cannot read a mapping checkpoint ({e})") from None
+    if meta.get("format") != FORMAT:
+        raise MetamodelsError(f"{path}: not a mapping checkpoint (format {meta.get('format')!r})")
+    config = MappingConfig(**meta["config"])
+    vocab = data.Vocabulary(meta["language"], tuple(meta["vocab"]))
+    model = make_model(config, vocab, meta["max_len"])
+    model.load_state_dict(state)
+    return model.eval(), vocab, meta
+
+
+@torch.no_grad()
+def greedy(model: graph_t5.GraphT5, graph: torch.Tensor, mask: torch.Tensor, max_len: int) -> list[list[int]]:
+    """Greedy decoding (BOS = 1 first, stop at EOS = 2): token ids per model, BOS and EOS included."""
+    memory = model.encode(graph, mask)
+    seq = torch.ones(graph.shape[0], 1, dtype=torch.long)
+    done = torch.zeros(graph.shape[0], dtype=torch.bool)
+    for _ in range(max_len - 1):
+        nxt = model.decode(memory, mask, seq)[:, -1].argmax(-1)
+        nxt = torch.where(done, torch.zeros_like(nxt), nxt)
+        seq = torch.cat([seq, nxt[:, None]], 1)
+        done |= nxt == 2
+        if bool(done.all()):
+            break
+    return [[int(i) for i in row if i != 0] for row in seq]
+
+
+def _program(vocab: data.Vocabulary, strings: list[str]):
+    """The decoded program, or None when the tokens are not one."""
+    try:
+        if vocab.language == "rasp":
+            return rasp_tokens.detokenize([rasp_tokens.VOCAB.id(t) for t in ["BOS", *strings]])
+        return python_tokens.parse(strings)
+    except (MetamodelsError, KeyError, ValueError, IndexError):
+        return None
+
+
+def _outputs(candidate: programs.Candidate, inputs: list[tuple]) -> list | None:
+    try:
+        return [list(candidate.evaluate(xs)) for xs in inputs]
+    except Exception:  # noqa: BLE001 - a decoded program may fail on an input (a table it never read, an index)
+        return None
+
+
+def score(vocab: data.Vocabulary, decoded: list[int], row: dict, target: Sequence[int]) -> dict:
+    """One model's metrics (see the module docstring)."""
+    right = sum(1 for k in range(1, len(target)) if k < len(decoded) and decoded[k] == target[k])
+    strings = data.decode_strings(vocab, decoded)
+    out = {"token_accuracy": right / (len(target) - 1), "exact": list(decoded) == list(target), "parses": False,
+           "functional": False, "agreement": 0.0}  # fmt: skip
+    program = _program(vocab, strings)
+    if program is None:
+        return out
+    out["parses"] = True
+    inputs = data.heldout_inputs(row)
+    vocab_in = json.loads(row["input_vocab"])
+    truth = programs.from_text(row["language"], row["program"], vocab_in, row["max_seq_len"], row["causal"])
+    size = program.n_ops if row["language"] == "rasp" else program.n_statements
+    guess = programs.Candidate(
+        row["language"], -1, program, "", "", "", size, tuple(vocab_in), row["max_seq_len"], row["causal"]
+    )
+    got = _outputs(guess, inputs)
+    if got is None:
+        return out
+    out["functional"] = got == [list(truth.evaluate(xs)) for xs in inputs]
+    model_out = trained.run(stats.model_from_row(row), inputs)
+    pairs = [(g, m) for gs, ms in zip(got, model_out) for g, m in zip(gs, ms) if g is not None]
+    out["agreement"] = sum(g == m for g, m in pairs) / max(1, len(pairs))
+    return out
+
+
+def evaluate(checkpoint: Path, zoo: Path, split: str = "test", blind: bool = False, limit: int | None = None,
+             batch_size: int = 64, progress: bool = True) -> dict:  # fmt: skip
+    """Metrics of a checkpoint on a zoo split: overall, by program size and by base-model size (log10 params)."""
+    model, vocab, meta = load(checkpoint)
+    config = MappingConfig(**meta["config"])
+    manifest = store.read_manifest(Path(zoo))
+    if manifest is None:
+        raise store.StoreError(f"{zoo}: no {store.MANIFEST}; not a zoo directory")
+    if manifest["config"]["language"] != vocab.language:
+        raise MetamodelsError(
+            f"{checkpoint} maps to {vocab.language}, but {zoo} is a {manifest['config']['language']} zoo"
+        )
+    rows: list[dict] = []
+    results: list[dict] = []
+    ids = vocab.ids
+
+    def flush() -> None:
+        examples = [data.Example(r["id"], r["program_id"], r["program"], r["split"], r["size"], r["n_params"],
+                                 data.vertex_features(stats.model_from_row(r), config.features),
+                                 tuple(ids[t] for t in data.target_strings(r["language"], r["program"])))
+                    for r in rows]  # fmt: skip
+        graph, mask, _ = collate(examples, blind)
+        for r, e, decoded in zip(rows, examples, greedy(model, graph, mask, meta["max_len"])):
+            results.append(
+                {"id": r["id"], "size": r["size"], "n_params": r["n_params"], **score(vocab, decoded, r, e.target)}
+            )
+        rows.clear()
+
+    with tqdm(desc=f"evaluating {split}", unit="model", disable=not progress) as bar:
+        for row in build.read_zoo(zoo, split=split):
+            rows.append(row)
+            if len(rows) == batch_size:
+                flush()
+                bar.update(batch_size)
+            if limit is not None and len(results) + len(rows) >= limit:
+                break
+        if rows:
+            bar.update(len(rows))
+            flush()
+    if not results:
+        raise MetamodelsError(f"{zoo}: no models in the {split} split")
+    return summarize(results) | {"checkpoint": str(checkpoint), "zoo": str(zoo), "split": split, "blind": blind}
+
+
+METRICS = ("token_accuracy", "exact", "parses", "functional", "agreement")
+
+
+def summarize(results: list[dict]) -> dict:
+    def mean(rs: list[dict]) -> dict:
+        return {"models": len(rs), **{m: round(float(np.mean([r[m] for r in rs])), 4) for m in METRICS}}
+
+    by_size: dict = collections.defaultdict(list)
+    by_params: dict = collections.defaultdict(list)
+    for r in results:
+        by_size[r["size"]].append(r)
+        by_params[f"1e{int(np.log10(max(1, r['n_params'])))}"].append(r)
+    return {"overall": mean(results), "by_size": {k: mean(v) for k, v in sorted(by_size.items())},
+            "by_params": {k: mean(v) for k, v in sorted(by_params.items())}}  # fmt: skip
+
+
+def describe(summary: dict) -> str:
+    head = f"{'':>12} {'models':>7} " + " ".join(f"{m:>15}" for m in METRICS)
+    lines = [f"{summary['zoo']} ({summary['split']} split{', blind' if summary['blind'] else ''})", head]
+
+    def line(name: str, s: dict) -> str:
+        return f"{name:>12} {s['models']:>7} " + " ".join(f"{s[m]:>15.3f}" for m in METRICS)
+
+    lines.append(line("overall", summary["overall"]))
+    lines += [line(f"size {k}", v) for k, v in summary["by_size"].items()]
+    lines += [line(f"params {k}", v) for k, v in summary["by_params"].items()]
+    return "\n".join(lines)
