@@ -63,13 +63,72 @@ def test_relative_buckets_are_exact_near_and_logarithmic_far():
 def test_decoding_cannot_see_later_tokens():
     torch.manual_seed(0)
     model = graph_t5.GraphT5(graph_t5.GraphT5Config(features=8, vocab_size=11, dropout=0.0)).eval()
-    graph, mask = torch.randn(2, 3, 8), torch.ones(2, 3, dtype=torch.bool)
+    inputs = {"graph": torch.randn(2, 3, 8), "mask": torch.ones(2, 3, dtype=torch.bool)}
     tokens = torch.randint(1, 11, (2, 6))
     changed = tokens.clone()
     changed[:, 4:] = 3
-    a, b = model(graph, mask, tokens), model(graph, mask, changed)
+    a, b = model(inputs, tokens), model(inputs, changed)
     torch.testing.assert_close(a[:, :4], b[:, :4])
     assert not torch.allclose(a[:, 4:], b[:, 4:])
+
+
+def _permuted(model, rng):
+    """The same function with heads permuted within each layer and MLP units permuted."""
+    import dataclasses
+
+    params = dict(model.params)
+    for layer in range(model.config.n_layers):
+        b = f"blocks.{layer}."
+        heads = rng.permutation(model.config.n_heads)
+        for name in ("W_Q", "W_K", "W_V", "b_Q", "b_K", "b_V", "W_O"):
+            params[b + "attn." + name] = params[b + "attn." + name][heads]
+        units = rng.permutation(model.config.d_mlp)
+        params[b + "mlp.W_in"], params[b + "mlp.b_in"] = params[b + "mlp.W_in"][:, units], params[b + "mlp.b_in"][units]
+        params[b + "mlp.W_out"] = params[b + "mlp.W_out"][units]
+    return dataclasses.replace(model, params=params)
+
+
+def _rotated(model, rng):
+    """The same function with the residual stream rotated (exact without LayerNorm)."""
+    import dataclasses
+
+    q, _ = np.linalg.qr(rng.normal(size=(model.config.d_model, model.config.d_model)))
+    q = q.astype(np.float32)
+    params = {}
+    for name, v in model.params.items():
+        if name in ("embed.W_E", "pos_embed.W_pos") or name.endswith(("attn.b_O", "mlp.b_out")):
+            params[name] = v @ q
+        elif name.endswith(("W_Q", "W_K", "W_V")):
+            params[name] = np.einsum("de,hdk->hek", q, v)
+        elif name.endswith("attn.W_O"):
+            params[name] = v @ q
+        elif name.endswith("mlp.W_in") or name == "unembed.W_U":
+            params[name] = q.T @ v
+        elif name.endswith("mlp.W_out"):
+            params[name] = v @ q
+        else:
+            params[name] = v
+    return dataclasses.replace(model, params=params)
+
+
+def test_circuit_features_are_invariant_to_heads_units_and_rotations(zoo):
+    from metamodels.mapping import circuits
+    from metamodels.transformer import trained
+
+    rng = np.random.default_rng(0)
+    for row in build.read_zoo(zoo):
+        model = stats.model_from_row(row)
+        f = circuits.features(model)
+        xs = [tuple(x) for x in json.loads(row["heldout_inputs"])[:8]]
+        variants = [_permuted(model, rng)] + ([_rotated(model, rng)] if model.config.norm == "none" else [])
+        for other in variants:
+            assert trained.run(other, xs) == trained.run(model, xs)  # the variant computes the same function
+            g = circuits.features(other)
+            order = lambda a: np.sort(a.astype(np.float32), axis=0)  # noqa: E731 - heads and units as sets
+            np.testing.assert_allclose(order(g["heads"]), order(f["heads"]), atol=2e-2)
+            for layer in range(model.config.n_layers):
+                np.testing.assert_allclose(order(g["units"][layer]), order(f["units"][layer]), atol=2e-2)
+            np.testing.assert_allclose(g["direct"].astype(np.float32), f["direct"].astype(np.float32), atol=2e-2)
 
 
 def test_targets_round_trip_through_the_vocabulary(zoo):
@@ -77,7 +136,7 @@ def test_targets_round_trip_through_the_vocabulary(zoo):
     assert examples and all(e.target[0] == 1 and e.target[-1] == 2 for e in examples)
     for e in examples:
         strings = data.decode_strings(vocab, list(e.target))
-        assert training._program(vocab, strings) is not None
+        assert training.parse_decoded(vocab, strings) is not None
 
 
 def test_the_true_program_scores_perfectly_and_agrees_as_the_model_was_measured(zoo):
@@ -91,27 +150,83 @@ def test_the_true_program_scores_perfectly_and_agrees_as_the_model_was_measured(
         assert not cut["exact"] and not cut["parses"] and cut["token_accuracy"] < 1.0
 
 
-def test_training_fits_a_few_models_and_the_cli_evaluates(zoo, tmp_path, capsys):
-    vocab, examples = data.load(zoo, "train")
-    config = training.MappingConfig(steps=80, batch_size=4, lr=3e-3, seed=0)
-    torch.manual_seed(0)
-    before = training.make_model(config, vocab, 200)
-    before.eval()
-    batch = training.collate(examples[:4])
-    ckpt = tmp_path / "map.safetensors"
+@pytest.fixture(scope="module", params=training.ARCHS)
+def checkpoint(zoo, request, tmp_path_factory) -> Path:
+    ckpt = tmp_path_factory.mktemp("mapping") / f"{request.param}.safetensors"
     assert cli.main(["mapping", "train", str(zoo), "-o", str(ckpt), "--steps", "80", "--batch-size", "4",
-                     "--lr", "3e-3"]) == 0  # fmt: skip
-    after, _, meta = training.load(ckpt)
+                     "--lr", "3e-3", "--arch", request.param]) == 0  # fmt: skip
+    return ckpt
+
+
+def test_training_fits_a_few_models_and_the_cli_evaluates(zoo, checkpoint, tmp_path, capsys):
+    _, _, meta = training.load(checkpoint)
+    config = training.MappingConfig(**meta["config"])
+    vocab, examples = data.load(zoo, "train", config.featurize)
+    torch.manual_seed(0)
+    before = training.make_model(config, vocab, 200).eval()
+    batch = training.collate(config, examples[:4])
+    after, _, meta = training.load(checkpoint)
     with torch.no_grad():
         assert training.lm_loss(after, *batch).item() < 0.5 * training.lm_loss(before, *batch).item()
     assert meta["train_models"] == len(examples) and meta["config"]["steps"] == 80
     capsys.readouterr()
     report = tmp_path / "report.json"
-    assert cli.main(["mapping", "evaluate", str(ckpt), str(zoo), "--json", str(report)]) == 0
+    assert cli.main(["mapping", "evaluate", str(checkpoint), str(zoo), "--json", str(report)]) == 0
     assert "token_accuracy" in capsys.readouterr().out
     summary = json.loads(report.read_text())
     assert summary["overall"]["models"] == sum(1 for _ in build.read_zoo(zoo, split="test"))
-    assert cli.main(["mapping", "evaluate", str(ckpt), str(zoo), "--blind"]) == 0
+    assert cli.main(["mapping", "evaluate", str(checkpoint), str(zoo), "--blind"]) == 0
+
+
+def test_decompile_reads_an_exported_trained_model(zoo, checkpoint, tmp_path, capsys, monkeypatch):
+    from metamodels.mapping import decompile
+
+    row = next(build.read_zoo(zoo, split="test"))
+    model_file = tmp_path / "trained.safetensors"
+    assert cli.main(["zoo", "export", str(zoo), row["id"], "-o", str(model_file)]) == 0
+    capsys.readouterr()
+    language = row["language"]
+    code = cli.main(["decompile", str(model_file), "--checkpoint", str(checkpoint), "--language", language, "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == (0 if result["text"] is not None else 1)
+    assert result["agreement"] is None or 0.0 <= result["agreement"]["rate"] <= 1.0
+    # With the true program's tokens decoded, the measured agreement is the model's own accuracy on fresh inputs.
+    vocab = data.vocabulary(language)
+    truth = [vocab.ids[t] for t in data.target_strings(language, row["program"])]
+    monkeypatch.setattr(training, "greedy", lambda *a: [truth])
+    mapped = decompile.decompile(stats.model_from_row(row), checkpoint, language)
+    assert mapped.text is not None and mapped.agreement.rate >= 0.9 and mapped.agreement.compared > 0
+    assert "agreement with the model" in mapped.describe()
+
+
+def test_verify_measures_a_trained_models_agreement_with_a_program(zoo, tmp_path, capsys):
+    rows = list(build.read_zoo(zoo))
+    model_file = tmp_path / "trained.safetensors"
+    assert cli.main(["zoo", "export", str(zoo), rows[0]["id"], "-o", str(model_file)]) == 0
+    suffix = ".py" if rows[0]["language"] == "python" else ".rasp"
+    own = tmp_path / f"own{suffix}"
+    own.write_text(rows[0]["program"])
+    capsys.readouterr()
+    assert cli.main(["verify", str(own), str(model_file), "--json"]) == 0
+    measured = json.loads(capsys.readouterr().out)
+    assert measured["agrees"] and measured["rate"] >= 0.95
+    other = next(r for r in rows if r["fingerprint"] != rows[0]["fingerprint"])  # another behaviour
+    wrong = tmp_path / f"wrong{suffix}"
+    wrong.write_text(other["program"])
+    code = cli.main(["verify", str(wrong), str(model_file), "--json"])
+    measured = json.loads(capsys.readouterr().out)
+    assert code == (0 if measured["agrees"] else 1) and measured["rate"] < 1.0
+
+
+def test_the_black_box_finds_a_train_program_on_the_train_split(zoo, capsys, tmp_path):
+    from metamodels.mapping import blackbox
+
+    summary = blackbox.evaluate(zoo, "train", pool=100, probes=64, progress=False)
+    # every train program is in the pool, and 64 probes tell these few programs apart: functional on train
+    assert summary["overall"]["functional"] == 1.0 and summary["overall"]["agreement"] >= 0.95
+    report = tmp_path / "bb.json"
+    assert cli.main(["mapping", "baseline", str(zoo), "--pool", "50", "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["overall"]["models"] == sum(1 for _ in build.read_zoo(zoo, split="test"))
 
 
 def test_a_bad_checkpoint_or_zoo_is_one_error(zoo, tmp_path, capsys):

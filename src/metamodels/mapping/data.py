@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -80,9 +80,13 @@ def vertex_features(model: TrainedModel, features: int = FEATURES) -> np.ndarray
     return out
 
 
+def graph_features(model: TrainedModel, features: int = FEATURES) -> dict[str, np.ndarray]:
+    return {"graph": vertex_features(model, features)}
+
+
 @dataclasses.dataclass(frozen=True)
 class Example:
-    """One zoo model as a mapping example (``graph``: float16 ``[n_layers, features]``; ``target``: token ids)."""
+    """One zoo model as a mapping example (``features``: the encoder's arrays; ``target``: token ids)."""
 
     id: str
     program_id: str
@@ -90,12 +94,12 @@ class Example:
     split: str
     size: int
     n_params: int
-    graph: np.ndarray
+    features: dict[str, np.ndarray]
     target: tuple[int, ...]
 
 
-def load(directory: Path, split: str | None = None, features: int = FEATURES, limit: int | None = None,
-         progress: bool = False) -> tuple[Vocabulary, list[Example]]:  # fmt: skip
+def load(directory: Path, split: str | None = None, featurize: Callable[[TrainedModel], dict] = graph_features,
+         limit: int | None = None, progress: bool = False) -> tuple[Vocabulary, list[Example]]:  # fmt: skip
     """The zoo's models of ``split`` (all splits when None) as examples, in zoo order; at most ``limit``."""
     manifest = store.read_manifest(Path(directory))
     if manifest is None:
@@ -108,9 +112,8 @@ def load(directory: Path, split: str | None = None, features: int = FEATURES, li
     with tqdm(total=limit or total, desc=f"reading {split or 'all'}", unit="model", disable=not progress) as bar:
         for row in build.read_zoo(directory, split=split):
             target = tuple(ids[t] for t in target_strings(row["language"], row["program"]))
-            graph = vertex_features(stats.model_from_row(row), features)
             out.append(Example(row["id"], row["program_id"], row["program"], row["split"], row["size"],
-                               row["n_params"], graph, target))  # fmt: skip
+                               row["n_params"], featurize(stats.model_from_row(row)), target))  # fmt: skip
             bar.update()
             if limit is not None and len(out) >= limit:
                 break

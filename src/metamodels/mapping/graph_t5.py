@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -107,7 +108,7 @@ def relative_bucket(distance: torch.Tensor, buckets: int, max_distance: int) -> 
 class GraphT5(nn.Module):
     """Graph encoder + T5-style decoder.
 
-    ``forward(graph [B, N, F], vertex_mask [B, N] bool, tokens [B, T]) -> logits [B, T, vocab_size]``:
+    ``forward({"graph": [B, N, F], "mask": [B, N] bool}, tokens [B, T]) -> logits [B, T, vocab_size]``:
     position t predicts token t + 1.
     """
 
@@ -122,10 +123,11 @@ class GraphT5(nn.Module):
         self.norm = RMSNorm(c.d_model)
         self.drop = nn.Dropout(c.dropout)
 
-    def encode(self, graph: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``[B, N, F]``, ``[B, N]`` -> vertex states ``[B, N, d_model]``."""
+    def encode(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``graph [B, N, F]``, ``mask [B, N]`` -> vertex states ``[B, N, d_model]`` and the mask."""
+        graph, mask = inputs["graph"], inputs["mask"]
         h = F.relu(self.gcn1(F.relu(self.fc1(graph)), mask))
-        return self.gcn2(F.relu(self.fc2(h)), mask)
+        return self.gcn2(F.relu(self.fc2(h)), mask), mask
 
     def decode(self, memory: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Vertex states ``[B, N, d]`` (mask ``[B, N]``) and tokens ``[B, T]`` -> logits ``[B, T, vocab_size]``."""
@@ -141,5 +143,17 @@ class GraphT5(nn.Module):
             x = layer(x, memory, self_bias, cross_bias)
         return self.norm(x) @ self.embed.weight.T * self.config.d_model**-0.5
 
-    def forward(self, graph: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(graph, mask), mask, tokens)
+    def forward(self, inputs: dict[str, torch.Tensor], tokens: torch.Tensor) -> torch.Tensor:
+        return self.decode(*self.encode(inputs), tokens)
+
+
+def collate(batch: list[dict[str, np.ndarray]], blind: bool = False) -> dict[str, torch.Tensor]:
+    """Graphs ``[B, N, F]`` float32 (zero-padded vertices; ``blind``: all zero) and the vertex mask ``[B, N]``."""
+    n = max(f["graph"].shape[0] for f in batch)
+    graph = np.zeros((len(batch), n, batch[0]["graph"].shape[1]), np.float32)
+    mask = np.zeros((len(batch), n), bool)
+    for b, f in enumerate(batch):
+        if not blind:
+            graph[b, : f["graph"].shape[0]] = f["graph"]
+        mask[b, : f["graph"].shape[0]] = True
+    return {"graph": torch.from_numpy(graph), "mask": torch.from_numpy(mask)}

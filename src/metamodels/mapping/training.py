@@ -1,4 +1,5 @@
-"""Train and evaluate a model-mapping meta-model on a zoo; checkpoints are safetensors + JSON.
+"""Train and evaluate a model-mapping meta-model on a zoo; checkpoints are safetensors (float16 weights, loaded into
+float32) with the config, vocabulary, training log and provenance as JSON metadata.
 
 Training reads the zoo's ``train`` split (every view of a program: the paper's augmentation), evaluation its
 ``test`` split (program- and behaviour-disjoint from train: the zoo splits by behaviour fingerprint, never by view).
@@ -12,7 +13,7 @@ Decoding is greedy and unconstrained, as in the paper. Metrics per model:
 - **agreement**: the fraction of (input, position) where the decoded program is defined and its output equals the
   trained model's (for the true program this is the model's stored held-out accuracy).
 
-``blind=True`` zeroes every graph: what the decoder writes from its prior alone (the random-weights baseline).
+``blind=True`` zeroes every encoder input (weights, circuits): what the decoder writes from its prior alone (the random-weights baseline).
 """
 
 from __future__ import annotations
@@ -34,23 +35,23 @@ from tqdm import tqdm
 from metamodels import artifacts, options
 from metamodels.dataset import store
 from metamodels.errors import MetamodelsError
-from metamodels.mapping import data, graph_t5
+from metamodels.mapping import circuits, data, graph_t5
 from metamodels.python import tokens as python_tokens
 from metamodels.rasp import tokens as rasp_tokens
 from metamodels.transformer import trained
 from metamodels.zoo import build, programs, stats
 
 FORMAT = "metamodels.mapping-checkpoint"
-ARCHS = ("graph-t5",)
+ARCHS = ("graph-t5", "circuits")
 
 
 @dataclasses.dataclass(frozen=True)
 class MappingConfig:
-    arch: str = options.option("graph-t5", help="meta-model architecture (graph-t5: paper 002's)")
+    arch: str = options.option("graph-t5", help="meta-model architecture: graph-t5 (paper 002's) or circuits (ours)")
     steps: int = options.option(3000, help="optimizer steps")
     batch_size: int = options.option(32, help="models per step")
     lr: float = options.option(1e-3, help="peak learning rate (AdamW; linear warm-up over 5%%, cosine decay)")
-    features: int = options.option(data.FEATURES, help="parameters per layer vertex (padded or truncated)")
+    features: int = options.option(data.FEATURES, help="graph-t5: parameters per layer vertex (padded or truncated)")
     seed: int = options.option(0, help="seed of initialisation, batch order and dropout")
     limit: int | None = options.option(None, help="train on at most this many zoo models (default: all)")
 
@@ -61,34 +62,36 @@ class MappingConfig:
             if getattr(self, name) < 1:
                 raise MetamodelsError(f"--{name.replace('_', '-')} must be at least 1")
 
+    def featurize(self, model: trained.TrainedModel) -> dict[str, np.ndarray]:
+        """The encoder's input arrays for one trained model."""
+        if self.arch == "circuits":
+            return circuits.features(model)
+        return data.graph_features(model, self.features)
 
-def collate(examples: Sequence[data.Example], blind: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Graphs ``[B, N, F]`` float32 (zero-padded vertices), vertex mask ``[B, N]`` bool, targets ``[B, T]`` (PAD 0)."""
-    n = max(e.graph.shape[0] for e in examples)
-    t = max(len(e.target) for e in examples)
-    graph = np.zeros((len(examples), n, examples[0].graph.shape[1]), np.float32)
-    mask = np.zeros((len(examples), n), bool)
-    target = np.zeros((len(examples), t), np.int64)
+
+def collate(config: MappingConfig, examples: Sequence[data.Example], blind: bool = False):
+    """The encoder's batched inputs (see each architecture's ``collate``) and targets ``[B, T]`` (PAD 0)."""
+    batch = [e.features for e in examples]
+    inputs = circuits.collate(batch, blind) if config.arch == "circuits" else graph_t5.collate(batch, blind)
+    target = np.zeros((len(examples), max(len(e.target) for e in examples)), np.int64)
     for b, e in enumerate(examples):
-        if not blind:
-            graph[b, : e.graph.shape[0]] = e.graph
-        mask[b, : e.graph.shape[0]] = True
         target[b, : len(e.target)] = e.target
-    return torch.from_numpy(graph), torch.from_numpy(mask), torch.from_numpy(target)
+    return inputs, torch.from_numpy(target)
 
 
 def make_model(config: MappingConfig, vocab: data.Vocabulary, max_len: int) -> graph_t5.GraphT5:
-    return graph_t5.GraphT5(graph_t5.GraphT5Config(features=config.features, vocab_size=len(vocab), max_len=max_len))
+    c = graph_t5.GraphT5Config(features=config.features, vocab_size=len(vocab), max_len=max_len)
+    return circuits.Circuits(c) if config.arch == "circuits" else graph_t5.GraphT5(c)
 
 
-def lm_loss(model: graph_t5.GraphT5, graph: torch.Tensor, mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    logits = model(graph, mask, target[:, :-1])
+def lm_loss(model: graph_t5.GraphT5, inputs: dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+    logits = model(inputs, target[:, :-1])
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target[:, 1:].reshape(-1), ignore_index=0)
 
 
 def train(zoo: Path, out: Path, config: MappingConfig, progress: bool = True) -> dict:
     """Train on the zoo's train split; write the checkpoint to ``out``; returns its metadata."""
-    vocab, examples = data.load(zoo, "train", config.features, config.limit, progress)
+    vocab, examples = data.load(zoo, "train", config.featurize, config.limit, progress)
     if not examples:
         raise MetamodelsError(f"{zoo}: no models in the train split")
     torch.manual_seed(config.seed)
@@ -114,7 +117,7 @@ def train(zoo: Path, out: Path, config: MappingConfig, progress: bool = True) ->
             )
             for group in opt.param_groups:
                 group["lr"] = config.lr * scale
-            loss = lm_loss(model, *collate(batch))
+            loss = lm_loss(model, *collate(config, batch))
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -129,7 +132,7 @@ def train(zoo: Path, out: Path, config: MappingConfig, progress: bool = True) ->
             "config": dataclasses.asdict(config), "zoo": str(zoo), "train_models": len(examples),
             "train_programs": len({e.program_id for e in examples}), "log": log,
             "provenance": artifacts.provenance()}  # fmt: skip
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().half().contiguous() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     artifacts.atomic_write(out, lambda p: save_file(state, str(p), metadata={"metamodels": json.dumps(meta)}))
     return meta
 
@@ -152,11 +155,11 @@ def load(path: Path) -> tuple[graph_t5.GraphT5, data.Vocabulary, dict]:
 
 
 @torch.no_grad()
-def greedy(model: graph_t5.GraphT5, graph: torch.Tensor, mask: torch.Tensor, max_len: int) -> list[list[int]]:
+def greedy(model: graph_t5.GraphT5, inputs: dict[str, torch.Tensor], max_len: int) -> list[list[int]]:
     """Greedy decoding (BOS = 1 first, stop at EOS = 2): token ids per model, BOS and EOS included."""
-    memory = model.encode(graph, mask)
-    seq = torch.ones(graph.shape[0], 1, dtype=torch.long)
-    done = torch.zeros(graph.shape[0], dtype=torch.bool)
+    memory, mask = model.encode(inputs)
+    seq = torch.ones(memory.shape[0], 1, dtype=torch.long)
+    done = torch.zeros(memory.shape[0], dtype=torch.bool)
     for _ in range(max_len - 1):
         nxt = model.decode(memory, mask, seq)[:, -1].argmax(-1)
         nxt = torch.where(done, torch.zeros_like(nxt), nxt)
@@ -167,7 +170,7 @@ def greedy(model: graph_t5.GraphT5, graph: torch.Tensor, mask: torch.Tensor, max
     return [[int(i) for i in row if i != 0] for row in seq]
 
 
-def _program(vocab: data.Vocabulary, strings: list[str]):
+def parse_decoded(vocab: data.Vocabulary, strings: list[str]):
     """The decoded program, or None when the tokens are not one."""
     try:
         if vocab.language == "rasp":
@@ -190,17 +193,14 @@ def score(vocab: data.Vocabulary, decoded: list[int], row: dict, target: Sequenc
     strings = data.decode_strings(vocab, decoded)
     out = {"token_accuracy": right / (len(target) - 1), "exact": list(decoded) == list(target), "parses": False,
            "functional": False, "agreement": 0.0}  # fmt: skip
-    program = _program(vocab, strings)
+    program = parse_decoded(vocab, strings)
     if program is None:
         return out
     out["parses"] = True
     inputs = data.heldout_inputs(row)
     vocab_in = json.loads(row["input_vocab"])
     truth = programs.from_text(row["language"], row["program"], vocab_in, row["max_seq_len"], row["causal"])
-    size = program.n_ops if row["language"] == "rasp" else program.n_statements
-    guess = programs.Candidate(
-        row["language"], -1, program, "", "", "", size, tuple(vocab_in), row["max_seq_len"], row["causal"]
-    )
+    guess = programs.from_program(program, vocab_in, row["max_seq_len"], row["causal"])
     got = _outputs(guess, inputs)
     if got is None:
         return out
@@ -229,11 +229,11 @@ def evaluate(checkpoint: Path, zoo: Path, split: str = "test", blind: bool = Fal
 
     def flush() -> None:
         examples = [data.Example(r["id"], r["program_id"], r["program"], r["split"], r["size"], r["n_params"],
-                                 data.vertex_features(stats.model_from_row(r), config.features),
+                                 config.featurize(stats.model_from_row(r)),
                                  tuple(ids[t] for t in data.target_strings(r["language"], r["program"])))
                     for r in rows]  # fmt: skip
-        graph, mask, _ = collate(examples, blind)
-        for r, e, decoded in zip(rows, examples, greedy(model, graph, mask, meta["max_len"])):
+        inputs, _ = collate(config, examples, blind)
+        for r, e, decoded in zip(rows, examples, greedy(model, inputs, meta["max_len"])):
             results.append(
                 {"id": r["id"], "size": r["size"], "n_params": r["n_params"], **score(vocab, decoded, r, e.target)}
             )

@@ -251,7 +251,9 @@ def run(model: TrainedModel, inputs: Sequence[Sequence[Value]]) -> list[list[Val
     return out  # type: ignore[return-value]
 
 
-def token_accuracy(model: TrainedModel, inputs: Sequence[Sequence[Value]], targets: Sequence[Sequence[Value | None]]) -> float:
+def token_accuracy(
+    model: TrainedModel, inputs: Sequence[Sequence[Value]], targets: Sequence[Sequence[Value | None]]
+) -> float:
     """Fraction of defined target positions (not None) where the model's output equals the target."""
     right = total = 0
     for got, want in zip(run(model, inputs), targets):

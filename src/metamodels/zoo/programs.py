@@ -101,5 +101,14 @@ def from_text(language: str, program_text: str, vocab: Sequence[Value], max_seq_
     if language not in LANGUAGES:
         raise ValueError(f"unknown language {language!r} (one of {', '.join(LANGUAGES)})")
     program = text.parse_program(program_text) if language == "rasp" else python_tokens.parse_text(program_text)
-    size = program.n_ops if isinstance(program, Program) else program.n_statements
-    return Candidate(language, -1, program, program_text, "", "", size, tuple(vocab), max_seq_len, causal)
+    return from_program(program, vocab, max_seq_len, causal, program_text)
+
+
+def from_program(program: Program | python_program.PyProgram, vocab: Sequence[Value], max_seq_len: int, causal: bool,
+                 program_text: str = "") -> Candidate:  # fmt: skip
+    """A program (RASP or Python) with the settings it runs under, to evaluate it like a zoo's candidate."""
+    if isinstance(program, Program):
+        return Candidate("rasp", -1, program, program_text, "", "", program.n_ops, tuple(vocab), max_seq_len, causal)
+    return Candidate(
+        "python", -1, program, program_text, "", "", program.n_statements, tuple(vocab), max_seq_len, causal
+    )
