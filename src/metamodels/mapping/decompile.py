@@ -37,6 +37,10 @@ def default_checkpoint(language: str) -> Path:
     return path
 
 
+PROBES = 256  # random inputs an agreement check runs
+BAR = 0.95  # agreement rate that counts as agreeing (the zoo's training bar)
+
+
 @dataclasses.dataclass(frozen=True)
 class Agreement:
     """How often a program matches a trained model on seeded random inputs (see the module docstring)."""
@@ -60,8 +64,8 @@ class Agreement:
         return "\n".join(lines)
 
 
-def agreement(program: Program | PyProgram, model: TrainedModel, probes: int = 256, seed: int = 0,
-              bar: float = 0.95) -> Agreement:  # fmt: skip
+def agreement(program: Program | PyProgram, model: TrainedModel, probes: int = PROBES, seed: int = 0,
+              bar: float = BAR) -> Agreement:  # fmt: skip
     """Run ``program`` and ``model`` on ``probes`` seeded random inputs of the model's vocabulary and compare."""
     cfg = model.config
     made = programs.from_program(program, cfg.input_vocab, cfg.max_seq_len, cfg.causal)
@@ -115,8 +119,8 @@ class MappingResult:
         return dataclasses.asdict(self) | {"agrees": agrees}
 
 
-def decompile(model: TrainedModel, checkpoint: Path | None = None, language: str = "rasp", probes: int = 256,
-              seed: int = 0, bar: float = 0.95) -> MappingResult:  # fmt: skip
+def decompile(model: TrainedModel, checkpoint: Path | None = None, language: str = "rasp", probes: int = PROBES,
+              seed: int = 0, bar: float = BAR) -> MappingResult:  # fmt: skip
     """Decode ``model``'s program with the mapping checkpoint (default: the shipped one for ``language``)."""
     if language not in LANGUAGES:
         raise MetamodelsError(f"unknown language {language!r} (rasp or python)")
