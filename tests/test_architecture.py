@@ -26,7 +26,7 @@ LAYERS = (
     ("mapping",),
     ("decompilation",),
     ("evaluation",),
-    ("cli", "demo", "__init__"),
+    ("cli", "demo", "__init__", "__main__"),
 )
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 

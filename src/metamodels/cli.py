@@ -36,6 +36,14 @@ JSON = options.arg("--json", action="store_true", help="print the result as JSON
 CHECKPOINT = options.arg("--checkpoint", type=Path, help="meta-model checkpoint directory (default: the shipped one; for "
                   "decompile, the one for the model's weights: Tracr's basis, or dense without residual labels)")
 
+
+def DEVICE(p: argparse.ArgumentParser) -> None:  # noqa: N802 (an argument like the others; built lazily: torch)
+    from typing import get_args
+
+    from metamodels.meta import parallel
+
+    p.add_argument("--device", choices=get_args(parallel.Device), default=parallel.DEVICE, help=parallel.DEVICE_HELP)
+
 # command: (help line, description or None, its arguments). Only the chosen command's arguments are built, so a
 # command imports only its stages: torch and JAX load slowly.
 COMMANDS: dict[str, options.Command] = {
@@ -117,7 +125,11 @@ COMMANDS: dict[str, options.Command] = {
                 options.arg("--probes", type=int, default=16, help="probe inputs per model (default 16)"),
                 options.arg("--seed", type=int, default=0, help="seed of the pool and the probes (default 0)"),
                 options.arg("--limit", type=int, help="evaluate at most this many models"),
-                options.arg("--json", type=Path, help="write the summary to this JSON file")])})]),
+                options.arg("--json", type=Path, help="write the summary to this JSON file")]),
+            "plot": ("plot evaluation summaries side by side, by program size and base-model size", None, [
+                options.arg("summaries", type=Path, nargs="+", help="--json files of mapping evaluate / baseline"),
+                options.arg("--labels", help="comma-separated curve labels (default: the file names)"),
+                options.arg("-o", "--out", type=Path, required=True, help="output PNG")])})]),
     "export": ("write a model file in another library's layout (TransformerLens)", "Write a compiled, densified or "
                "trained model file as a TransformerLens directory: model.safetensors (the HookedTransformer state dict) "
                "and config.json (the HookedTransformerConfig arguments and this model's vocabularies and settings). "
@@ -147,7 +159,7 @@ COMMANDS: dict[str, options.Command] = {
                   "checked against the model in order of score; the first that verifies is returned. --greedy: fast. "
                   "A trained transformer (a zoo model, an imported GPT-2) is read by the model-mapping meta-model "
                   "(--checkpoint: a mapping checkpoint file) and its program's agreement with the model is measured.",
-                  [MODEL, CHECKPOINT, _config("decompilation.pipeline:DecompileConfig"), JSON,
+                  [MODEL, CHECKPOINT, _config("decompilation.pipeline:DecompileConfig"), JSON, DEVICE,
                    options.arg("--verify", dest="verify", action="store_const", const=True,
                                help="verify candidates (the default since 0.6; kept for older scripts)"),
                    options.arg("--language", choices=("rasp", "python"), default="rasp", help="trained models only: "
@@ -157,7 +169,8 @@ COMMANDS: dict[str, options.Command] = {
               [_config("meta.training:TrainConfig")]),
     "evaluate": ("evaluate a meta-model checkpoint on a dataset split", "Greedy-decode every model of a split; report "
                  "exact, functional, teacher-forced and per-field accuracy by number of ops (optionally verified@k).", [
-        CHECKPOINT, options.arg("--data", type=Path, help="dataset directory (not needed for --split lib or written)"),
+        CHECKPOINT, DEVICE,
+        options.arg("--data", type=Path, help="dataset directory (not needed for --split lib or written)"),
         _config("evaluation.evaluate:EvaluateConfig"),
         options.arg("--programs", action="store_true", help="print every program, truth vs decoded"),
         options.arg("--json", type=Path, help="write the full report (every example) to this JSON file"),
@@ -269,6 +282,15 @@ def _mapping(args: argparse.Namespace) -> int:
         print(f"{args.out}: {meta['language']} mapping meta-model, trained on {meta['train_models']} models "
               f"({meta['train_programs']} programs), final loss {meta['log'][-1]['loss']}")  # fmt: skip
         return 0
+    if args.mapping_command == "plot":
+        from metamodels.mapping import report
+
+        labels = args.labels.split(",") if args.labels else [p.stem for p in args.summaries]
+        if len(labels) != len(args.summaries):
+            raise MetamodelsError(f"--labels gives {len(labels)} labels for {len(args.summaries)} summaries")
+        report.plot(args.summaries, labels, args.out)
+        print(f"{args.out}: {', '.join(report.PLOTTED)} by program size and by base-model parameters")
+        return 0
     if args.mapping_command == "baseline":
         from metamodels.mapping import blackbox
 
@@ -350,7 +372,7 @@ def _decompile(args: argparse.Namespace) -> int:
     if args.language != "rasp":
         raise MetamodelsError("a compiled model decompiles to RASP only; --language python applies to trained models")
     config = options.config_from(args, pipeline.DecompileConfig)
-    result = pipeline.decompile(model, checkpoint=args.checkpoint, **config.arguments())
+    result = pipeline.decompile(model, checkpoint=args.checkpoint, device=args.device, **config.arguments())
     if result.text is None and not args.json:
         raise MetamodelsError("the meta-model produced no complete program within its length limit")
     print(json.dumps(result.to_json(), indent=1, default=str) if args.json else
@@ -364,7 +386,9 @@ def _train(args: argparse.Namespace) -> int:
     data = args.data[0] if len(args.data) == 1 else tuple(args.data)
     cfg = options.config_from(args, training.TrainConfig, data=data, **({"minutes": None} if args.steps else {}))
     out = Path(cfg.out)
-    print(f"best checkpoint: {training.train(cfg)}; log {out / training.LOG}; curves {out / 'curves.png'}")
+    checkpoint = training.train(cfg)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, every rank runs this command
+        print(f"best checkpoint: {checkpoint}; log {out / training.LOG}; curves {out / 'curves.png'}")
     return 0
 
 
@@ -373,7 +397,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from metamodels.evaluation import evaluate, reporting
 
     config = options.config_from(args, evaluate.EvaluateConfig)
-    report = evaluate.evaluate(pipeline.load_metamodel(args.checkpoint), args.data, config)
+    report = evaluate.evaluate(pipeline.load_metamodel(args.checkpoint, args.device), args.data, config)
     if config.split in ("lib", "written") or args.programs:
         print(reporting.format_programs(report))
     print(reporting.format_table(report))

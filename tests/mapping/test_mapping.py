@@ -237,3 +237,14 @@ def test_a_bad_checkpoint_or_zoo_is_one_error(zoo, tmp_path, capsys):
     assert err.startswith("error:") and str(bad) in err and "\n" not in err
     assert cli.main(["mapping", "train", str(tmp_path / "nowhere"), "-o", str(bad)]) == 2
     assert "not a zoo directory" in capsys.readouterr().err
+
+
+def test_mapping_plot_draws_summaries_side_by_side_and_refuses_other_json(tmp_path, capsys):
+    row = {"models": 2, "token_accuracy": 0.5, "exact": 0.0, "parses": 1.0, "functional": 0.5, "agreement": 0.7}
+    summary = {"overall": row, "by_size": {"1": row, "2": row}, "by_params": {"1e3": row}}
+    (tmp_path / "a.json").write_text(json.dumps(summary))
+    assert cli.main(["mapping", "plot", str(tmp_path / "a.json"), "--labels", "ours", "-o", str(tmp_path / "p.png")]) == 0
+    assert (tmp_path / "p.png").stat().st_size > 0
+    (tmp_path / "b.json").write_text("{}")
+    assert cli.main(["mapping", "plot", str(tmp_path / "b.json"), "-o", str(tmp_path / "q.png")]) == 2
+    assert "not a mapping evaluation summary" in capsys.readouterr().err

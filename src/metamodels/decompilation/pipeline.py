@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Literal
 from metamodels import options
 from metamodels.decompilation import readout, wiring
 from metamodels.errors import MetamodelsError
-from metamodels.meta import decoding, metamodel, weight_encoding
+from metamodels.meta import decoding, metamodel, parallel, weight_encoding
 from metamodels.rasp import functions, text
 from metamodels.rasp import tokens as tokens_mod
 from metamodels.rasp.program import Program
@@ -163,12 +163,14 @@ def shipped_checkpoint(model: CompiledModel | None = None) -> Path:
     return DENSE_CHECKPOINT if dense and DENSE_CHECKPOINT.is_dir() else DEFAULT_CHECKPOINT
 
 
-def load_metamodel(checkpoint: str | Path | None = None) -> metamodel.MetaModel:
-    """The meta-model of a checkpoint directory (default: the shipped default one), loaded once per process."""
+def load_metamodel(checkpoint: str | Path | None = None, device: str = parallel.DEVICE) -> metamodel.MetaModel:
+    """The meta-model of a checkpoint directory (default: the shipped default one) on ``device`` (see
+    :func:`parallel.device`), loaded once per process and device."""
     path = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
-    key = str(path.resolve())
+    dev = parallel.device(device)
+    key = f"{path.resolve()}@{dev}"
     if key not in _LOADED:
-        _LOADED[key] = metamodel.load_checkpoint(path)[0]
+        _LOADED[key] = metamodel.load_checkpoint(path)[0].to(dev)
     return _LOADED[key]
 
 
@@ -176,6 +178,7 @@ def decompile(
     model: CompiledModel,
     *,
     checkpoint: str | Path | metamodel.MetaModel | None = None,
+    device: str = parallel.DEVICE,
     beam: int = DecompileConfig.beam,
     verify: bool = DecompileConfig.verify,
     max_inputs: int = DecompileConfig.max_inputs,
@@ -187,7 +190,8 @@ def decompile(
 ) -> Decompiled:
     """Decompile a compiled model; see the module docstring. EncodingError if the weights are out of range.
 
-    ``checkpoint`` None: the shipped meta-model for the model's basis (:func:`shipped_checkpoint`).
+    ``checkpoint`` None: the shipped meta-model for the model's basis (:func:`shipped_checkpoint`), loaded on
+    ``device`` (auto: a GPU if one is present; a MetaModel passed in stays where it is).
     ``certificate=False`` skips the recompile-and-compare check of the verified program;
     ``read_tables=False`` keeps the meta-model's library functions as decoded.
     """
@@ -196,7 +200,7 @@ def decompile(
         checkpoint = shipped_checkpoint(model)
     if isinstance(checkpoint, metamodel.MetaModel):
         return _decompile(model, checkpoint, config)
-    return dataclasses.replace(_decompile(model, load_metamodel(checkpoint), config), checkpoint=str(checkpoint))
+    return dataclasses.replace(_decompile(model, load_metamodel(checkpoint, device), config), checkpoint=str(checkpoint))
 
 
 def _decompile(model: CompiledModel, meta: metamodel.MetaModel, config: DecompileConfig) -> Decompiled:

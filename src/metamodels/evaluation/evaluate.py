@@ -73,7 +73,7 @@ _FIELD_OF_ID = np.array([FIELDS.index(field_of(t)) for t in tokens_mod.VOCAB.tok
 def _teacher_forced(model: metamodel.MetaModel, items: list[weight_encoding.WeightTokens], programs: list[list[int]]):
     """Per example: (hits [T-1] bool, fields [T-1] int) over the real target tokens."""
     _, hits_, _ = batching.teacher_forced(model, *batching.pad_weights(items), batching.pad_programs(programs))
-    hits = hits_.numpy()
+    hits = hits_.cpu().numpy()
     return [(hits[i, : len(p) - 1], _FIELD_OF_ID[np.asarray(p[1:])]) for i, p in enumerate(programs)]
 
 

@@ -36,6 +36,7 @@ from metamodels import artifacts, options
 from metamodels.dataset import store
 from metamodels.errors import MetamodelsError
 from metamodels.mapping import circuits, data, graph_t5
+from metamodels.meta import parallel
 from metamodels.python import tokens as python_tokens
 from metamodels.rasp import tokens as rasp_tokens
 from metamodels.transformer import trained
@@ -54,6 +55,8 @@ class MappingConfig:
     features: int = options.option(data.FEATURES, help="graph-t5: parameters per layer vertex (padded or truncated)")
     seed: int = options.option(0, help="seed of initialisation, batch order and dropout")
     limit: int | None = options.option(None, help="train on at most this many zoo models (default: all)")
+    device: parallel.Device = options.option(parallel.DEVICE, help=parallel.DEVICE_HELP + " (training; checkpoints "
+                                             "load anywhere)")  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -86,7 +89,7 @@ def make_model(config: MappingConfig, vocab: data.Vocabulary, max_len: int) -> g
 
 def lm_loss(model: graph_t5.GraphT5, inputs: dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
     logits = model(inputs, target[:, :-1])
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target[:, 1:].reshape(-1), ignore_index=0)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target[:, 1:].reshape(-1), ignore_index=0)
 
 
 def train(zoo: Path, out: Path, config: MappingConfig, progress: bool = True) -> dict:
@@ -97,8 +100,10 @@ def train(zoo: Path, out: Path, config: MappingConfig, progress: bool = True) ->
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     max_len = max(len(e.target) for e in examples) + 32
-    model = make_model(config, vocab, max_len)
+    dev = parallel.device(config.device)
+    model = make_model(config, vocab, max_len).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
+    scaler = parallel.grad_scaler(dev)  # float16 autocast only (CUDA without bfloat16)
     warmup = max(1, config.steps // 20)
     log, start = [], time.perf_counter()
     order = rng.permutation(len(examples))
@@ -117,11 +122,15 @@ def train(zoo: Path, out: Path, config: MappingConfig, progress: bool = True) ->
             )
             for group in opt.param_groups:
                 group["lr"] = config.lr * scale
-            loss = lm_loss(model, *collate(config, batch))
+            inputs, target = collate(config, batch)
+            with parallel.autocast(dev):
+                loss = lm_loss(model, {k: v.to(dev) for k, v in inputs.items()}, target.to(dev))
             opt.zero_grad()
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             if step % 50 == 0 or step == config.steps - 1:
                 log.append(
                     {"step": step, "loss": round(loss.item(), 4), "seconds": round(time.perf_counter() - start, 1)}
@@ -132,7 +141,8 @@ def train(zoo: Path, out: Path, config: MappingConfig, progress: bool = True) ->
             "config": dataclasses.asdict(config), "zoo": str(zoo), "train_models": len(examples),
             "train_programs": len({e.program_id for e in examples}), "log": log,
             "provenance": artifacts.provenance()}  # fmt: skip
-    state = {k: v.detach().half().contiguous() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    state = {k: (v.detach().half() if v.is_floating_point() else v).cpu().contiguous()
+             for k, v in model.state_dict().items()}  # fmt: skip
     artifacts.atomic_write(out, lambda p: save_file(state, str(p), metadata={"metamodels": json.dumps(meta)}))
     return meta
 

@@ -117,10 +117,22 @@ def load_split(
     workers: int = 2,
     cache_dir: str | Path | None = None,
     dense: densification.Dense | None = None,
+    part: tuple[int, int] = (0, 1),
 ) -> EncodedSet:
-    """Encode one split of a dataset directory (optionally its first ``limit`` examples, optionally densified)."""
+    """Encode one split of a dataset directory (optionally its first ``limit`` examples, optionally densified).
+
+    ``part`` (rank, ranks): only every ranks-th Parquet shard from the rank-th on is read, so data-parallel
+    ranks read disjoint shards and none reads the whole dataset (MetamodelsError if there are fewer shards
+    than ranks).
+    """
     directory = Path(directory)
+    rank, ranks = part
     paths = store.shard_paths(directory)
+    if ranks > 1:
+        if len(paths) < ranks:
+            raise MetamodelsError(f"{directory}: {len(paths)} shard(s) cannot be split over {ranks} ranks "
+                                  "(each rank reads whole shards); use fewer ranks or a dataset with more shards")  # fmt: skip
+        paths = paths[rank::ranks]
     key = hashlib.sha256(
         json.dumps(
             [
@@ -131,6 +143,7 @@ def load_split(
                 max_program_tokens,
                 limit,
             ]
+            + ([list(part)] if ranks > 1 else [])
             + ([dataclasses.asdict(dense)] if dense is not None else [])
         ).encode()
     ).hexdigest()[:16]
@@ -297,5 +310,5 @@ def teacher_forced(
     hits [B, T-1] bool: the most likely next token is the true one, real [B, T-1] bool: the true one is not PAD).
     """
     logits = model(values, tags, mask, program[:, :-1])
-    target = program[:, 1:]
+    target = program[:, 1:].to(logits.device)
     return logits, logits.argmax(-1) == target, target != 0

@@ -64,7 +64,7 @@ def greedy(model: metamodel.MetaModel, items: Sequence[weight_encoding.WeightTok
             break
         key_mask = torch.cat([key_mask, torch.ones(n, 1, dtype=torch.bool)], dim=1)
         logits, cache = model.step(token, position, cache, key_mask)
-        logp = torch.log_softmax(logits, dim=-1)
+        logp = torch.log_softmax(logits.float(), dim=-1).cpu()  # the grammar's masks live on the CPU
         token = torch.zeros(n, dtype=torch.long)  # PAD for finished rows
         for i in live:
             row = logp[i] + _allowed_mask(grammars[i], v)
@@ -96,7 +96,7 @@ def beam_search(model: metamodel.MetaModel, item: weight_encoding.WeightTokens, 
         key_mask = torch.ones(len(alive), prefix_mask.shape[1] + position + 1, dtype=torch.bool)
         key_mask[:, : prefix_mask.shape[1]] = prefix_mask
         logits, cache = model.step(token, position, cache, key_mask)
-        logp = torch.log_softmax(logits, dim=-1)
+        logp = torch.log_softmax(logits.float(), dim=-1).cpu()
         totals = torch.stack([logp[b] + _allowed_mask(g, logp.shape[1]) + s for b, (_, s, g) in enumerate(alive)])
         flat = totals.flatten()
         k = min(beam, int(torch.isfinite(flat).sum()))
@@ -121,7 +121,7 @@ def beam_search(model: metamodel.MetaModel, item: weight_encoding.WeightTokens, 
             keep = keep[: len(survivors)]
         alive = survivors
         if alive:
-            index = torch.tensor(keep)
+            index = torch.tensor(keep, device=cache[0][0].device)
             cache = [(k_[index], v_[index]) for k_, v_ in cache]
     if not finished:  # length limit before any EOS
         seq, score, _ = max(alive, key=lambda e: e[1]) if alive else ([bos], _NEG, None)
@@ -142,6 +142,6 @@ def score(
     program = torch.zeros(n, t, dtype=torch.long)
     for i, s in enumerate(sequences):
         program[i, : len(s)] = torch.tensor(s)
-    logp = torch.log_softmax(model.extend(model.prefill(values, tags, mask), mask, program[:, :-1]), -1)
+    logp = torch.log_softmax(model.extend(model.prefill(values, tags, mask), mask, program[:, :-1]).float(), -1).cpu()
     picked = logp.gather(-1, program[:, 1:, None])[..., 0] * (program[:, 1:] != 0)
     return picked.sum(1).tolist()

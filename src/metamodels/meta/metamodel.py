@@ -130,7 +130,7 @@ class MetaModel(nn.Module):
             head.weight.zero_()
             head.weight[:old] = self.head.weight
         self.token, self.head = token, head
-        self.token_bias = torch.cat([self.token_bias, torch.full((size - old,), float("-inf"))])
+        self.token_bias = torch.cat([self.token_bias, torch.full((size - old,), float("-inf"), device=self.token_bias.device)])
         self.cfg = dataclasses.replace(self.cfg, vocab_size=size)
 
     @staticmethod
@@ -160,9 +160,10 @@ class MetaModel(nn.Module):
         (True = real token); program [B, T] long -> logits [B, T, vocab] where
         logits[:, t] predicts program[:, t + 1].
         """
+        values, tags, weight_mask, program = self._here(values, tags, weight_mask, program)
         p, t = values.shape[1], program.shape[1]
         x = torch.cat([self.embed_weights(values, tags), self._embed_program(program, 0)], dim=1)
-        i = torch.arange(p + t)
+        i = torch.arange(p + t, device=x.device)
         causal = (i[None, :] <= i[:, None]) | (i[None, :] < p)  # [L, L]: prefix visible to all
         causal &= (i[:, None] >= p) | (i[None, :] < p)  # weight tokens do not see the program
         keys = torch.cat([weight_mask, torch.ones_like(program, dtype=torch.bool)], dim=1)  # [B, L]
@@ -175,11 +176,20 @@ class MetaModel(nn.Module):
         t = program.shape[1]
         if start + t > self.cfg.max_program_tokens:
             raise MetamodelsError(f"program longer than the meta-model's {self.cfg.max_program_tokens} tokens")
-        return self.token(program) + self.position(torch.arange(start, start + t))
+        return self.token(program) + self.position(torch.arange(start, start + t, device=program.device))
+
+    @property
+    def device(self) -> torch.device:
+        return self.token_bias.device
+
+    def _here(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The inputs on the model's device (callers build batches on the CPU; outputs stay on the device)."""
+        return tuple(t.to(self.device, non_blocking=True) for t in tensors)
 
     @torch.no_grad()
     def prefill(self, values: torch.Tensor, tags: torch.Tensor, weight_mask: torch.Tensor) -> Cache:
         """Encode the weight tokens once: returns each block's (k, v) [B, heads, P, d_head]."""
+        values, tags, weight_mask = self._here(values, tags, weight_mask)
         x = self.embed_weights(values, tags)
         mask = weight_mask[:, None, None, :]  # [B, 1, 1, P]
         cache = []
@@ -196,9 +206,10 @@ class MetaModel(nn.Module):
         -> logits [N, T, vocab], equal to ``forward`` with the weights repeated N times, without
         recomputing the P weight tokens N times (what scoring repair candidates needs).
         """
+        weight_mask, program = self._here(weight_mask, program)
         n, t = program.shape
         x = self._embed_program(program, 0)
-        earlier = torch.tril(torch.ones(t, t, dtype=torch.bool))
+        earlier = torch.tril(torch.ones(t, t, dtype=torch.bool, device=x.device))
         mask = torch.cat([weight_mask.expand(t, -1), earlier], dim=1)[None, None].expand(n, 1, t, -1)
         for block, (k, v) in zip(self.blocks, cache):
             x, _ = block(x, mask, (k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)))
@@ -212,6 +223,7 @@ class MetaModel(nn.Module):
 
         key_mask [B, P + position + 1] bool: which cached keys (and the new one) are real.
         """
+        token, key_mask = self._here(token, key_mask)
         x = self._embed_program(token[:, None], position)
         mask = key_mask[:, None, None, :]
         new_cache = []
@@ -235,7 +247,7 @@ def save_checkpoint(model: MetaModel, directory: str | Path, provenance: dict, *
     """Write model.safetensors + config.json + vocabulary.json + provenance.json (atomically per file)."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    state = {k: (v.half() if half else v).contiguous() for k, v in model.state_dict().items()}
+    state = {k: (v.half() if half else v.float()).cpu().contiguous() for k, v in model.state_dict().items()}
     artifacts.atomic_write(d / "model.safetensors", lambda p: save_file(state, str(p)))
     vocab = {"version": tokens_mod.VOCAB.version, "tokens": list(tokens_mod.VOCAB.tokens)}
     for name, data in [

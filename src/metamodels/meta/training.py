@@ -30,8 +30,9 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from metamodels import artifacts, options
+from metamodels.dataset import store
 from metamodels.errors import MetamodelsError
-from metamodels.meta import batching, metamodel, weight_encoding
+from metamodels.meta import batching, metamodel, parallel, weight_encoding
 from metamodels.rasp import tokens as tokens_mod
 from metamodels.transformer import densification
 
@@ -85,6 +86,13 @@ class TrainConfig:
     dense_limit: int | None = options.option(
         None, help="use only the first N training examples of each --dense-data (default --limit)"
     )
+    device: parallel.Device = options.option(parallel.DEVICE, help=parallel.DEVICE_HELP + " (CUDA trains in "
+                                             "bfloat16/float16 autocast; checkpoints load anywhere)")  # fmt: skip
+    ray: str | None = options.option(
+        None, metavar="ADDRESS", help="train data-parallel on a Ray cluster (Ray Train; 'local' starts one here) "
+        "with --workers processes; OUT must be on storage every node sees",
+    )  # fmt: skip
+    workers: int = options.option(2, help="--ray: data-parallel training processes (one GPU each with --device cuda)")
 
     def __post_init__(self) -> None:
         if (self.basis is not None or self.dense_data) and self.encoding != "rows":
@@ -95,7 +103,7 @@ class TrainConfig:
             raise MetamodelsError(f"unknown preset {self.preset!r}; expected one of {sorted(metamodel.PRESETS)}")
         if self.steps is None and self.minutes is None:
             raise MetamodelsError("give a number of steps or a time budget in minutes")
-        for name in ("batch_size", "eval_every", "steps", "limit", "dense_limit", "threads", "eval_examples"):
+        for name in ("batch_size", "eval_every", "steps", "limit", "dense_limit", "threads", "eval_examples", "workers"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise MetamodelsError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.minutes is not None and not self.minutes > 0:
@@ -127,11 +135,14 @@ CANONICAL_MIN_ROW = 0.01
 DENSE_HELDOUT = 300  # held-out inputs on which training examples' densification meets its fidelity bar
 
 
-def program_loss(model: metamodel.MetaModel, batch: batching.Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(mean cross-entropy over real next tokens, hits [B, T-1], real [B, T-1]; see batching.teacher_forced)."""
+def program_loss(model: torch.nn.Module, batch: batching.Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(mean cross-entropy over real next tokens, hits [B, T-1], real [B, T-1]; see batching.teacher_forced).
+
+    ``model``: a MetaModel or its DistributedDataParallel wrapper; the batch may be on the CPU.
+    """
     logits, hits, real = batching.teacher_forced(model, batch.values, batch.tags, batch.weight_mask, batch.program)
-    target = batch.program[:, 1:]
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=0)
+    target = batch.program[:, 1:].to(logits.device)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1), ignore_index=0)
     return loss, hits, real
 
 
@@ -170,7 +181,20 @@ def provenance(cfg: TrainConfig, extra: dict) -> dict:
 
 
 def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
-    """Run (or resume) training; returns the checkpoint directory (``out/checkpoint``)."""
+    """Run (or resume) training; returns the checkpoint directory (``out/checkpoint``).
+
+    Under ``torchrun`` (or Ray Train) every rank runs this: each reads its own shards of the train split
+    (``batching.load_split``'s ``part``), gradients are averaged by DistributedDataParallel, and rank 0
+    alone validates and writes the checkpoint, log and state. The effective batch is ranks x
+    ``batch_size``; the learning rate is used as given (scale it yourself, e.g. linearly, for more ranks).
+    """
+    if cfg.ray is not None:
+        return train_on_ray(cfg, progress=progress)
+    with parallel.join(cfg.device) as (world, dev):
+        return _train(cfg, world, dev, progress=progress and world.main)
+
+
+def _train(cfg: TrainConfig, world: parallel.World, dev: torch.device, *, progress: bool) -> Path:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
@@ -194,21 +218,25 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     cache = cfg.cache_dir or str(out / "cache")
     dense = densification.Dense(cfg.dense_fidelity, cfg.seed, heldout=DENSE_HELDOUT)
     sources = [(d, None) for d in _dirs(cfg)] + [(d, dense) for d in cfg.dense_data]
-    load = lambda split, limit, dense_limit: batching.concat([  # noqa: E731
-        batching.load_split(d, split, mcfg.encoding, max_program_tokens=mcfg.max_program_tokens, limit=dense_limit if how else limit, cache_dir=cache, dense=how)
+    load = lambda split, limit, dense_limit, part: batching.concat([  # noqa: E731
+        batching.load_split(d, split, mcfg.encoding, max_program_tokens=mcfg.max_program_tokens, limit=dense_limit if how else limit, cache_dir=cache, dense=how, part=part)
         for d, how in sources
     ])  # fmt: skip
-    train_set = load("train", cfg.limit, cfg.dense_limit or cfg.limit)
-    val_set = load("val", cfg.eval_examples, cfg.eval_examples)
-    if not len(train_set) or not len(val_set):
+    train_set = load("train", cfg.limit, cfg.dense_limit or cfg.limit, (world.rank, world.size))
+    val_set = load("val", cfg.eval_examples, cfg.eval_examples, (0, 1)) if world.main else None
+    if not len(train_set) or (val_set is not None and not len(val_set)):
         raise MetamodelsError(f"{cfg.data}: no usable train/val examples (skipped: {train_set.skipped})")
     torch.manual_seed(cfg.seed)
-    model = start if start is not None else metamodel.MetaModel(mcfg)
+    model = (start if start is not None else metamodel.MetaModel(mcfg)).to(dev)
+    net: torch.nn.Module = model
+    if world.size > 1:  # averages gradients over ranks; rank 0's initial weights are broadcast
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
     )
+    scaler = parallel.grad_scaler(dev)
     state: dict[str, Any] = {
         "step": 0,
         "epoch": 0,
@@ -218,62 +246,117 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
         "best": float("inf"),
         "bad_evals": 0,
     }
-    if (out / STATE).is_file():  # resume
+    if (out / STATE).is_file():  # resume (on any number of ranks: the data order is a function of the step)
         state = load_state(out / STATE, cfg, model, opt)
-    info = {"n_params": model.n_params(), "train_examples": len(train_set), "skipped": train_set.skipped}
-    (out / "run.json").write_text(json.dumps({"config": dataclasses.asdict(cfg), **info}, indent=1))
+    info = {"n_params": model.n_params(), "train_examples": len(train_set) * world.size, "skipped": train_set.skipped,
+            "ranks": world.size, "device": str(dev), "autocast": str(parallel.precision(dev))}  # fmt: skip
+    if world.main:
+        (out / "run.json").write_text(json.dumps({"config": dataclasses.asdict(cfg), **info}, indent=1))
 
-    batches = batching.epoch_batches(train_set, cfg.batch_size, cfg.seed, state["epoch"])
+    per_epoch = len(batching.epoch_batches(train_set, cfg.batch_size, cfg.seed, 0))
+    epoch, batches = -1, []
     bar = tqdm(total=state["total"], initial=state["step"], disable=not progress, desc="train", unit="step")
     started, start_elapsed, running = time.time(), state["elapsed"], []
-    model.train()
+    net.train()
     while state["total"] is None or state["step"] < state["total"]:
-        if state["batch"] >= len(batches):
-            state["epoch"], state["batch"] = state["epoch"] + 1, 0
-            batches = batching.epoch_batches(train_set, cfg.batch_size, cfg.seed, state["epoch"])
-        rng = np.random.default_rng([cfg.seed, state["step"]]) if cfg.augment else None
+        state["epoch"], state["batch"] = divmod(state["step"], per_epoch)
+        if state["epoch"] != epoch:
+            epoch, batches = state["epoch"], batching.epoch_batches(train_set, cfg.batch_size, cfg.seed, state["epoch"])
+        rng = np.random.default_rng([cfg.seed, state["step"], *([world.rank] if world.rank else [])]) if cfg.augment else None
         batch = batching.collate(train_set, batches[state["batch"]], rng)
         lr = lr_at(state["step"], state["total"] or 10**9, cfg.lr, cfg.warmup)
         for group in opt.param_groups:
             group["lr"] = lr
-        loss, _, _ = program_loss(model, batch)
+        with parallel.autocast(dev):
+            loss, _, _ = program_loss(net, batch)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-        opt.step()
+        scaler.step(opt)
+        scaler.update()
         state["step"] += 1
-        state["batch"] += 1
         state["elapsed"] = start_elapsed + time.time() - started
         running.append(loss.item())
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(running[-50:]):.3f}", lr=f"{lr:.1e}")
-        if state["total"] is None and state["step"] == 30:  # fit the schedule to the time budget
+        if state["total"] is None and state["step"] == 30:  # fit the schedule to the time budget (rank 0's timing)
             minutes = cfg.minutes or 0.0  # not None here: the schedule is fitted only to a time budget
-            state["total"] = max(state["step"] + 1, int(minutes * 60 / (state["elapsed"] / state["step"])))
-            bar.total = state["total"]
-        over_time = cfg.minutes is not None and state["elapsed"] > cfg.minutes * 60
+            total = max(state["step"] + 1, int(minutes * 60 / (state["elapsed"] / state["step"])))
+            state["total"] = bar.total = world.broadcast(total)
+        over_time = world.agree(cfg.minutes is not None and state["elapsed"] > cfg.minutes * 60)
         last = over_time or (state["total"] is not None and state["step"] >= state["total"])
         if state["step"] % cfg.eval_every == 0 or last:
-            metrics = teacher_forced(model, val_set)
-            record = {"step": state["step"], "epoch": state["epoch"], "seconds": round(state["elapsed"], 1), "lr": lr,
-                      "train_loss": float(np.mean(running[-cfg.eval_every:])), **{f"val_{k}": v for k, v in metrics.items()}}  # fmt: skip
-            with open(out / LOG, "a") as f:
-                f.write(json.dumps(record) + "\n")
-            bar.write(json.dumps(record))
-            if metrics["loss"] < state["best"]:
-                state["best"], state["bad_evals"] = metrics["loss"], 0
-                metamodel.save_checkpoint(model, out / "checkpoint", provenance(cfg, {**info, "at": record}))
-            else:
-                state["bad_evals"] += 1
-            _save_state(out, model, opt, state, cfg)
-            plot_curves(out / LOG, out / "curves.png")
-            if state["bad_evals"] >= cfg.patience:
+            if world.main:
+                assert val_set is not None  # loaded on rank 0
+                _validate(cfg, model, opt, val_set, state, info, float(np.mean(running[-cfg.eval_every:])), lr, bar)
+            if world.agree(world.main and state["bad_evals"] >= cfg.patience):
                 bar.write(f"early stop: no validation improvement in {cfg.patience} evaluations")
                 break
         if over_time:
             break
     bar.close()
     return out / "checkpoint"
+
+
+def _validate(cfg: TrainConfig, model: metamodel.MetaModel, opt: torch.optim.Optimizer, val_set: batching.EncodedSet,
+              state: dict, info: dict, train_loss: float, lr: float, bar: tqdm) -> None:  # fmt: skip
+    """Rank 0's evaluation: log a JSON line, keep the best checkpoint, save the state, redraw the curves."""
+    out = Path(cfg.out)
+    metrics = teacher_forced(model, val_set)
+    record = {"step": state["step"], "epoch": state["epoch"], "seconds": round(state["elapsed"], 1), "lr": lr,
+              "train_loss": float(train_loss), **{f"val_{k}": v for k, v in metrics.items()}}  # fmt: skip
+    with open(out / LOG, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    bar.write(json.dumps(record))
+    if metrics["loss"] < state["best"]:
+        state["best"], state["bad_evals"] = metrics["loss"], 0
+        metamodel.save_checkpoint(model, out / "checkpoint", provenance(cfg, {**info, "at": record}))
+    else:
+        state["bad_evals"] += 1
+    _save_state(out, model, opt, state, cfg)
+    plot_curves(out / LOG, out / "curves.png")
+
+
+def train_on_ray(cfg: TrainConfig, *, progress: bool = True) -> Path:
+    """``train`` on ``cfg.workers`` Ray Train workers (a TorchTrainer; gloo on CPUs, NCCL with --device cuda)."""
+    try:
+        import ray
+        import ray.train
+        from ray.train.torch import TorchTrainer
+    except ImportError:
+        raise MetamodelsError("--ray needs Ray Train: pip install 'metamodels[ray]'") from None
+    for d in [*_dirs(cfg), *cfg.dense_data]:  # a mistake is reported here, not after the cluster has started
+        store.shard_paths(Path(d))
+    try:
+        ray.init(address=None if cfg.ray == "local" else cfg.ray, num_cpus=cfg.workers if cfg.ray == "local" else None,
+                 include_dashboard=False, log_to_driver=progress, ignore_reinit_error=True)  # fmt: skip
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        raise MetamodelsError(f"--ray {cfg.ray}: cannot join that Ray cluster ({e})") from None
+    gpu = cfg.device == "cuda" or (cfg.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
+    absolute = lambda path: str(Path(path).resolve())  # noqa: E731 (workers run in other directories)
+    worker_cfg = dataclasses.replace(
+        cfg, ray=None, device="cuda" if gpu else "cpu", out=absolute(cfg.out),
+        data=tuple(map(absolute, _dirs(cfg))), dense_data=tuple(map(absolute, cfg.dense_data)),
+        init=cfg.init and absolute(cfg.init), cache_dir=cfg.cache_dir and absolute(cfg.cache_dir),
+    )  # fmt: skip
+    def worker() -> None:  # every Ray Train worker: one rank of train() inside the group Ray set up
+        train(worker_cfg, progress=False)
+
+    trainer = TorchTrainer(
+        worker,
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.workers, use_gpu=gpu),
+        run_config=ray.train.RunConfig(name="metamodels-train", storage_path=absolute(Path(cfg.out) / "ray"),
+                                       failure_config=ray.train.FailureConfig(max_failures=0)),  # fmt: skip
+    )
+    try:
+        trainer.fit()
+    except Exception as e:  # Ray wraps the workers' error; a user mistake (e.g. a bad --data) must read as one
+        cause: BaseException = e
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        raise MetamodelsError(f"Ray Train failed: {str(cause).strip().splitlines()[-1]}") from None
+    return Path(cfg.out) / "checkpoint"
 
 
 # What must match for a run to resume: the model's shape and the data it reads.
@@ -284,13 +367,13 @@ def _save_state(
     out: Path, model: metamodel.MetaModel, opt: torch.optim.Optimizer, state: dict, cfg: TrainConfig
 ) -> None:
     """Model and optimizer tensors in safetensors; the loop state, optimizer settings and config as JSON."""
-    tensors = {f"model/{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors = {f"model/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     saved = opt.state_dict()
     scalars: dict[str, dict] = {}
     for index, per_param in saved["state"].items():
         for key, value in per_param.items():
             if torch.is_tensor(value):
-                tensors[f"optimizer/{index}/{key}"] = value.detach().contiguous()
+                tensors[f"optimizer/{index}/{key}"] = value.detach().cpu().contiguous()
             else:
                 scalars.setdefault(str(index), {})[key] = value
     metadata = {

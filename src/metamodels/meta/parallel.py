@@ -1,0 +1,126 @@
+"""Where training and decoding run: the device, mixed precision, and the data-parallel world.
+
+``device("auto")`` is the best accelerator present (CUDA, then Apple's MPS, then
+the CPU). On CUDA, training runs under autocast in bfloat16 where the GPU supports
+it, else float16 with loss scaling; the CPU and MPS stay in float32 (autocast on
+the CPU was not faster for these model sizes here). Checkpoints are always saved
+from float32 CPU tensors, so they load anywhere.
+
+:func:`join` joins the data-parallel world a launcher set up: ``torchrun``
+(``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_ADDR`` in the environment) or Ray
+Train (which initialises ``torch.distributed`` before calling the training
+function). Without one, the world is a single process. CPU ranks use the gloo
+backend, CUDA ranks NCCL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Literal
+
+import torch
+import torch.distributed as dist
+
+from metamodels.errors import MetamodelsError
+
+Device = Literal["auto", "cpu", "cuda", "mps"]
+DEVICE: Device = "auto"
+DEVICE_HELP = "where the meta-model runs: auto (CUDA, else MPS, else CPU), cpu, cuda or mps"
+
+
+def device(name: str = DEVICE, local_rank: int = 0) -> torch.device:
+    """The torch device for ``name`` (one of :data:`Device`); MetamodelsError if it is not present."""
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if name == "auto":
+        name = "cuda" if cuda else "mps" if mps else "cpu"
+    if name == "cuda":
+        if not cuda:
+            raise MetamodelsError("--device cuda: no CUDA GPU is visible to torch here (try --device auto or cpu)")
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    if name == "mps":
+        if not mps:
+            raise MetamodelsError("--device mps: Apple's MPS backend is not available here (try --device auto or cpu)")
+        return torch.device("mps")
+    if name != "cpu":
+        raise MetamodelsError(f"unknown device {name!r}; expected one of auto, cpu, cuda, mps")
+    return torch.device("cpu")
+
+
+def precision(dev: torch.device) -> torch.dtype | None:
+    """The autocast dtype training uses on ``dev``: bfloat16 or float16 on CUDA, None (float32) elsewhere."""
+    if dev.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(dev: torch.device) -> contextlib.AbstractContextManager:
+    """Mixed precision on ``dev`` (see :func:`precision`); a no-op where training stays float32."""
+    dtype = precision(dev)
+    return torch.autocast(dev.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def grad_scaler(dev: torch.device) -> torch.amp.GradScaler:
+    """Loss scaling, enabled only for float16 (bfloat16 has float32's range and needs none)."""
+    return torch.amp.GradScaler(dev.type, enabled=precision(dev) == torch.float16)
+
+
+@dataclasses.dataclass(frozen=True)
+class World:
+    """This process's place among the data-parallel ranks (``size`` 1: not distributed).
+
+    Invariants: 0 <= rank < size; rank 0 is the only one that writes checkpoints and logs.
+    """
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def agree(self, flag: bool) -> bool:
+        """True on every rank if ``flag`` is True on any (a stop that must happen on all ranks at once)."""
+        if self.size == 1:
+            return flag
+        t = torch.tensor([int(flag)], device=_collective_device())
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def broadcast(self, value: int) -> int:
+        """Rank 0's ``value`` on every rank (a decision rank 0 made, e.g. the schedule's length)."""
+        if self.size == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.long, device=_collective_device())
+        dist.broadcast(t, src=0)
+        return int(t.item())
+
+
+def _collective_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def join(device_name: str = DEVICE) -> Iterator[tuple[World, torch.device]]:
+    """(this process's World, its device), inside the launcher's process group (created here for torchrun).
+
+    A group created here is destroyed on exit; one Ray Train created is left to Ray.
+    """
+    created = False
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))  # Ray Train's GPU workers each see their own GPU as 0
+    dev = device(device_name, local_rank)
+    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=timedelta(minutes=30))
+        created = True
+    world = World(dist.get_rank(), dist.get_world_size(), local_rank) if dist.is_initialized() else World()
+    try:
+        yield world, dev
+    finally:
+        if created:
+            dist.destroy_process_group()
