@@ -97,6 +97,7 @@ def test_cuda_training_in_autocast_and_a_checkpoint_that_loads_on_the_cpu(tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore")  # Ray's own deprecation and resource warnings are not ours to fail on
 def test_ray_train_runs_two_workers_into_one_checkpoint(tmp_path):
     run = tmp_path / "run"
     args = ["train", "--data", str(FIXTURE), "--out", str(run), "--steps", "4", *TINY, "--ray", "local", "--workers", "2"]
