@@ -39,6 +39,9 @@ def test_two_gloo_ranks_train_a_checkpoint_that_resumes_in_one_rank_and_decodes(
     assert done.returncode == 0, done.stderr[-3000:]
     info = json.loads((run / "run.json").read_text())
     assert info["ranks"] == 2 and info["device"] == "cpu"
+    whole = batching.load_split(FIXTURE, "train", weight_encoding.EncodingConfig("rows"),
+                                max_program_tokens=metamodel.MetaModelConfig.max_program_tokens)  # fmt: skip
+    assert info["train_examples"] == len(whole)  # the ranks' shards add up to the whole split
     assert [json.loads(line)["step"] for line in (run / training.LOG).read_text().splitlines()] == [4, 8]  # rank 0 only
     two_rank = load_file(str(run / training.STATE))
     # Lengthen the saved schedule (as if the 2-rank run had been killed at step 8 of 12), then resume in 1 process.
@@ -78,7 +81,7 @@ def test_device_resolution_and_precision_on_this_machine():
         with pytest.raises(MetamodelsError, match="no CUDA GPU"):
             parallel.device("cuda")
     with parallel.join("cpu") as (world, dev):
-        assert world == parallel.World() and world.main and world.agree(True) and world.broadcast(7) == 7
+        assert world == parallel.World() and world.main and world.agree(True) and world.broadcast(7) == 7 and world.total(3) == 3
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")

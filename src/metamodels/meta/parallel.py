@@ -91,6 +91,14 @@ class World:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
+    def total(self, value: int) -> int:
+        """The sum of ``value`` over all ranks, on every rank (e.g. examples read, when shards differ in size)."""
+        if self.size == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.long, device=_collective_device())
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return int(t.item())
+
     def broadcast(self, value: int) -> int:
         """Rank 0's ``value`` on every rank (a decision rank 0 made, e.g. the schedule's length)."""
         if self.size == 1:

@@ -248,7 +248,7 @@ def _train(cfg: TrainConfig, world: parallel.World, dev: torch.device, *, progre
     }
     if (out / STATE).is_file():  # resume (on any number of ranks: the data order is a function of the step)
         state = load_state(out / STATE, cfg, model, opt)
-    info = {"n_params": model.n_params(), "train_examples": len(train_set) * world.size, "skipped": train_set.skipped,
+    info = {"n_params": model.n_params(), "train_examples": world.total(len(train_set)), "skipped": train_set.skipped,
             "ranks": world.size, "device": str(dev), "autocast": str(parallel.precision(dev))}  # fmt: skip
     if world.main:
         (out / "run.json").write_text(json.dumps({"config": dataclasses.asdict(cfg), **info}, indent=1))
