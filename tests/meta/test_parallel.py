@@ -108,6 +108,7 @@ def test_ray_train_runs_two_workers_into_one_checkpoint(tmp_path):
     assert json.loads((run / "run.json").read_text())["ranks"] == 2
     assert [json.loads(line)["step"] for line in (run / training.LOG).read_text().splitlines()] == [4]
     metamodel.load_checkpoint(run / "checkpoint")
+    assert not pytest.importorskip("ray").is_initialized()  # the Ray it started is shut down (later tests start their own)
 
 
 def test_a_bad_ray_run_is_one_error_line(tmp_path, capsys):

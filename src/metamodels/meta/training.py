@@ -328,6 +328,7 @@ def train_on_ray(cfg: TrainConfig, *, progress: bool = True) -> Path:
         raise MetamodelsError("--ray needs Ray Train: pip install 'metamodels[ray]'") from None
     for d in [*_dirs(cfg), *cfg.dense_data]:  # a mistake is reported here, not after the cluster has started
         store.shard_paths(Path(d))
+    started = not ray.is_initialized()  # a Ray this call started is shut down again; a caller's is left running
     try:
         ray.init(address=None if cfg.ray == "local" else cfg.ray, num_cpus=cfg.workers if cfg.ray == "local" else None,
                  include_dashboard=False, log_to_driver=progress, ignore_reinit_error=True)  # fmt: skip
@@ -356,6 +357,9 @@ def train_on_ray(cfg: TrainConfig, *, progress: bool = True) -> Path:
         while cause.__cause__ is not None:
             cause = cause.__cause__
         raise MetamodelsError(f"Ray Train failed: {str(cause).strip().splitlines()[-1]}") from None
+    finally:
+        if started:
+            ray.shutdown()
     return Path(cfg.out) / "checkpoint"
 
 
