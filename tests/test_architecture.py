@@ -23,7 +23,7 @@ LAYERS = (
     ("dataset", "python"),
     ("zoo",),
     ("meta",),
-    ("mapping",),
+    ("mapping", "hparams"),
     ("decompilation",),
     ("evaluation",),
     ("cli", "demo", "__init__", "__main__"),

@@ -36,6 +36,9 @@ JSON = options.arg("--json", action="store_true", help="print the result as JSON
 CHECKPOINT = options.arg("--checkpoint", type=Path, help="meta-model checkpoint directory (default: the shipped one; for "
                   "decompile, the one for the model's weights: Tracr's basis, or dense without residual labels)")
 
+SPLIT = options.arg("--split", default="test", choices=("train", "val", "test"), help="zoo split (default test)")
+HPARAMS_JSON = options.arg("--json", type=Path, help="also write the summary to this JSON file")
+
 
 def DEVICE(p: argparse.ArgumentParser) -> None:  # noqa: N802 (an argument like the others; built lazily: torch)
     from typing import get_args
@@ -83,8 +86,13 @@ COMMANDS: dict[str, options.Command] = {
     "zoo": ("build and inspect zoos of transformers trained by gradient descent on programs", None, [options.subcommands("zoo_command", {
         "build": ("build (or resume) a zoo", "Sample N distinct programs (RASP or Python), train a small transformer on "
                   "each one's input/output behaviour until its held-out token accuracy reaches the bar, and store every "
-                  "view (checkpoint) as Parquet shards. Run the same command again to resume.", [
-            options.arg("out", type=Path, help="output directory"), _config("zoo.build:ZooConfig"),
+                  "view (checkpoint) as Parquet shards. With --kind cnn: train N small CNNs with recorded "
+                  "hyperparameters (--family, --epochs; --n, --seed and --shard-size mean runs) and store their "
+                  "checkpoints. Run the same command again to resume.", [
+            options.arg("out", type=Path, help="output directory"),
+            options.arg("--kind", choices=("transformer", "cnn"), default="transformer",
+                        help="transformer: base models trained on programs (the default); cnn: paper 000 App. A's CNNs"),
+            _config("zoo.build:ZooConfig"), _config("zoo.cnn_zoo:CnnZooConfig", only=("family", "epochs")),
             _config("zoo.trainer:TrainerConfig"), _config("zoo.tasks:DataConfig"),
             options.arg("--workers", type=int, default=os.cpu_count() or 1, help="local worker processes (default: all cores)"),
             options.arg("--ray", metavar="ADDRESS", help="run on an existing Ray cluster (e.g. 'auto' or 'ray://host:10001')")]),
@@ -111,7 +119,7 @@ COMMANDS: dict[str, options.Command] = {
                          "program size and by base-model size.", [
                 options.arg("checkpoint", type=Path, help="mapping checkpoint (.safetensors)"),
                 options.arg("zoo", type=Path, help="zoo directory"),
-                options.arg("--split", default="test", choices=("train", "val", "test"), help="zoo split (default test)"),
+                SPLIT,
                 options.arg("--blind", action="store_true", help="zero every weight: what the decoder writes from its "
                             "prior alone (the random-weights baseline)"),
                 options.arg("--limit", type=int, help="evaluate at most this many models"),
@@ -120,7 +128,7 @@ COMMANDS: dict[str, options.Command] = {
                          "model of a split, run it on random probe inputs and answer the program of a seeded pool of "
                          "train-split programs that agrees with it most; scored like a decoded program.", [
                 options.arg("zoo", type=Path, help="zoo directory"),
-                options.arg("--split", default="test", choices=("train", "val", "test"), help="zoo split (default test)"),
+                SPLIT,
                 options.arg("--pool", type=int, default=500, help="candidate programs (default 500)"),
                 options.arg("--probes", type=int, default=16, help="probe inputs per model (default 16)"),
                 options.arg("--seed", type=int, default=0, help="seed of the pool and the probes (default 0)"),
@@ -130,6 +138,29 @@ COMMANDS: dict[str, options.Command] = {
                 options.arg("summaries", type=Path, nargs="+", help="--json files of mapping evaluate / baseline"),
                 options.arg("--labels", help="comma-separated curve labels (default: the file names)"),
                 options.arg("-o", "--out", type=Path, required=True, help="output PNG")])})]),
+    "hparams": ("hyperparameters from CNN weights (paper 000, App. A): train, evaluate, baseline, predict", None, [
+        options.subcommands("hparams_command", {
+            "train": ("train a hyperparameter meta-model on a CNN zoo's train split", "Read every checkpoint of the "
+                      "train split (zoo build --kind cnn), predict each of the zoo family's labels (skb: activation, "
+                      "init, optimizer; ejr: also dataset, batch size, augmentation) with one head each; keep the step "
+                      "with the best mean validation accuracy in OUT.", [
+                options.arg("zoo", type=Path, help="CNN zoo directory"),
+                options.arg("-o", "--out", type=Path, required=True, help="output checkpoint (.safetensors)"),
+                _config("hparams.training:HparamsConfig")]),
+            "evaluate": ("accuracy per hyperparameter of a checkpoint on a CNN zoo split", None, [
+                options.arg("checkpoint", type=Path, help="hparams checkpoint (.safetensors)"),
+                options.arg("zoo", type=Path, help="CNN zoo directory"), SPLIT, HPARAMS_JSON]),
+            "baseline": ("fit and score a classical baseline on a CNN zoo", "majority: the train split's most common "
+                         "class; statnn: per-layer weight statistics into gradient boosting (scikit-learn).", [
+                options.arg("zoo", type=Path, help="CNN zoo directory"),
+                options.arg("--method", choices=("majority", "statnn"), default="statnn", help="default statnn"),
+                options.arg("--train-runs", type=int, help="fit on this many training runs only (default all)"),
+                options.arg("--seed", type=int, default=0, help="seed of the fit and the --train-runs subset (default 0)"),
+                SPLIT, HPARAMS_JSON]),
+            "predict": ("predict how one CNN was trained, with probabilities", None, [
+                options.arg("checkpoint", type=Path, help="hparams checkpoint (.safetensors)"),
+                options.arg("cnn", type=Path, help="CNN file (zoo export of a CNN zoo; weights named convs.<i>.weight/"
+                            "bias, head.weight/bias)"), JSON])})]),
     "export": ("write a model file in another library's layout (TransformerLens)", "Write a compiled, densified or "
                "trained model file as a TransformerLens directory: model.safetensors (the HookedTransformer state dict) "
                "and config.json (the HookedTransformerConfig arguments and this model's vocabularies and settings). "
@@ -254,8 +285,14 @@ def _dataset(args: argparse.Namespace) -> int:
 
 
 def _zoo(args: argparse.Namespace) -> int:
-    from metamodels.zoo import build, stats, tasks, trainer
+    from metamodels.zoo import build, cnn_zoo, stats, tasks, trainer
 
+    if args.zoo_command in ("stats", "check", "export") and cnn_zoo.is_cnn_zoo(args.directory):
+        return _cnn_zoo(args)
+    if args.zoo_command == "build" and args.kind == "cnn":
+        return _cnn_zoo(args)
+    if args.zoo_command == "build" and (args.family or args.epochs):
+        raise MetamodelsError("--family and --epochs are options of --kind cnn")
     if args.zoo_command == "stats":
         print(stats.report(args.directory, args.plot or args.directory / "stats.png"))
         return 0
@@ -271,6 +308,64 @@ def _zoo(args: argparse.Namespace) -> int:
                                  data=options.config_from(args, tasks.DataConfig))  # fmt: skip
     report = build.build_zoo(args.out, config, workers=args.workers, ray_address=args.ray, progress=True)
     print(report.describe(args.out))
+    return 0
+
+
+def _cnn_zoo(args: argparse.Namespace) -> int:
+    from metamodels.zoo import build, cnn_zoo, tasks, trainer
+
+    if args.zoo_command == "stats":
+        print(cnn_zoo.report(args.directory, args.plot or args.directory / "stats.png"))
+        return 0
+    if args.zoo_command == "check":
+        checked = cnn_zoo.check(args.directory, progress=True)
+        print(checked.describe(args.directory))
+        return 0 if checked.ok else 1
+    if args.zoo_command == "export":
+        row = cnn_zoo.export(args.directory, args.id, args.out)
+        print(f"{args.out}: a CNN of {row['n_params']} parameters ({row['id']}; its hyperparameters are not in the file)")
+        return 0
+    shared = options.given(args, cnn_zoo.CnnZooConfig)
+    mixed = [flag for cls in (build.ZooConfig, trainer.TrainerConfig, tasks.DataConfig)
+             for flag in options.given(args, cls) if flag not in shared]  # fmt: skip
+    if mixed:
+        raise MetamodelsError(f"{mixed[0]} is an option of transformer zoos, not of --kind cnn")
+    config = options.config_from(args, cnn_zoo.CnnZooConfig)
+    report = cnn_zoo.build_cnn_zoo(args.out, config, workers=args.workers, ray_address=args.ray, progress=True)
+    print(report.describe(args.out))
+    return 0
+
+
+def _hparams(args: argparse.Namespace) -> int:
+    from metamodels.hparams import training
+
+    if args.hparams_command == "predict":
+        predicted = training.predict(args.checkpoint, args.cnn)
+        if args.json:
+            print(json.dumps(predicted, indent=1))
+        else:
+            for label, probs in predicted.items():
+                print(f"{label:>13}: " + ", ".join(f"{c} {p:.2f}" for c, p in list(probs.items())[:3]))
+        return 0
+    if args.hparams_command == "train":
+        record = training.train(args.zoo, args.out, options.config_from(args, training.HparamsConfig))
+        print(f"{args.out}: {record['config']['model']} on {record['train_runs']} runs "
+              f"({record['train_checkpoints']} checkpoints); best validation at step {record['val']['step']}: "
+              + ", ".join(f"{k} {v:.3f}" for k, v in record["val"].items() if k != "step"))  # fmt: skip
+        return 0
+    if args.hparams_command == "baseline":
+        from metamodels.hparams import baselines
+
+        summary = baselines.evaluate(args.zoo, args.method, args.split, args.train_runs, args.seed)
+    else:
+        summary = training.evaluate(args.checkpoint, args.zoo, args.split)
+    print(f"{summary['method']} ({summary['train_runs']} training runs) on {summary['split']}: "
+          f"{summary['checkpoints']} checkpoints of {summary['runs']} runs; accuracy "
+          + ", ".join(f"{k} {v:.3f}" for k, v in summary["accuracy"].items()))  # fmt: skip
+    if args.json:
+        from metamodels import artifacts
+
+        artifacts.write_text(args.json, json.dumps(summary, indent=1))
     return 0
 
 

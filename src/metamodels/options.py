@@ -65,6 +65,14 @@ def parse_range(text: str) -> tuple[int, int]:
     return a, b
 
 
+def parse_ints(text: str) -> tuple[int, ...]:
+    """'1,4,8' -> (1, 4, 8)."""
+    try:
+        return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+
+
 def parse_value(text: str) -> int | float | str:
     """'3' -> 3, '0.5' -> 0.5, anything else stays text."""
     for cast in (int, float):
@@ -160,6 +168,12 @@ def config_from(args: argparse.Namespace, cls: type, base: dict | None = None, /
         return cls(**{**values, **fixed})
     except TypeError as e:  # a required field not given, or a file's field of the wrong kind
         raise MetamodelsError(f"{cls.__name__}: {e}") from None
+
+
+def given(args: argparse.Namespace, cls: type) -> list[str]:
+    """The flags of ``cls``'s options that were given on the command line."""
+    return [f.metadata["cli"]["flag"] or "--" + f.name.replace("_", "-")
+            for f in _cli_fields(cls) if getattr(args, f.name, None) is not None]  # fmt: skip
 
 
 class Parser(argparse.ArgumentParser):

@@ -1,0 +1,96 @@
+"""Meta-models that read a CNN's weights and predict how it was trained: one classification head per hyperparameter.
+
+Every model maps its input batch to ``{label: logits [batch, classes of label]}``.
+
+- :class:`NeuronTransformer` (ours): one token per output channel or neuron (its fan-in weights and bias, tagged by
+  layer; no positions, so the order of channels within a layer does not matter), a [CLS] token first, a
+  Transformer encoder without mask, heads on [CLS].
+- :class:`ChunkTransformer` (paper 000, App. A): the flat weights cut into equal chunks, one token each with a
+  learned position, a Transformer encoder without mask, heads at position 0.
+- :class:`FlatMLP`: an MLP on the flat weights.
+- :class:`SliceCNN` (EJR, Eilertsen et al. 2020): a 1-D CNN over a random slice of consecutive weights.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from metamodels.hparams import encoding
+
+
+class _Heads(nn.Module):
+    def __init__(self, d: int, classes: dict[str, int]) -> None:
+        super().__init__()
+        self.heads = nn.ModuleDict({label: nn.Linear(d, n) for label, n in classes.items()})
+
+    def forward(self, h: torch.Tensor) -> dict[str, torch.Tensor]:  # [batch, d] -> {label: [batch, n]}
+        return {label: head(h) for label, head in self.heads.items()}
+
+
+def _encoder(d: int, layers: int, heads: int, dropout: float) -> nn.TransformerEncoder:
+    layer = nn.TransformerEncoderLayer(d, heads, 4 * d, dropout, batch_first=True, norm_first=True)
+    return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
+
+class NeuronTransformer(nn.Module):
+    """``tokens [batch, n, MAX_FAN_IN + 1]``, ``tags [batch, n]`` (layer; -1 = padding) -> logits per label."""
+
+    def __init__(self, classes: dict[str, int], d: int = 64, layers: int = 2, heads: int = 4, dropout: float = 0.0):
+        super().__init__()
+        self.embed = nn.Linear(encoding.MAX_FAN_IN + 1, d)
+        self.tag = nn.Embedding(encoding.MAX_LAYERS + 1, d)
+        self.cls = nn.Parameter(torch.zeros(1, 1, d))
+        self.encoder, self.norm, self.out = _encoder(d, layers, heads, dropout), nn.LayerNorm(d), _Heads(d, classes)
+
+    def forward(self, tokens: torch.Tensor, tags: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.embed(tokens) + self.tag(tags.clamp(min=0))  # [batch, n, d]
+        h = torch.cat([self.cls.expand(len(h), -1, -1), h], 1)  # [batch, 1 + n, d]
+        pad = torch.cat([torch.zeros_like(tags[:, :1], dtype=torch.bool), tags < 0], 1)  # [batch, 1 + n]
+        return self.out(self.norm(self.encoder(h, src_key_padding_mask=pad)[:, 0]))
+
+
+class ChunkTransformer(nn.Module):
+    """``chunks [batch, n_chunks, chunk]`` -> logits per label (position 0 is a [CLS] token)."""
+
+    def __init__(self, classes: dict[str, int], n_chunks: int, chunk: int, d: int = 64, layers: int = 2,
+                 heads: int = 4, dropout: float = 0.0):  # fmt: skip
+        super().__init__()
+        self.embed = nn.Linear(chunk, d)
+        self.pos = nn.Parameter(torch.zeros(1, n_chunks + 1, d))
+        nn.init.normal_(self.pos, std=0.02)
+        self.encoder, self.norm, self.out = _encoder(d, layers, heads, dropout), nn.LayerNorm(d), _Heads(d, classes)
+
+    def forward(self, chunks: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.embed(chunks)  # [batch, n_chunks, d]
+        h = torch.cat([torch.zeros_like(h[:, :1]), h], 1) + self.pos  # [batch, 1 + n_chunks, d]
+        return self.out(self.norm(self.encoder(h)[:, 0]))
+
+
+class FlatMLP(nn.Module):
+    """``flat [batch, length]`` -> logits per label."""
+
+    def __init__(self, classes: dict[str, int], length: int, hidden: int = 256, dropout: float = 0.1):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(length, hidden), nn.ReLU(), nn.Dropout(dropout),
+                                  nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout))  # fmt: skip
+        self.out = _Heads(hidden, classes)
+
+    def forward(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.out(self.body(flat))
+
+
+class SliceCNN(nn.Module):
+    """``weights [batch, size]`` (a slice of consecutive weights) -> logits per label, through a 1-D CNN."""
+
+    def __init__(self, classes: dict[str, int], channels: int = 32):
+        super().__init__()
+        convs: list[nn.Module] = []
+        for i in range(4):
+            convs += [nn.Conv1d(1 if i == 0 else channels, channels, 7, stride=2, padding=3), nn.ReLU()]
+        self.body = nn.Sequential(*convs)
+        self.out = _Heads(2 * channels, classes)
+
+    def forward(self, weights: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.body(weights[:, None])  # [batch, channels, size / 16]
+        return self.out(torch.cat([h.mean(-1), h.amax(-1)], -1))

@@ -1,0 +1,61 @@
+"""Encodings of CNN weights: neuron tokens hold each neuron's weights, channel permutations keep the function,
+flat/chunk/slice/statistics shapes, against the weights themselves and the network's own forward."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from metamodels.hparams import encoding
+from metamodels.zoo import cnn
+
+SPEC = cnn.CnnSpec(dataset="mnist1d", depth=3, width=6, kernel=5, activation="gelu", init="orthogonal",
+                   optimizer="adam", lr=1e-3, l2=0.0, dropout=0.0, train_fraction=1.0, batch_size=32,
+                   augmentation="none", seed=5, epochs=(1,))  # fmt: skip
+
+
+def weights_of(spec: cnn.CnnSpec) -> dict[str, np.ndarray]:
+    net = cnn.build(spec, 10)
+    for p in net.parameters():  # non-zero biases, so that tokens and permutations are tested on them too
+        p.data += 0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel()))
+    return {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
+
+
+def test_neuron_tokens_hold_each_neurons_fan_in_and_bias():
+    w = weights_of(SPEC)
+    tokens, tags = encoding.neuron_tokens(w)
+    assert tokens.shape == (3 * 6 + 10, encoding.MAX_FAN_IN + 1)
+    assert tags.tolist() == [0] * 6 + [1] * 6 + [2] * 6 + [encoding.MAX_LAYERS] * 10
+    np.testing.assert_array_equal(tokens[7, : 6 * 5], w["convs.1.weight"][1].ravel())
+    assert tokens[7, -1] == w["convs.1.bias"][1] and not tokens[7, 6 * 5 : -1].any()
+    np.testing.assert_array_equal(tokens[-1, :6], w["head.weight"][-1])
+
+
+def test_channel_permutation_changes_weights_not_the_function():
+    w = weights_of(SPEC)
+    permuted = encoding.permute_channels(w, np.random.default_rng(0))
+    assert not np.array_equal(permuted["convs.0.weight"], w["convs.0.weight"])
+    x = torch.from_numpy(np.random.default_rng(1).normal(size=(8, 1, 40)).astype(np.float32))
+    with torch.no_grad():
+        a, b = cnn.load(SPEC, 10, w).eval()(x), cnn.load(SPEC, 10, permuted).eval()(x)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    first = lambda weights: sorted(map(tuple, encoding.neuron_tokens(weights)[0][:6]))  # noqa: E731
+    assert first(w) == first(permuted)  # the first layer's tokens are only reordered; later ones see permuted inputs
+
+
+def test_flat_chunks_slices_and_statistics():
+    w = weights_of(SPEC)
+    n = sum(v.size for v in w.values())
+    flat = encoding.flat(w, n + 10)
+    np.testing.assert_array_equal(flat[: w["convs.0.weight"].size], w["convs.0.weight"].ravel())
+    assert not flat[n:].any() and encoding.flat(w, 7).shape == (7,)
+    assert encoding.chunks(w, 4, 16).shape == (4, 16)
+    s = encoding.random_slice(w, 100, np.random.default_rng(0))
+    start = int(np.flatnonzero(np.isclose(flat, s[0]))[0])
+    np.testing.assert_array_equal(s, flat[start : start + 100])
+    stats = encoding.statistics(w).reshape(encoding.MAX_LAYERS + 1, 2, -1)
+    assert np.isclose(stats[1, 0, 0], w["convs.1.weight"].mean()) and not stats[3:-1].any()
+    deeper = encoding.statistics(weights_of(dataclasses.replace(SPEC, depth=4))).reshape(encoding.MAX_LAYERS + 1, 2, -1)
+    assert deeper[3].any()
