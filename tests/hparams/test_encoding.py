@@ -26,11 +26,20 @@ def weights_of(spec: cnn.CnnSpec) -> dict[str, np.ndarray]:
 def test_neuron_tokens_hold_each_neurons_fan_in_and_bias():
     w = weights_of(SPEC)
     tokens, tags = encoding.neuron_tokens(w)
-    assert tokens.shape == (3 * 6 + 10, encoding.MAX_FAN_IN + 1)
+    assert tokens.shape == (3 * 6 + 10, encoding.NEURON_FEATURES)
     assert tags.tolist() == [0] * 6 + [1] * 6 + [2] * 6 + [encoding.MAX_LAYERS] * 10
-    np.testing.assert_array_equal(tokens[7, : 6 * 5], w["convs.1.weight"][1].ravel())
-    assert tokens[7, -1] == w["convs.1.bias"][1] and not tokens[7, 6 * 5 : -1].any()
+    fan_in = w["convs.1.weight"][1].ravel()
+    np.testing.assert_array_equal(tokens[7, : 6 * 5], fan_in)
+    assert tokens[7, encoding.MAX_FAN_IN] == w["convs.1.bias"][1] and not tokens[7, 6 * 5 : encoding.MAX_FAN_IN].any()
+    np.testing.assert_allclose(tokens[7, encoding.MAX_FAN_IN + 1 :],
+                               [fan_in.mean(), fan_in.std(), fan_in.min(), fan_in.max(), rms := np.sqrt((fan_in**2).mean()), np.log(rms)],
+                               rtol=1e-5)  # fmt: skip
     np.testing.assert_array_equal(tokens[-1, :6], w["head.weight"][-1])
+    summaries, layer_tags = encoding.layer_tokens(w)
+    assert summaries.shape == (4, 2 * encoding.LAYER_STATS) and layer_tags.tolist() == [0, 1, 2, encoding.MAX_LAYERS]
+    assert np.isclose(summaries[3, encoding.LAYER_STATS], w["head.bias"].mean())
+    np.testing.assert_allclose(summaries[1, 3 : encoding.LAYER_STATS],
+                               np.quantile(w["convs.1.weight"], encoding.STAT_QUANTILES), rtol=1e-5)  # fmt: skip
 
 
 def test_channel_permutation_changes_weights_not_the_function():

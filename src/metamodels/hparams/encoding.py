@@ -12,6 +12,7 @@ import numpy as np
 MAX_FAN_IN = 256  # a neuron token holds this many incoming weights (a 32-channel, kernel-7 conv has 224), then bias
 MAX_LAYERS = 8  # layer tags 0..MAX_LAYERS-1 for convolutions; MAX_LAYERS is the head
 STAT_QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
+LAYER_STATS = 3 + len(STAT_QUANTILES)  # mean, std, log std, quantiles
 
 
 def layers(weights: dict[str, np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -21,18 +22,49 @@ def layers(weights: dict[str, np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]
     return [(weights[f"{n}.weight"].reshape(len(weights[f"{n}.bias"]), -1), weights[f"{n}.bias"]) for n in names]
 
 
+NEURON_FEATURES = MAX_FAN_IN + 1 + 6  # fan-in weights, bias, then the fan-in's mean, std, min, max, RMS, log RMS
+EPS = 1e-8
+
+
 def neuron_tokens(weights: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """One token per output channel or neuron: ``tokens [n_neurons, MAX_FAN_IN + 1]`` (its fan-in weights, zero
-    padded or truncated, then its bias) and ``tags [n_neurons]`` (its layer; MAX_LAYERS for the head)."""
+    """One token per output channel or neuron: ``tokens [n_neurons, NEURON_FEATURES]`` (its fan-in weights, zero
+    padded or truncated; its bias; the fan-in's mean, std, min, max, RMS and log RMS, so that scale, which
+    initialisation and optimizer set multiplicatively, is read directly) and
+    ``tags [n_neurons]`` (its layer; MAX_LAYERS for the head)."""
     rows, tags = [], []
     all_layers = layers(weights)
     for i, (w, b) in enumerate(all_layers):
-        token = np.zeros((w.shape[0], MAX_FAN_IN + 1), np.float32)
+        token = np.zeros((w.shape[0], NEURON_FEATURES), np.float32)
         fan_in = min(w.shape[1], MAX_FAN_IN)
-        token[:, :fan_in], token[:, -1] = w[:, :fan_in], b
+        token[:, :fan_in], token[:, MAX_FAN_IN] = w[:, :fan_in], b
+        rms = np.sqrt((w**2).mean(1))
+        token[:, MAX_FAN_IN + 1 :] = np.stack([w.mean(1), w.std(1), w.min(1), w.max(1), rms, np.log(rms + EPS)], 1)
         rows.append(token)
-        tags.append(np.full(w.shape[0], MAX_LAYERS if i == len(all_layers) - 1 else min(i, MAX_LAYERS - 1)))
+        tags.append(np.full(w.shape[0], _slot(i, len(all_layers))))
     return np.concatenate(rows), np.concatenate(tags).astype(np.int64)
+
+
+def layer_tokens(weights: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """One summary token per layer: ``tokens [n_layers, 2 * LAYER_STATS]`` (its weights' and biases' mean, std and
+    quantiles, as StatNN reads them) and ``tags [n_layers]``."""
+    all_layers = layers(weights)
+    tokens = np.stack([np.concatenate([_stats(w.ravel()), _stats(b)]) for w, b in all_layers]).astype(np.float32)
+    return tokens, np.array([_slot(i, len(all_layers)) for i in range(len(all_layers))], np.int64)
+
+
+def _slot(i: int, n_layers: int) -> int:
+    """Layer ``i``'s tag: its index for convolutions (the last tag shared beyond MAX_LAYERS), MAX_LAYERS for the head."""
+    return MAX_LAYERS if i == n_layers - 1 else min(i, MAX_LAYERS - 1)
+
+
+def _stats(values: np.ndarray) -> np.ndarray:
+    """Mean, std, log std and the STAT_QUANTILES of ``values`` (np.quantile's linear rule, from one sort: 10x
+    faster than np.quantile)."""
+    v = np.sort(values)
+    pos = np.array(STAT_QUANTILES) * (len(v) - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, len(v) - 1)
+    return np.array([v.mean(), v.std(), np.log(v.std() + EPS), *(v[lo] + (pos - lo) * (v[hi] - v[lo]))])
 
 
 def flat(weights: dict[str, np.ndarray], length: int) -> np.ndarray:
@@ -59,15 +91,11 @@ def random_slice(weights: dict[str, np.ndarray], size: int, rng: np.random.Gener
 
 
 def statistics(weights: dict[str, np.ndarray]) -> np.ndarray:
-    """StatNN's features ``[(MAX_LAYERS + 1) * 2 * 7]``: per layer slot, for its weights and its biases, mean,
-    standard deviation and the quantiles of STAT_QUANTILES (zeros for a slot the CNN does not have)."""
-    per = 2 + len(STAT_QUANTILES)
-    out = np.zeros((MAX_LAYERS + 1, 2, per), np.float32)
-    all_layers = layers(weights)
-    for i, (w, b) in enumerate(all_layers):
-        slot = MAX_LAYERS if i == len(all_layers) - 1 else min(i, MAX_LAYERS - 1)
-        for j, values in enumerate((w.ravel(), b)):
-            out[slot, j] = [values.mean(), values.std(), *np.quantile(values, STAT_QUANTILES)]
+    """StatNN's features ``[(MAX_LAYERS + 1) * 2 * LAYER_STATS]``: per layer slot, :func:`layer_tokens`' summary
+    (zeros for a slot the CNN does not have; convolutions past MAX_LAYERS - 1 share the last slot, the deepest wins)."""
+    out = np.zeros((MAX_LAYERS + 1, 2 * LAYER_STATS), np.float32)
+    tokens, tags = layer_tokens(weights)
+    out[tags] = tokens
     return out.ravel()
 
 

@@ -34,19 +34,40 @@ def _encoder(d: int, layers: int, heads: int, dropout: float) -> nn.TransformerE
 
 
 class NeuronTransformer(nn.Module):
-    """``tokens [batch, n, MAX_FAN_IN + 1]``, ``tags [batch, n]`` (layer; -1 = padding) -> logits per label."""
+    """Neuron tokens ``[batch, n, NEURON_FEATURES]`` with ``tags [batch, n]``, layer summary tokens
+    ``[batch, m, 2 * LAYER_STATS]`` with ``layer_tags [batch, m]`` (tags: the layer; -1 = padding) -> logits per label.
+    """
 
     def __init__(self, classes: dict[str, int], d: int = 64, layers: int = 2, heads: int = 4, dropout: float = 0.0):
         super().__init__()
-        self.embed = nn.Linear(encoding.MAX_FAN_IN + 1, d)
+        self.embed = nn.Linear(encoding.NEURON_FEATURES, d)
+        self.summarise = nn.Linear(2 * encoding.LAYER_STATS, d)
         self.tag = nn.Embedding(encoding.MAX_LAYERS + 1, d)
+        self.kind = nn.Parameter(torch.zeros(2, d))  # neuron token, layer summary token
         self.cls = nn.Parameter(torch.zeros(1, 1, d))
         self.encoder, self.norm, self.out = _encoder(d, layers, heads, dropout), nn.LayerNorm(d), _Heads(d, classes)
+        # Feature standardisation, fitted on training data (fit_inputs) and saved with the weights: raw weights and
+        # their statistics differ in scale by orders of magnitude.
+        for name, width in (("neuron", encoding.NEURON_FEATURES), ("layer", 2 * encoding.LAYER_STATS)):
+            self.register_buffer(f"{name}_mean", torch.zeros(width))
+            self.register_buffer(f"{name}_std", torch.ones(width))
 
-    def forward(self, tokens: torch.Tensor, tags: torch.Tensor) -> dict[str, torch.Tensor]:
-        h = self.embed(tokens) + self.tag(tags.clamp(min=0))  # [batch, n, d]
-        h = torch.cat([self.cls.expand(len(h), -1, -1), h], 1)  # [batch, 1 + n, d]
-        pad = torch.cat([torch.zeros_like(tags[:, :1], dtype=torch.bool), tags < 0], 1)  # [batch, 1 + n]
+    def fit_inputs(self, tokens: torch.Tensor, tags: torch.Tensor, summaries: torch.Tensor,
+                   layer_tags: torch.Tensor) -> None:  # fmt: skip
+        """Set the standardisation from a batch of inputs (padding left out)."""
+        for name, x, mask in (("neuron", tokens, tags >= 0), ("layer", summaries, layer_tags >= 0)):
+            real = x[mask]  # [real tokens, features]
+            getattr(self, f"{name}_mean").copy_(real.mean(0))
+            getattr(self, f"{name}_std").copy_(real.std(0).clamp(min=1e-6))
+
+    def forward(self, tokens: torch.Tensor, tags: torch.Tensor, summaries: torch.Tensor,
+                layer_tags: torch.Tensor) -> dict[str, torch.Tensor]:  # fmt: skip
+        tokens = (tokens - self.neuron_mean) / self.neuron_std
+        summaries = (summaries - self.layer_mean) / self.layer_std
+        neurons = self.embed(tokens) + self.tag(tags.clamp(min=0)) + self.kind[0]  # [batch, n, d]
+        layer_sums = self.summarise(summaries) + self.tag(layer_tags.clamp(min=0)) + self.kind[1]  # [batch, m, d]
+        h = torch.cat([self.cls.expand(len(tokens), -1, -1), neurons, layer_sums], 1)  # [batch, 1 + n + m, d]
+        pad = torch.cat([torch.zeros_like(tags[:, :1], dtype=torch.bool), tags < 0, layer_tags < 0], 1)
         return self.out(self.norm(self.encoder(h, src_key_padding_mask=pad)[:, 0]))
 
 

@@ -113,18 +113,22 @@ def build_model(cfg: HparamsConfig, classes: dict[str, list[str]]) -> torch.nn.M
 def inputs(cfg: HparamsConfig, batch: Sequence[dict[str, np.ndarray]], rng: np.random.Generator | None) -> tuple:
     """The model's input tensors for a batch of CNNs (``rng``: augmentation and EJR's slice offsets; None: none)."""
     if cfg.model == "ours":
-        encoded = [encoding.neuron_tokens(w if rng is None else encoding.permute_channels(w, rng)) for w in batch]
-        n = max(len(tags) for _, tags in encoded)
-        tokens = np.zeros((len(batch), n, encoding.MAX_FAN_IN + 1), np.float32)
-        tags = np.full((len(batch), n), -1, np.int64)
-        for i, (t, g) in enumerate(encoded):
-            tokens[i, : len(g)], tags[i, : len(g)] = t, g
-        return torch.from_numpy(tokens), torch.from_numpy(tags)
+        seen = [w if rng is None else encoding.permute_channels(w, rng) for w in batch]
+        return (*_padded([encoding.neuron_tokens(w) for w in seen]), *_padded([encoding.layer_tokens(w) for w in seen]))
     if cfg.model == "paper":
         return (torch.from_numpy(np.stack([encoding.chunks(w, cfg.n_chunks, cfg.chunk) for w in batch])),)
     if cfg.model == "mlp":
         return (torch.from_numpy(np.stack([encoding.flat(w, cfg.n_chunks * cfg.chunk) for w in batch])),)
     return (torch.from_numpy(np.stack([encoding.random_slice(w, cfg.slice_size, rng) for w in batch])),)
+
+
+def _padded(encoded: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens [n_i, f], tags [n_i]) per CNN -> tokens ``[batch, max n_i, f]``, tags ``[batch, max n_i]`` (-1: pad)."""
+    n, f = max(len(tags) for _, tags in encoded), encoded[0][0].shape[1]
+    tokens, tags = np.zeros((len(encoded), n, f), np.float32), np.full((len(encoded), n), -1, np.int64)
+    for i, (t, g) in enumerate(encoded):
+        tokens[i, : len(g)], tags[i, : len(g)] = t, g
+    return torch.from_numpy(tokens), torch.from_numpy(tags)
 
 
 @torch.no_grad()
@@ -152,6 +156,9 @@ def train(zoo: Path, out: Path, cfg: HparamsConfig, progress: bool = True) -> di
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng([cfg.seed, 3])
     model = build_model(cfg, classes)
+    if isinstance(model, models.NeuronTransformer):
+        sample = rng.permutation(len(train_set.weights))[:512]
+        model.fit_inputs(*inputs(cfg, [train_set.weights[i] for i in sample], None))
     opt = torch.optim.AdamW(model.parameters(), cfg.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps, pct_start=0.1)
     best: dict = {"mean": -1.0}
