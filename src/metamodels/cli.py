@@ -287,52 +287,38 @@ def _dataset(args: argparse.Namespace) -> int:
 def _zoo(args: argparse.Namespace) -> int:
     from metamodels.zoo import build, cnn_zoo, stats, tasks, trainer
 
-    if args.zoo_command in ("stats", "check", "export") and cnn_zoo.is_cnn_zoo(args.directory):
-        return _cnn_zoo(args)
-    if args.zoo_command == "build" and args.kind == "cnn":
-        return _cnn_zoo(args)
-    if args.zoo_command == "build" and (args.family or args.epochs):
-        raise MetamodelsError("--family and --epochs are options of --kind cnn")
+    cnn = args.kind == "cnn" if args.zoo_command == "build" else cnn_zoo.is_cnn_zoo(args.directory)
+    kind = cnn_zoo if cnn else stats  # both: report(directory, plot), check(directory) -> .describe(), .ok
     if args.zoo_command == "stats":
-        print(stats.report(args.directory, args.plot or args.directory / "stats.png"))
+        print(kind.report(args.directory, args.plot or args.directory / "stats.png"))
         return 0
     if args.zoo_command == "check":
-        checked = stats.check(args.directory, progress=True)
+        checked = kind.check(args.directory, progress=True)
         print(checked.describe(args.directory))
         return 0 if checked.ok else 1
+    if args.zoo_command == "export" and cnn:
+        row = cnn_zoo.export(args.directory, args.id, args.out)
+        print(f"{args.out}: a CNN of {row['n_params']} parameters ({row['id']}; its hyperparameters are not in the file)")
+        return 0
     if args.zoo_command == "export":
         model = stats.export(args.directory, args.id, args.out)
         print(f"{args.out}: {model.config.n_params} parameters, trained on {model.metadata['program_id']}")
         return 0
+    if cnn:
+        shared = options.given(args, cnn_zoo.CnnZooConfig)
+        mixed = [flag for cls in (build.ZooConfig, trainer.TrainerConfig, tasks.DataConfig)
+                 for flag in options.given(args, cls) if flag not in shared]  # fmt: skip
+        if mixed:
+            raise MetamodelsError(f"{mixed[0]} is an option of transformer zoos, not of --kind cnn")
+        report = cnn_zoo.build_cnn_zoo(args.out, options.config_from(args, cnn_zoo.CnnZooConfig),
+                                       workers=args.workers, ray_address=args.ray, progress=True)  # fmt: skip
+        print(report.describe(args.out))
+        return 0
+    if args.family or args.epochs:
+        raise MetamodelsError("--family and --epochs are options of --kind cnn")
     config = options.config_from(args, build.ZooConfig, trainer=options.config_from(args, trainer.TrainerConfig),
                                  data=options.config_from(args, tasks.DataConfig))  # fmt: skip
-    report = build.build_zoo(args.out, config, workers=args.workers, ray_address=args.ray, progress=True)
-    print(report.describe(args.out))
-    return 0
-
-
-def _cnn_zoo(args: argparse.Namespace) -> int:
-    from metamodels.zoo import build, cnn_zoo, tasks, trainer
-
-    if args.zoo_command == "stats":
-        print(cnn_zoo.report(args.directory, args.plot or args.directory / "stats.png"))
-        return 0
-    if args.zoo_command == "check":
-        checked = cnn_zoo.check(args.directory, progress=True)
-        print(checked.describe(args.directory))
-        return 0 if checked.ok else 1
-    if args.zoo_command == "export":
-        row = cnn_zoo.export(args.directory, args.id, args.out)
-        print(f"{args.out}: a CNN of {row['n_params']} parameters ({row['id']}; its hyperparameters are not in the file)")
-        return 0
-    shared = options.given(args, cnn_zoo.CnnZooConfig)
-    mixed = [flag for cls in (build.ZooConfig, trainer.TrainerConfig, tasks.DataConfig)
-             for flag in options.given(args, cls) if flag not in shared]  # fmt: skip
-    if mixed:
-        raise MetamodelsError(f"{mixed[0]} is an option of transformer zoos, not of --kind cnn")
-    config = options.config_from(args, cnn_zoo.CnnZooConfig)
-    report = cnn_zoo.build_cnn_zoo(args.out, config, workers=args.workers, ray_address=args.ray, progress=True)
-    print(report.describe(args.out))
+    print(build.build_zoo(args.out, config, workers=args.workers, ray_address=args.ray, progress=True).describe(args.out))
     return 0
 
 

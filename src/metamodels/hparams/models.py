@@ -38,6 +38,11 @@ class NeuronTransformer(nn.Module):
     ``[batch, m, 2 * LAYER_STATS]`` with ``layer_tags [batch, m]`` (tags: the layer; -1 = padding) -> logits per label.
     """
 
+    neuron_mean: torch.Tensor  # buffers [NEURON_FEATURES] and [2 * LAYER_STATS]: the input standardisation
+    neuron_std: torch.Tensor
+    layer_mean: torch.Tensor
+    layer_std: torch.Tensor
+
     def __init__(self, classes: dict[str, int], d: int = 64, layers: int = 2, heads: int = 4, dropout: float = 0.0):
         super().__init__()
         self.embed = nn.Linear(encoding.NEURON_FEATURES, d)
