@@ -46,12 +46,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=1000, help="optimizer steps of each neural meta-model")
     parser.add_argument("--sizes", default="24,72,240", help="training-run counts of the data-efficiency curve")
+    parser.add_argument("--curve", default="statnn,ours", help="methods of the data-efficiency curve")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results = [run(args.zoo, args.out, m, args.steps, None, args.seed) for m in ("majority", "statnn", *NEURAL)]
     sizes = [int(s) for s in args.sizes.split(",")]
-    curve = {m: [run(args.zoo, args.out, m, args.steps, n, args.seed) for n in sizes] for m in ("statnn", "ours")}
+    curve = {m: [run(args.zoo, args.out, m, args.steps, n, args.seed) for n in sizes] for m in args.curve.split(",")}
     labels = [k for k in results[0]["accuracy"] if k != "mean"]
     lines = [f"Test split: {results[0]['checkpoints']} checkpoints of {results[0]['runs']} held-out runs; "
              f"training on {results[0]['train_runs']} runs (all their checkpoints). Accuracy per label:", "",
