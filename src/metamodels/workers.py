@@ -14,7 +14,7 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -65,3 +65,24 @@ def in_order(first: int, submit: Callable, result: Callable, ahead: int) -> Iter
         k, handle = pending.popleft()
         pending.append((k + ahead, submit(k + ahead)))
         yield k, result(handle)
+
+
+def shard_results(
+    fn: Callable, args_of: Callable[[int], tuple], first: int, workers: int, ray_address: str | None
+) -> Generator[tuple[int, Any], None, None]:
+    """(k, fn(*args_of(k))) for k = first, first + 1, ..., in order: in this process (``workers`` 1), in a process
+    pool of ``workers``, or as Ray tasks on the cluster at ``ray_address``. Close it to stop (pending jobs cancelled)."""
+    if ray_address is not None:
+        import ray
+
+        ray.init(address=ray_address, ignore_reinit_error=True, log_to_driver=False)
+        remote = ray.remote(fn)
+        yield from in_order(first, lambda k: remote.remote(*args_of(k)), ray.get, ahead=max(2, workers))
+        return
+    if workers <= 1:
+        k = first
+        while True:
+            yield k, fn(*args_of(k))
+            k += 1
+    with process_pool(workers) as pool:
+        yield from in_order(first, lambda k: pool.submit(fn, *args_of(k)), lambda f: f.result(), ahead=workers)

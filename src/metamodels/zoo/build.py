@@ -20,7 +20,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -209,7 +209,10 @@ def _build(out: Path, config: ZooConfig, workers: int, ray: str | None, progress
     stored = sum(rec["programs"] for rec in committed)
     started, first_new = time.perf_counter(), len(committed)
     deal = _Dealer(config)
-    results = _shard_results(config, deal, first_new, workers, ray)
+    prov = artifacts.provenance()
+    results = workers_mod.shard_results(
+        train_shard, lambda k: (config, k, deal.shard(k), prov), first_new, workers, ray
+    )
     with tqdm(total=config.n, initial=stored, desc="training", unit="prog", disable=not progress) as bar:
         while stored < config.n and (stop is None or len(committed) - first_new < stop):
             k, (rows, shard_drops, seconds) = next(results)
@@ -319,29 +322,6 @@ def _split(fingerprint: str, config: ZooConfig) -> str:
     if bucket < config.test_permille:
         return "test"
     return "val" if bucket < config.test_permille + config.val_permille else "train"
-
-
-def _shard_results(
-    config: ZooConfig, deal: _Dealer, first: int, workers: int, ray_address: str | None
-) -> Generator[tuple[int, tuple], None, None]:
-    """(k, train_shard result) for k = first, first + 1, ..., ``workers`` shards at a time, yielded in order."""
-    prov = artifacts.provenance()
-    if ray_address is not None:
-        import ray
-
-        ray.init(address=ray_address, ignore_reinit_error=True, log_to_driver=False)
-        remote = ray.remote(train_shard)
-        yield from workers_mod.in_order(first, lambda k: remote.remote(config, k, deal.shard(k), prov), ray.get,
-                                        ahead=max(2, workers))  # fmt: skip
-        return
-    if workers <= 1:
-        k = first
-        while True:
-            yield k, train_shard(config, k, deal.shard(k), prov)
-            k += 1
-    with workers_mod.process_pool(workers) as pool:
-        yield from workers_mod.in_order(first, lambda k: pool.submit(train_shard, config, k, deal.shard(k), prov),
-                                        lambda f: f.result(), ahead=workers)  # fmt: skip
 
 
 def read_zoo(directory: Path, split: str | None = None, columns: list[str] | None = None) -> Iterator[dict]:

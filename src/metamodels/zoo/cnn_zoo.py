@@ -22,7 +22,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -163,7 +163,8 @@ def build_cnn_zoo(out_dir: str | Path, config: CnnZooConfig, *, workers: int = 1
         for rec in committed:
             drops.update(rec["drops"])
         stored, first, started = sum(r["runs"] for r in committed), len(committed), time.perf_counter()
-        results = _shard_results(config, first, workers, ray_address)
+        prov = artifacts.provenance()
+        results = workers_mod.shard_results(train_shard, lambda k: (config, k, prov), first, workers, ray_address)
         with tqdm(total=config.n, initial=stored, desc="training CNNs", unit="run", disable=not progress) as bar:
             while stored < config.n and (stop_after_shards is None or len(committed) - first < stop_after_shards):
                 k, (rows, shard_drops, seconds) = next(results)
@@ -179,27 +180,6 @@ def build_cnn_zoo(out_dir: str | Path, config: CnnZooConfig, *, workers: int = 1
         results.close()
     return CnnZooReport(stored, sum(r["models"] for r in committed), len(committed), dict(drops),
                         time.perf_counter() - started)  # fmt: skip
-
-
-def _shard_results(
-    config: CnnZooConfig, first: int, workers: int, ray_address: str | None
-) -> Generator[tuple, None, None]:
-    prov = artifacts.provenance()
-    if ray_address is not None:
-        import ray
-
-        ray.init(address=ray_address, ignore_reinit_error=True, log_to_driver=False)
-        remote = ray.remote(train_shard)
-        yield from workers_mod.in_order(first, lambda k: remote.remote(config, k, prov), ray.get, ahead=max(2, workers))
-        return
-    if workers <= 1:
-        k = first
-        while True:
-            yield k, train_shard(config, k, prov)
-            k += 1
-    with workers_mod.process_pool(workers) as pool:
-        yield from workers_mod.in_order(first, lambda k: pool.submit(train_shard, config, k, prov),
-                                        lambda f: f.result(), ahead=workers)  # fmt: skip
 
 
 def train_shard(config: CnnZooConfig, k: int, provenance: dict) -> tuple[list[dict], dict, float]:
