@@ -17,7 +17,7 @@ PACKAGE = Path(metamodels.__file__).parent
 
 # Lower layers never import higher ones. Modules of one layer may import each other (without cycles).
 LAYERS = (
-    ("errors", "artifacts", "workers", "options"),
+    ("errors", "artifacts", "workers", "options", "devices"),
     ("rasp",),
     ("transformer",),
     ("dataset", "python"),

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from metamodels import options
@@ -40,12 +40,24 @@ SPLIT = options.arg("--split", default="test", choices=("train", "val", "test"),
 HPARAMS_JSON = options.arg("--json", type=Path, help="also write the summary to this JSON file")
 
 
-def DEVICE(p: argparse.ArgumentParser) -> None:  # noqa: N802 (an argument like the others; built lazily: torch)
-    from typing import get_args
+def _device(what: str = "the meta-model runs", zoo: bool = False) -> Callable[[argparse.ArgumentParser], None]:
+    """The --device argument (built lazily: it imports torch): where ``what``; default ZOO_DEVICE if ``zoo``."""
 
-    from metamodels.meta import parallel
+    def add(p: argparse.ArgumentParser) -> None:
+        from typing import get_args
 
-    p.add_argument("--device", choices=get_args(parallel.Device), default=parallel.DEVICE, help=parallel.DEVICE_HELP)
+        from metamodels import devices
+
+        default = devices.ZOO_DEVICE if zoo else devices.DEVICE
+        p.add_argument("--device", choices=get_args(devices.Device), default=default,
+                       help=devices.DEVICE_HELP.replace("the meta-model runs", what) + f" (default {default})")  # fmt: skip
+
+    return add
+
+
+DEVICE = _device()
+BASE_DEVICE = _device("the zoo's models train (float32; recorded in each row's provenance; a CPU build is "
+                      "bit-for-bit reproducible, a GPU one need not be)", zoo=True)
 
 # command: (help line, description or None, its arguments). Only the chosen command's arguments are built, so a
 # command imports only its stages: torch and JAX load slowly.
@@ -95,7 +107,8 @@ COMMANDS: dict[str, options.Command] = {
             _config("zoo.build:ZooConfig"), _config("zoo.cnn_zoo:CnnZooConfig", only=("family", "epochs")),
             _config("zoo.trainer:TrainerConfig"), _config("zoo.tasks:DataConfig"),
             options.arg("--workers", type=int, default=os.cpu_count() or 1, help="local worker processes (default: all cores)"),
-            options.arg("--ray", metavar="ADDRESS", help="run on an existing Ray cluster (e.g. 'auto' or 'ray://host:10001')")]),
+            options.arg("--ray", metavar="ADDRESS", help="run on an existing Ray cluster (e.g. 'auto' or 'ray://host:10001')"),
+            BASE_DEVICE]),
         "stats": ("tables and plots of a zoo", None, [
             options.arg("directory", type=Path, help="zoo directory"),
             options.arg("--plot", type=Path, help="PNG file for the plots (default DIRECTORY/stats.png)")]),
@@ -149,7 +162,7 @@ COMMANDS: dict[str, options.Command] = {
                 _config("hparams.training:HparamsConfig")]),
             "evaluate": ("accuracy per hyperparameter of a checkpoint on a CNN zoo split", None, [
                 options.arg("checkpoint", type=Path, help="hparams checkpoint (.safetensors)"),
-                options.arg("zoo", type=Path, help="CNN zoo directory"), SPLIT, HPARAMS_JSON]),
+                options.arg("zoo", type=Path, help="CNN zoo directory"), SPLIT, HPARAMS_JSON, DEVICE]),
             "baseline": ("fit and score a classical baseline on a CNN zoo", "majority: the train split's most common "
                          "class; statnn: per-layer weight statistics into gradient boosting (scikit-learn).", [
                 options.arg("zoo", type=Path, help="CNN zoo directory"),
@@ -160,7 +173,7 @@ COMMANDS: dict[str, options.Command] = {
             "predict": ("predict how one CNN was trained, with probabilities", None, [
                 options.arg("checkpoint", type=Path, help="hparams checkpoint (.safetensors)"),
                 options.arg("cnn", type=Path, help="CNN file (zoo export of a CNN zoo; weights named convs.<i>.weight/"
-                            "bias, head.weight/bias)"), JSON])})]),
+                            "bias, head.weight/bias)"), JSON, DEVICE])})]),
     "export": ("write a model file in another library's layout (TransformerLens)", "Write a compiled, densified or "
                "trained model file as a TransformerLens directory: model.safetensors (the HookedTransformer state dict) "
                "and config.json (the HookedTransformerConfig arguments and this model's vocabularies and settings). "
@@ -311,14 +324,17 @@ def _zoo(args: argparse.Namespace) -> int:
         if mixed:
             raise MetamodelsError(f"{mixed[0]} is an option of transformer zoos, not of --kind cnn")
         report = cnn_zoo.build_cnn_zoo(args.out, options.config_from(args, cnn_zoo.CnnZooConfig),
-                                       workers=args.workers, ray_address=args.ray, progress=True)  # fmt: skip
+                                       workers=args.workers, ray_address=args.ray, device=args.device,
+                                       progress=True)  # fmt: skip
         print(report.describe(args.out))
         return 0
     if args.family or args.epochs:
         raise MetamodelsError("--family and --epochs are options of --kind cnn")
     config = options.config_from(args, build.ZooConfig, trainer=options.config_from(args, trainer.TrainerConfig),
                                  data=options.config_from(args, tasks.DataConfig))  # fmt: skip
-    print(build.build_zoo(args.out, config, workers=args.workers, ray_address=args.ray, progress=True).describe(args.out))
+    built = build.build_zoo(args.out, config, workers=args.workers, ray_address=args.ray, device=args.device,
+                            progress=True)  # fmt: skip
+    print(built.describe(args.out))
     return 0
 
 
@@ -326,7 +342,7 @@ def _hparams(args: argparse.Namespace) -> int:
     from metamodels.hparams import training
 
     if args.hparams_command == "predict":
-        predicted = training.predict(args.checkpoint, args.cnn)
+        predicted = training.predict(args.checkpoint, args.cnn, args.device)
         if args.json:
             print(json.dumps(predicted, indent=1))
         else:
@@ -344,7 +360,7 @@ def _hparams(args: argparse.Namespace) -> int:
 
         summary = baselines.evaluate(args.zoo, args.method, args.split, args.train_runs, args.seed)
     else:
-        summary = training.evaluate(args.checkpoint, args.zoo, args.split)
+        summary = training.evaluate(args.checkpoint, args.zoo, args.split, args.device)
     print(f"{summary['method']} ({summary['train_runs']} training runs) on {summary['split']}: "
           f"{summary['checkpoints']} checkpoints of {summary['runs']} runs; accuracy "
           + ", ".join(f"{k} {v:.3f}" for k, v in summary["accuracy"].items()))  # fmt: skip

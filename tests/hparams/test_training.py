@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from metamodels import cli
 from metamodels.hparams import baselines, training
@@ -70,6 +71,17 @@ def test_predict_reads_an_exported_cnn(zoo, tmp_path, capsys):
     predicted = json.loads(capsys.readouterr().out)
     assert set(predicted) == set(LABELS) and set(predicted["optimizer"]) == set(training.classes_of(zoo)["optimizer"])
     assert all(abs(sum(p.values()) - 1) < 1e-5 for p in predicted.values())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
+@pytest.mark.parametrize("model", ["ours", "paper"])
+def test_cuda_training_in_autocast_and_a_checkpoint_that_evaluates_on_the_cpu(zoo, tmp_path, model):
+    ckpt = tmp_path / "h.safetensors"
+    record = training.train(zoo, ckpt, training.HparamsConfig(model=model, steps=4, batch_size=4, device="cuda"),
+                            progress=False)  # fmt: skip
+    assert record["device"].startswith("cuda")
+    on_cpu = training.evaluate(ckpt, zoo, "val", device="cpu")["accuracy"]
+    assert on_cpu["mean"] == pytest.approx(record["val"]["mean"], abs=0.05)  # bfloat16 on the GPU, float32 here
 
 
 @pytest.mark.parametrize("case", ["not a zoo", "not a checkpoint", "not a cnn"])

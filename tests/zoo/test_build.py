@@ -82,6 +82,7 @@ def test_views_and_failures_are_recorded(zoo):
     rows = list(build.read_zoo(out))
     assert all(0 <= r["view"] <= len(config.trainer.view_steps) for r in rows)
     assert any(r["view"] > 0 for r in rows)
+    assert {json.loads(r["provenance"])["device"] for r in rows} == {"cpu"}  # where they trained (--device)
     manifest = store.read_manifest(out)
     attempted = sum(s["attempted"] for s in manifest["shards"])
     failures = sum(v for s in manifest["shards"] for k, v in s["drops"].items() if k not in build.SAMPLING_DROPS)

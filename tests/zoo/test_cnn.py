@@ -62,6 +62,15 @@ def test_training_keeps_the_asked_epochs_and_learns():
     assert cnn.accuracy(cnn.load(SPEC, 10, a[-1].weights), data.x_test, data.y_test) == a[-1].test_accuracy
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
+def test_cuda_training_learns_and_its_checkpoints_score_the_same_on_the_cpu():
+    run = cnn.train(SPEC, "cuda")
+    assert not isinstance(run, str) and [c.epoch for c in run] == [1, 3] and run[-1].test_accuracy > 0.2
+    data = cnn.load_data("digits")
+    on_cpu = cnn.accuracy(cnn.load(SPEC, 10, run[-1].weights), data.x_test, data.y_test)
+    assert on_cpu == pytest.approx(run[-1].test_accuracy, abs=0.01)
+
+
 def test_a_diverging_run_is_reported_not_returned():
     assert cnn.train(dataclasses.replace(SPEC, optimizer="sgd", lr=1e8)) == "diverged"
 

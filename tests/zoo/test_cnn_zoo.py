@@ -4,9 +4,11 @@ splits by run, reports a corrupted weight, exports a CNN file; the CLI's errors 
 from __future__ import annotations
 
 import contextlib
+import json
 
 import numpy as np
 import pytest
+import torch
 
 from metamodels import cli
 from metamodels.dataset import store
@@ -38,6 +40,14 @@ def test_a_tiny_zoo_builds_and_re_checks(zoo):
         assert r["weights"]["convs.0.weight"].shape == (spec.width, 1, spec.kernel)
     assert cnn_zoo.check(out).ok
     assert cli.main(["zoo", "check", str(out)]) == 0
+
+
+def test_the_device_is_recorded_and_a_missing_one_is_one_error_line(zoo, tmp_path, capsys):
+    assert {json.loads(r["provenance"])["device"] for r in cnn_zoo.read(zoo[0], columns=["provenance"])} == {"cpu"}
+    if not torch.cuda.is_available():
+        assert cli.main(["zoo", "build", str(tmp_path / "z"), "--kind", "cnn", "--n", "1", "--device", "cuda"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and "no CUDA GPU" in err and len(err.strip().splitlines()) == 1
 
 
 def test_splits_are_by_run(zoo):

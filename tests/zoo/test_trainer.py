@@ -58,6 +58,19 @@ def test_every_view_rechecks_with_the_numpy_forward_and_runs_repeat(arch):
     ]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
+def test_cuda_training_converges_and_its_models_recheck_on_the_cpu():
+    arch = trainer.Architecture(d_model=16, n_heads=2, d_mlp=32)
+    config = trainer.TrainerConfig(slots=2, batch_size=16, max_steps=600, bar=0.9, view_steps=(50,))
+    task_list = make_tasks()
+    by_key = {t.key: t for t in task_list}
+    converged = [o for o in trainer.train_many(task_list, arch, config, seed=0, device="cuda") if o.failure is None]
+    assert converged
+    for o in converged:  # the stored weights are CPU numpy arrays; GPU and numpy arithmetic differ in rounding only
+        for view in o.views:
+            assert recheck(by_key[o.key], view.model) == pytest.approx(view.heldout_accuracy, abs=0.02)
+
+
 def test_a_task_that_cannot_be_learned_is_reported_not_dropped():
     rng = np.random.default_rng(0)
     noise = {xs: [int(v) for v in rng.integers(0, 3, len(xs))] for xs in tasks.input_pool((1, 2, 3), 4, 1000, rng)}

@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from metamodels import options
+from metamodels import devices, options
 from metamodels.decompilation import readout, wiring
 from metamodels.errors import MetamodelsError
-from metamodels.meta import decoding, metamodel, parallel, weight_encoding
+from metamodels.meta import decoding, metamodel, weight_encoding
 from metamodels.rasp import functions, text
 from metamodels.rasp import tokens as tokens_mod
 from metamodels.rasp.program import Program
@@ -163,11 +163,11 @@ def shipped_checkpoint(model: CompiledModel | None = None) -> Path:
     return DENSE_CHECKPOINT if dense and DENSE_CHECKPOINT.is_dir() else DEFAULT_CHECKPOINT
 
 
-def load_metamodel(checkpoint: str | Path | None = None, device: str = parallel.DEVICE) -> metamodel.MetaModel:
+def load_metamodel(checkpoint: str | Path | None = None, device: str = devices.DEVICE) -> metamodel.MetaModel:
     """The meta-model of a checkpoint directory (default: the shipped default one) on ``device`` (see
-    :func:`parallel.device`), loaded once per process and device."""
+    :func:`devices.device`), loaded once per process and device."""
     path = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
-    dev = parallel.device(device)
+    dev = devices.device(device)
     key = f"{path.resolve()}@{dev}"
     if key not in _LOADED:
         _LOADED[key] = metamodel.load_checkpoint(path)[0].to(dev)
@@ -178,7 +178,7 @@ def decompile(
     model: CompiledModel,
     *,
     checkpoint: str | Path | metamodel.MetaModel | None = None,
-    device: str = parallel.DEVICE,
+    device: str = devices.DEVICE,
     beam: int = DecompileConfig.beam,
     verify: bool = DecompileConfig.verify,
     max_inputs: int = DecompileConfig.max_inputs,

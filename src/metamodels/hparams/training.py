@@ -20,7 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from metamodels import artifacts, options
+from metamodels import artifacts, devices, options
 from metamodels.errors import MetamodelsError
 from metamodels.hparams import encoding, models
 from metamodels.zoo import cnn_zoo
@@ -42,6 +42,8 @@ class HparamsConfig:
     seed: int = options.option(0, help="seed of initialisation, batches, augmentation and --train-runs subset")
     train_runs: int | None = options.option(None, help="train on this many training runs only (default all)")
     eval_every: int = options.option(250, help="steps between validations")
+    device: devices.Device = options.option(devices.DEVICE, help=devices.DEVICE_HELP + " (training; CUDA trains in "
+                                            "bfloat16 autocast; the checkpoint loads anywhere)")  # fmt: skip
     d_model: int = 64
     layers: int = 2
     heads: int = 4
@@ -131,14 +133,22 @@ def _padded(encoded: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor,
     return torch.from_numpy(tokens), torch.from_numpy(tags)
 
 
+def _on(dev: torch.device, tensors: tuple) -> tuple:
+    return tuple(t.to(dev) for t in tensors)
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 @torch.no_grad()
 def predict_split(model: torch.nn.Module, cfg: HparamsConfig, data: Split, batch: int = 256) -> np.ndarray:
-    """Predicted class indices ``[n, n_labels]`` (labels in the heads' order)."""
+    """Predicted class indices ``[n, n_labels]`` (labels in the heads' order), on the model's device."""
     model.eval()
-    out = []
+    dev, out = _device_of(model), []
     for start in range(0, len(data.weights), batch):
-        logits = model(*inputs(cfg, data.weights[start : start + batch], None))
-        out.append(np.stack([v.argmax(-1).numpy() for v in logits.values()], 1))
+        logits = model(*_on(dev, inputs(cfg, data.weights[start : start + batch], None)))
+        out.append(np.stack([v.argmax(-1).cpu().numpy() for v in logits.values()], 1))
     return np.concatenate(out)
 
 
@@ -155,23 +165,29 @@ def train(zoo: Path, out: Path, cfg: HparamsConfig, progress: bool = True) -> di
     val_set = load_split(zoo, "val", classes)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng([cfg.seed, 3])
-    model = build_model(cfg, classes)
+    dev = devices.device(cfg.device)
+    model = build_model(cfg, classes).to(dev)
     if isinstance(model, models.NeuronTransformer):
         sample = rng.permutation(len(train_set.weights))[:512]
-        model.fit_inputs(*inputs(cfg, [train_set.weights[i] for i in sample], None))
+        model.fit_inputs(*_on(dev, inputs(cfg, [train_set.weights[i] for i in sample], None)))
     opt = torch.optim.AdamW(model.parameters(), cfg.lr, weight_decay=0.01)
+    scaler = devices.grad_scaler(dev)  # float16 autocast only (CUDA without bfloat16)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps, pct_start=0.1)
     best: dict = {"mean": -1.0}
     for step in tqdm(range(1, cfg.steps + 1), desc=f"training {cfg.model}", disable=not progress):
         model.train()
         pick = rng.integers(len(train_set.weights), size=cfg.batch_size)
-        logits = model(*inputs(cfg, [train_set.weights[i] for i in pick], rng))
-        y = torch.from_numpy(train_set.y[pick])
-        loss = sum(torch.nn.functional.cross_entropy(v, y[:, j]) for j, v in enumerate(logits.values()))
+        x = _on(dev, inputs(cfg, [train_set.weights[i] for i in pick], rng))
+        y = torch.from_numpy(train_set.y[pick]).to(dev)
+        with devices.autocast(dev):
+            logits = model(*x)
+            loss = sum(torch.nn.functional.cross_entropy(v.float(), y[:, j]) for j, v in enumerate(logits.values()))
         opt.zero_grad()
-        loss.backward()  # type: ignore[union-attr]
+        scaler.scale(loss).backward()  # type: ignore[arg-type]
+        scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        scaler.step(opt)
+        scaler.update()
         sched.step()
         if step % cfg.eval_every == 0 or step == cfg.steps:
             val = accuracies(predict_split(model, cfg, val_set), val_set, list(classes))
@@ -179,18 +195,20 @@ def train(zoo: Path, out: Path, cfg: HparamsConfig, progress: bool = True) -> di
                 best = {**val, "step": step}
                 record = {"config": dataclasses.asdict(cfg), "classes": classes, "family": family(zoo), "val": best,
                           "train_runs": len(set(train_set.runs)), "train_checkpoints": len(train_set.runs),
+                          "device": str(dev), "autocast": str(devices.precision(dev)),
                           "provenance": artifacts.provenance()}  # fmt: skip
                 _save(out, model, record)
     return record
 
 
 def _save(out: Path, model: torch.nn.Module, record: dict) -> None:
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     artifacts.atomic_write(out, lambda tmp: save_file(state, str(tmp), metadata={"record": json.dumps(record)}))
 
 
-def load(checkpoint: Path) -> tuple[torch.nn.Module, HparamsConfig, dict]:
-    """A trained hyperparameter meta-model, its config and its record."""
+def load(checkpoint: Path, device: str = "cpu") -> tuple[torch.nn.Module, HparamsConfig, dict]:
+    """A trained hyperparameter meta-model (on ``device``), its config and its record."""
+    dev = devices.device(device)
     try:
         with safe_open(str(checkpoint), "pt") as f:
             record = json.loads((f.metadata() or {})["record"])
@@ -198,14 +216,15 @@ def load(checkpoint: Path) -> tuple[torch.nn.Module, HparamsConfig, dict]:
         cfg = HparamsConfig(**record["config"])
         model = build_model(cfg, record["classes"])
         model.load_state_dict(state)
+        model.to(dev)
     except (OSError, KeyError, TypeError, RuntimeError, SafetensorError, json.JSONDecodeError) as e:
         raise MetamodelsError(f"{checkpoint}: not a hyperparameter meta-model checkpoint ({e})") from None
     return model, cfg, record
 
 
-def evaluate(checkpoint: Path, zoo: Path, split: str = "test") -> dict:
+def evaluate(checkpoint: Path, zoo: Path, split: str = "test", device: str = devices.DEVICE) -> dict:
     """Accuracy per label (and the mean) of a checkpoint on a zoo split, with the split's size."""
-    model, cfg, record = load(checkpoint)
+    model, cfg, record = load(checkpoint, device)
     if family(zoo) != record["family"]:
         raise MetamodelsError(f"{checkpoint} reads {record['family']} zoos; {zoo} is a {family(zoo)} zoo")
     data = load_split(zoo, split, record["classes"])
@@ -214,15 +233,15 @@ def evaluate(checkpoint: Path, zoo: Path, split: str = "test") -> dict:
             "train_runs": record["train_runs"], "accuracy": acc}  # fmt: skip
 
 
-def predict(checkpoint: Path, cnn_file: Path) -> dict[str, dict[str, float]]:
+def predict(checkpoint: Path, cnn_file: Path, device: str = devices.DEVICE) -> dict[str, dict[str, float]]:
     """For one CNN file: each label's classes with their predicted probabilities, most likely first."""
-    model, cfg, record = load(checkpoint)
+    model, cfg, record = load(checkpoint, device)
     weights = cnn_zoo.load_cnn_file(cnn_file)
     model.eval()
     with torch.no_grad():
-        logits = model(*inputs(cfg, [weights], None))
+        logits = model(*_on(_device_of(model), inputs(cfg, [weights], None)))
     out = {}
     for label, v in logits.items():
-        p = torch.softmax(v[0], -1).tolist()
+        p = torch.softmax(v[0].float(), -1).tolist()
         out[label] = dict(sorted(zip(record["classes"][label], p), key=lambda kv: -kv[1]))
     return out

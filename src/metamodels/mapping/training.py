@@ -32,11 +32,10 @@ from safetensors.torch import save_file
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from metamodels import artifacts, options
+from metamodels import artifacts, devices, options
 from metamodels.dataset import store
 from metamodels.errors import MetamodelsError
 from metamodels.mapping import circuits, data, graph_t5
-from metamodels.meta import parallel
 from metamodels.python import tokens as python_tokens
 from metamodels.rasp import tokens as rasp_tokens
 from metamodels.transformer import trained
@@ -55,7 +54,7 @@ class MappingConfig:
     features: int = options.option(data.FEATURES, help="graph-t5: parameters per layer vertex (padded or truncated)")
     seed: int = options.option(0, help="seed of initialisation, batch order and dropout")
     limit: int | None = options.option(None, help="train on at most this many zoo models (default: all)")
-    device: parallel.Device = options.option(parallel.DEVICE, help=parallel.DEVICE_HELP + " (training; checkpoints "
+    device: devices.Device = options.option(devices.DEVICE, help=devices.DEVICE_HELP + " (training; checkpoints "
                                              "load anywhere)")  # fmt: skip
 
     def __post_init__(self) -> None:
@@ -100,10 +99,10 @@ def train(zoo: Path, out: Path, config: MappingConfig, progress: bool = True) ->
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     max_len = max(len(e.target) for e in examples) + 32
-    dev = parallel.device(config.device)
+    dev = devices.device(config.device)
     model = make_model(config, vocab, max_len).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
-    scaler = parallel.grad_scaler(dev)  # float16 autocast only (CUDA without bfloat16)
+    scaler = devices.grad_scaler(dev)  # float16 autocast only (CUDA without bfloat16)
     warmup = max(1, config.steps // 20)
     log, start = [], time.perf_counter()
     order = rng.permutation(len(examples))
@@ -123,7 +122,7 @@ def train(zoo: Path, out: Path, config: MappingConfig, progress: bool = True) ->
             for group in opt.param_groups:
                 group["lr"] = config.lr * scale
             inputs, target = collate(config, batch)
-            with parallel.autocast(dev):
+            with devices.autocast(dev):
                 loss = lm_loss(model, {k: v.to(dev) for k, v in inputs.items()}, target.to(dev))
             opt.zero_grad()
             scaler.scale(loss).backward()

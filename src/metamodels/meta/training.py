@@ -29,7 +29,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from metamodels import artifacts, options
+from metamodels import artifacts, devices, options
 from metamodels.dataset import store
 from metamodels.errors import MetamodelsError
 from metamodels.meta import batching, metamodel, parallel, weight_encoding
@@ -86,7 +86,7 @@ class TrainConfig:
     dense_limit: int | None = options.option(
         None, help="use only the first N training examples of each --dense-data (default --limit)"
     )
-    device: parallel.Device = options.option(parallel.DEVICE, help=parallel.DEVICE_HELP + " (CUDA trains in "
+    device: devices.Device = options.option(devices.DEVICE, help=devices.DEVICE_HELP + " (CUDA trains in "
                                              "bfloat16/float16 autocast; checkpoints load anywhere)")  # fmt: skip
     ray: str | None = options.option(
         None, metavar="ADDRESS", help="train data-parallel on a Ray cluster (Ray Train; 'local' starts one here) "
@@ -236,7 +236,7 @@ def _train(cfg: TrainConfig, world: parallel.World, dev: torch.device, *, progre
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
     )
-    scaler = parallel.grad_scaler(dev)
+    scaler = devices.grad_scaler(dev)
     state: dict[str, Any] = {
         "step": 0,
         "epoch": 0,
@@ -249,7 +249,7 @@ def _train(cfg: TrainConfig, world: parallel.World, dev: torch.device, *, progre
     if (out / STATE).is_file():  # resume (on any number of ranks: the data order is a function of the step)
         state = load_state(out / STATE, cfg, model, opt)
     info = {"n_params": model.n_params(), "train_examples": world.total(len(train_set)), "skipped": train_set.skipped,
-            "ranks": world.size, "device": str(dev), "autocast": str(parallel.precision(dev))}  # fmt: skip
+            "ranks": world.size, "device": str(dev), "autocast": str(devices.precision(dev))}  # fmt: skip
     if world.main:
         (out / "run.json").write_text(json.dumps({"config": dataclasses.asdict(cfg), **info}, indent=1))
 
@@ -267,7 +267,7 @@ def _train(cfg: TrainConfig, world: parallel.World, dev: torch.device, *, progre
         lr = lr_at(state["step"], state["total"] or 10**9, cfg.lr, cfg.warmup)
         for group in opt.param_groups:
             group["lr"] = lr
-        with parallel.autocast(dev):
+        with devices.autocast(dev):
             loss, _, _ = program_loss(net, batch)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()

@@ -29,7 +29,7 @@ import pyarrow as pa
 import torch
 from tqdm import tqdm
 
-from metamodels import artifacts, options
+from metamodels import artifacts, devices, options
 from metamodels import workers as workers_mod
 from metamodels.dataset import stats, store
 from metamodels.errors import MetamodelsError
@@ -185,22 +185,27 @@ def build_zoo(
     *,
     workers: int = 1,
     ray_address: str | None = None,
+    device: str = devices.ZOO_DEVICE,
     progress: bool = False,
     stop_after_shards: int | None = None,
 ) -> ZooReport:
     """Build (or resume) the zoo ``config`` describes in ``out_dir``.
 
+    ``device``: where each shard's models train (every worker uses it; recorded in each row's provenance).
     ``stop_after_shards`` stops after committing that many new shards (for tests of resumption).
     """
     if workers < 1:
         raise MetamodelsError(f"--workers must be at least 1, got {workers}")
+    dev = devices.device(device).type
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with store.lock(out):
-        return _build(out, config, workers, ray_address, progress, stop_after_shards)
+        return _build(out, config, workers, ray_address, dev, progress, stop_after_shards)
 
 
-def _build(out: Path, config: ZooConfig, workers: int, ray: str | None, progress: bool, stop: int | None) -> ZooReport:
+def _build(
+    out: Path, config: ZooConfig, workers: int, ray: str | None, dev: str, progress: bool, stop: int | None
+) -> ZooReport:
     manifest = store.open_manifest(out, dataclasses.asdict(config), FORMAT_VERSION)
     committed = manifest["shards"]
     drops: collections.Counter[str] = collections.Counter()
@@ -209,9 +214,9 @@ def _build(out: Path, config: ZooConfig, workers: int, ray: str | None, progress
     stored = sum(rec["programs"] for rec in committed)
     started, first_new = time.perf_counter(), len(committed)
     deal = _Dealer(config)
-    prov = artifacts.provenance()
+    prov = {**artifacts.provenance(), "device": dev}
     results = workers_mod.shard_results(
-        train_shard, lambda k: (config, k, deal.shard(k), prov), first_new, workers, ray
+        train_shard, lambda k: (config, k, deal.shard(k), prov, dev), first_new, workers, ray
     )
     with tqdm(total=config.n, initial=stored, desc="training", unit="prog", disable=not progress) as bar:
         while stored < config.n and (stop is None or len(committed) - first_new < stop):
@@ -276,8 +281,10 @@ class _Dealer:
         return None
 
 
-def train_shard(config: ZooConfig, k: int, indices: list[int], provenance: dict) -> tuple[list[dict], dict, float]:
-    """Train shard ``k``'s programs; its rows (one per view, split unset), failures by reason, seconds."""
+def train_shard(
+    config: ZooConfig, k: int, indices: list[int], provenance: dict, device: str = devices.ZOO_DEVICE
+) -> tuple[list[dict], dict, float]:
+    """Train shard ``k``'s programs on ``device``; its rows (one per view, split unset), failures by reason, seconds."""
     torch.set_num_threads(1)  # deterministic, and one core per worker
     started = time.perf_counter()
     domain, failures = config.domain(), collections.Counter[str]()
@@ -293,7 +300,7 @@ def train_shard(config: ZooConfig, k: int, indices: list[int], provenance: dict)
         else:
             made[key] = (c, task)
     arch, rows = config.architecture(k), []
-    for outcome in train_many([t for _, t in made.values()], arch, config.trainer, seed=[config.seed, k]):
+    for outcome in train_many([t for _, t in made.values()], arch, config.trainer, [config.seed, k], device):
         if outcome.failure is not None:
             failures[outcome.failure] += 1
             continue

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from metamodels import devices
+
 Dataset = Literal["mnist1d", "mnist1d-shuffled", "digits"]
 Activation = Literal["relu", "tanh", "gelu", "sigmoid"]
 Init = Literal["xavier_normal", "he_normal", "orthogonal", "normal", "truncated_normal"]
@@ -161,9 +163,10 @@ def load(spec: CnnSpec, classes: int, weights: dict[str, np.ndarray]) -> Cnn:
 
 @torch.no_grad()
 def accuracy(net: Cnn, x: np.ndarray, y: np.ndarray) -> float:
-    """Accuracy of ``net`` (eval mode: no dropout) on ``x [n, 1, length]``, ``y [n]``."""
+    """Accuracy of ``net`` (eval mode: no dropout; on its device) on ``x [n, 1, length]``, ``y [n]``."""
     net.eval()
-    return float((net(torch.from_numpy(x)).argmax(-1).numpy() == y).mean())
+    guess = net(torch.from_numpy(x).to(next(net.parameters()).device)).argmax(-1)
+    return float((guess.cpu().numpy() == y).mean())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,14 +178,17 @@ class Checkpoint:
     test_accuracy: float
 
 
-def train(spec: CnnSpec) -> list[Checkpoint] | str:
-    """Train ``spec``'s CNN; its checkpoints at ``spec.epochs``, or ``"diverged"``: a non-finite loss or weight, or
-    a final mean training loss above DIVERGED_LOSS x chance's (log classes)."""
+def train(spec: CnnSpec, device: str = devices.ZOO_DEVICE) -> list[Checkpoint] | str:
+    """Train ``spec``'s CNN on ``device`` (float32; initialisation, data order and augmentation are drawn on the
+    CPU, so they are the same on every device); its checkpoints at ``spec.epochs``, or ``"diverged"``: a non-finite
+    loss or weight, or a final mean training loss above DIVERGED_LOSS x chance's (log classes)."""
     data = load_data(spec.dataset)
     rng = np.random.default_rng([spec.seed, 7])
     keep = rng.permutation(len(data.y_train))[: max(data.classes, round(spec.train_fraction * len(data.y_train)))]
+    dev = devices.device(device)
     x, y = torch.from_numpy(data.x_train[keep]), torch.from_numpy(data.y_train[keep])
-    net = build(spec, data.classes)
+    net = build(spec, data.classes).to(dev)
+    y_dev = y.to(dev)
     params = net.parameters()
     opt: torch.optim.Optimizer = {
         "adam": lambda: torch.optim.Adam(params, spec.lr, weight_decay=spec.l2),
@@ -195,8 +201,8 @@ def train(spec: CnnSpec) -> list[Checkpoint] | str:
         net.train()
         total, batches = 0.0, 0
         for idx in torch.randperm(len(y), generator=gen).split(spec.batch_size):
-            xb = _augment(x[idx], spec.augmentation, gen)
-            loss = nn.functional.cross_entropy(net(xb), y[idx])
+            xb = _augment(x[idx], spec.augmentation, gen).to(dev)
+            loss = nn.functional.cross_entropy(net(xb), y_dev[idx.to(dev)])
             if not math.isfinite(loss.item()):
                 return "diverged"
             opt.zero_grad()
@@ -204,7 +210,7 @@ def train(spec: CnnSpec) -> list[Checkpoint] | str:
             opt.step()
             total, batches = total + loss.item(), batches + 1
         if epoch in spec.epochs:
-            weights = {k: v.detach().numpy().astype(np.float32).copy() for k, v in net.state_dict().items()}
+            weights = {k: v.detach().cpu().numpy().astype(np.float32).copy() for k, v in net.state_dict().items()}
             if not all(np.isfinite(w).all() for w in weights.values()):
                 return "diverged"
             out.append(Checkpoint(epoch, weights, total / batches, accuracy(net, x.numpy(), y.numpy()),

@@ -32,7 +32,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 from tqdm import tqdm
 
-from metamodels import artifacts, options
+from metamodels import artifacts, devices, options
 from metamodels import workers as workers_mod
 from metamodels.dataset import stats, store
 from metamodels.errors import MetamodelsError
@@ -150,10 +150,13 @@ class CnnZooReport:
 
 
 def build_cnn_zoo(out_dir: str | Path, config: CnnZooConfig, *, workers: int = 1, ray_address: str | None = None,
-                  progress: bool = False, stop_after_shards: int | None = None) -> CnnZooReport:  # fmt: skip
-    """Build (or resume) the CNN zoo ``config`` describes in ``out_dir`` (``stop_after_shards``: for tests)."""
+                  device: str = devices.ZOO_DEVICE, progress: bool = False,
+                  stop_after_shards: int | None = None) -> CnnZooReport:  # fmt: skip
+    """Build (or resume) the CNN zoo ``config`` describes in ``out_dir`` (``device``: where the CNNs train,
+    recorded in each row's provenance; ``stop_after_shards``: for tests)."""
     if workers < 1:
         raise MetamodelsError(f"--workers must be at least 1, got {workers}")
+    dev = devices.device(device).type
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with store.lock(out):
@@ -163,8 +166,8 @@ def build_cnn_zoo(out_dir: str | Path, config: CnnZooConfig, *, workers: int = 1
         for rec in committed:
             drops.update(rec["drops"])
         stored, first, started = sum(r["runs"] for r in committed), len(committed), time.perf_counter()
-        prov = artifacts.provenance()
-        results = workers_mod.shard_results(train_shard, lambda k: (config, k, prov), first, workers, ray_address)
+        prov = {**artifacts.provenance(), "device": dev}
+        results = workers_mod.shard_results(train_shard, lambda k: (config, k, prov, dev), first, workers, ray_address)
         with tqdm(total=config.n, initial=stored, desc="training CNNs", unit="run", disable=not progress) as bar:
             while stored < config.n and (stop_after_shards is None or len(committed) - first < stop_after_shards):
                 k, (rows, shard_drops, seconds) = next(results)
@@ -182,15 +185,15 @@ def build_cnn_zoo(out_dir: str | Path, config: CnnZooConfig, *, workers: int = 1
                         time.perf_counter() - started)  # fmt: skip
 
 
-def train_shard(config: CnnZooConfig, k: int, provenance: dict) -> tuple[list[dict], dict, float]:
-    """Train runs ``[k * shard_size, (k + 1) * shard_size)``: their rows, failures by reason, seconds."""
+def train_shard(config: CnnZooConfig, k: int, provenance: dict, device: str = devices.ZOO_DEVICE) -> tuple[list[dict], dict, float]:
+    """Train runs ``[k * shard_size, (k + 1) * shard_size)`` on ``device``: their rows, failures by reason, seconds."""
     import torch
 
     torch.set_num_threads(1)  # deterministic, and one core per worker
     started, rows, failures = time.perf_counter(), [], collections.Counter[str]()
     for index in range(k * config.shard_size, (k + 1) * config.shard_size):
         spec, run = config.spec(index), config.run_id(index)
-        outcome = cnn.train(spec)
+        outcome = cnn.train(spec, device)
         if isinstance(outcome, str):
             failures[outcome] += 1
             continue

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from metamodels import options
+from metamodels import devices, options
 from metamodels.errors import MetamodelsError
 from metamodels.transformer.trained import Architecture, GPTConfig, TrainedModel
 
@@ -125,8 +125,8 @@ def forward(
 ) -> torch.Tensor:
     """Logits ``[M, B, T, V_out]`` of ids ``[M, B, T]`` (``keep`` ``[M, B, T]``: real tokens; ``causal`` ``[M]``)."""
     m, _, t = ids.shape
-    x = p["embed.W_E"][torch.arange(m)[:, None, None], ids] + p["pos_embed.W_pos"][:, None, :t]  # [M, B, T, D]
-    lower = torch.tril(torch.ones(t, t, dtype=torch.bool))
+    x = p["embed.W_E"][torch.arange(m, device=ids.device)[:, None, None], ids] + p["pos_embed.W_pos"][:, None, :t]  # [M, B, T, D]
+    lower = torch.tril(torch.ones(t, t, dtype=torch.bool, device=ids.device))
     allowed = keep[:, :, None, None, :] & (lower | ~causal[:, None, None, None, None])  # [M, B, 1, T, T]
     act = (lambda z: F.gelu(z, approximate="tanh")) if arch.activation == "gelu" else F.relu
     for layer in range(arch.n_layers):
@@ -148,37 +148,38 @@ def forward(
 class _Slots:
     """The stacked state: parameters and Adam moments ``[M, ...]``, and which task each slot holds."""
 
-    def __init__(self, arch: Architecture, tasks: Sequence[Task], config: TrainerConfig) -> None:
-        self.arch, self.config = arch, config
+    def __init__(self, arch: Architecture, tasks: Sequence[Task], config: TrainerConfig, dev: torch.device) -> None:
+        self.arch, self.config, self.dev = arch, config, dev
         self.m = min(config.slots, len(tasks))
         self.v_in = 1 + max(len(t.input_vocab) for t in tasks)
         self.v_out = max(len(t.output_vocab) for t in tasks)
         self.t = 1 + max(t.max_seq_len for t in tasks)
         self.shapes = _config(arch, tuple(range(self.v_in - 1)), tuple(range(self.v_out)), self.t - 1, False).shapes()
-        self.p = {n: torch.zeros((self.m, *s), requires_grad=True) for n, s in self.shapes.items()}
-        self.mom = {n: torch.zeros((self.m, *s)) for n, s in self.shapes.items()}
-        self.sq = {n: torch.zeros((self.m, *s)) for n, s in self.shapes.items()}
+        self.p = {n: torch.zeros((self.m, *s), device=dev, requires_grad=True) for n, s in self.shapes.items()}
+        self.mom = {n: torch.zeros((self.m, *s), device=dev) for n, s in self.shapes.items()}
+        self.sq = {n: torch.zeros((self.m, *s), device=dev) for n, s in self.shapes.items()}
         self.task: list[Task | None] = [None] * self.m
         self.step = np.zeros(self.m, dtype=np.int64)
-        self.lr = torch.zeros(self.m)
-        self.out_mask = torch.zeros(self.m, self.v_out, dtype=torch.bool)  # real output columns
-        self.causal = torch.zeros(self.m, dtype=torch.bool)
+        self.lr = torch.zeros(self.m, device=dev)
+        self.out_mask = torch.zeros(self.m, self.v_out, dtype=torch.bool, device=dev)  # real output columns
+        self.causal = torch.zeros(self.m, dtype=torch.bool, device=dev)
 
     def load(self, slot: int, task: Task) -> None:
-        """Fresh parameters (from the task's seed) and optimiser state in ``slot``."""
+        """Fresh parameters (from the task's seed, drawn on the CPU: the same on every device) and optimiser
+        state in ``slot``."""
         gen = torch.Generator().manual_seed(task.seed)
         with torch.no_grad():
             for name, shape in self.shapes.items():
-                self.p[name][slot] = _init(name, shape, self.arch.n_layers, gen)
+                self.p[name][slot] = _init(name, shape, self.arch.n_layers, gen).to(self.dev)
                 self.mom[name][slot] = 0.0
                 self.sq[name][slot] = 0.0
         self.task[slot], self.step[slot], self.lr[slot] = task, 0, task.lr
-        self.out_mask[slot] = torch.arange(self.v_out) < len(task.output_vocab)
+        self.out_mask[slot] = torch.arange(self.v_out, device=self.dev) < len(task.output_vocab)
         self.causal[slot] = task.causal
 
     def compact(self, keep: list[int]) -> None:
         """Keep only the slots ``keep`` (in order): the tail of a queue trains only the models still running."""
-        index = torch.tensor(keep, dtype=torch.long)
+        index = torch.tensor(keep, dtype=torch.long, device=self.dev)
         with torch.no_grad():
             self.p = {n: p[index].clone().requires_grad_(True) for n, p in self.p.items()}
         self.mom = {n: v[index] for n, v in self.mom.items()}
@@ -190,8 +191,8 @@ class _Slots:
     def adam(self, active: torch.Tensor) -> None:
         """One Adam step per active slot (its own step count and learning rate)."""
         b1, b2 = self.config.betas
-        t = torch.as_tensor(self.step, dtype=torch.float32)
-        scale = torch.where(active, self.lr * torch.sqrt(1 - b2**t) / (1 - b1**t), torch.zeros(()))
+        t = torch.as_tensor(self.step, dtype=torch.float32, device=self.dev)
+        scale = torch.where(active, self.lr * torch.sqrt(1 - b2**t) / (1 - b1**t), torch.zeros((), device=self.dev))
         with torch.no_grad():
             for name, p in self.p.items():
                 g = p.grad
@@ -213,16 +214,21 @@ def _pad(ids: np.ndarray, targets: np.ndarray, t: int) -> tuple[np.ndarray, np.n
 
 
 def train_many(
-    tasks: Sequence[Task], arch: Architecture, config: TrainerConfig, seed: int | Sequence[int]
+    tasks: Sequence[Task],
+    arch: Architecture,
+    config: TrainerConfig,
+    seed: int | Sequence[int],
+    device: str = devices.ZOO_DEVICE,
 ) -> Iterator[Outcome]:
     """Train every task (in slots, refilled as tasks finish); yields one Outcome per task as it finishes.
 
     ``seed`` drives the training batches; each task's initialisation comes from its own seed. Once the
     queue is empty and at most half the slots still train, the idle slots are dropped from the stack.
+    ``device``: where the stack trains (:func:`metamodels.devices.device`), in float32 on every device.
     """
     if not tasks:
         return
-    s = _Slots(arch, tasks, config)
+    s = _Slots(arch, tasks, config, devices.device(device))
     rng = np.random.default_rng(seed)
     padded = {id(t): (_pad(t.train_ids, t.train_targets, s.t), _pad(t.heldout_ids, t.heldout_targets, s.t))
               for t in tasks}  # fmt: skip
@@ -233,12 +239,13 @@ def train_many(
     while any(task is not None for task in s.task):
         active = torch.tensor([task is not None for task in s.task])
         ids, targets = _train_batch(s, padded, rng, config.batch_size)
+        active = active.to(s.dev)
         loss = _slot_losses(_output_logits(s.p, arch, ids, s.causal, s.out_mask), targets)
         (loss * active).sum().backward()
-        s.step += active.numpy()
+        s.step += active.cpu().numpy()
         s.adam(active)
         if (s.step % config.eval_every == 0).any():
-            yield from _evaluate(s, padded, views, queue, loss.detach())
+            yield from _evaluate(s, padded, views, queue, loss.detach().cpu())
             running = [i for i, task in enumerate(s.task) if task is not None]
             if not queue and 0 < len(running) <= s.m // 2:
                 s.compact(running)
@@ -266,7 +273,7 @@ def _train_batch(s: _Slots, padded: dict, rng: np.random.Generator, b: int) -> t
             (tr_ids, tr_t), _ = padded[id(task)]
             pick = rng.integers(0, len(tr_ids), size=b)
             ids[slot], targets[slot] = tr_ids[pick], tr_t[pick]
-    return torch.from_numpy(ids), torch.from_numpy(targets)
+    return torch.from_numpy(ids).to(s.dev), torch.from_numpy(targets).to(s.dev)
 
 
 def _slot_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -278,13 +285,14 @@ def _slot_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def _accuracy(s: _Slots, slots: list[int], ids: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
     """Token accuracy of each of ``slots`` over defined positions; ids ``[S, N, T]``, targets ``[S, N, T - 1]``."""
-    index = torch.tensor(slots, dtype=torch.long)
+    index = torch.tensor(slots, dtype=torch.long, device=s.dev)
+    ids, targets = ids.to(s.dev), targets.to(s.dev)
     with torch.no_grad():
         p = {n: v[index] for n, v in s.p.items()}
         guess = _output_logits(p, s.arch, ids, s.causal[index], s.out_mask[index]).argmax(-1)
     defined = targets >= 0
     right = ((guess == targets) & defined).sum((1, 2)).float()
-    return (right / defined.sum((1, 2)).clamp(min=1)).numpy()
+    return (right / defined.sum((1, 2)).clamp(min=1)).cpu().numpy()
 
 
 def _heldout(s: _Slots, padded: dict, slots: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -341,5 +349,5 @@ def _view(s: _Slots, slot: int, index: int, heldout: float, padded: dict) -> Vie
     train_accuracy = float(_accuracy(s, [slot], ids, targets)[0])
     config = _config(s.arch, task.input_vocab, task.output_vocab, task.max_seq_len, task.causal)
     # padding sits at the end of the vocabulary and position axes: each parameter's leading block is the slot's own
-    params = {n: s.p[n][slot].detach().numpy()[tuple(map(slice, shape))].copy() for n, shape in config.shapes().items()}
+    params = {n: s.p[n][slot].detach().cpu().numpy()[tuple(map(slice, shape))].copy() for n, shape in config.shapes().items()}
     return View(index, int(s.step[slot]), float(heldout), train_accuracy, TrainedModel(config, params))
