@@ -26,7 +26,6 @@ raises :class:`ReadoutError`, as it does when the structure does not fit.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 
 import numpy as np
@@ -35,7 +34,7 @@ from metamodels.errors import MetamodelsError
 from metamodels.rasp import layers
 from metamodels.rasp.program import INPUTS, Op, Program
 from metamodels.rasp.tables import Table, agrees, library_function, library_predicate
-from metamodels.transformer import battery
+from metamodels.transformer import battery, compiled
 from metamodels.transformer.compiled import CompiledModel, Value
 
 EPS = 1e-6
@@ -78,24 +77,8 @@ def variables(model: CompiledModel) -> dict[str, Variable]:
         name, colon, raw = label.partition(":")
         dims.setdefault(name, []).append(i)
         if colon:
-            values.setdefault(name, []).append(tokens[raw] if name == "tokens" and raw in tokens else _value(raw))
+            values.setdefault(name, []).append(tokens[raw] if name == "tokens" and raw in tokens else compiled.label_value(raw))
     return {n: Variable(n, tuple(d), tuple(values[n]) if n in values else None) for n, d in dims.items()}
-
-
-def _value(raw: str) -> object:
-    for parse in (int, float):
-        try:
-            return parse(raw)
-        except ValueError:
-            pass
-    if raw.startswith("(") and raw.endswith(")"):  # a tuple value, as Tracr's labels print it
-        try:
-            value = ast.literal_eval(raw)
-            if isinstance(value, tuple):
-                return value
-        except (ValueError, SyntaxError):
-            pass
-    return {"True": True, "False": False}.get(raw, raw)
 
 
 def writers(model: CompiledModel, variables_: dict[str, Variable]) -> dict[str, Writer]:

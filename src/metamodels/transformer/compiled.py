@@ -20,6 +20,7 @@ O = number of output columns):
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 from typing import Literal
 
@@ -162,3 +163,31 @@ def layer_shapes(d_model: int, heads_by_key: int, mlp_hidden: int) -> dict[str, 
     return dict(
         zip(LAYER_KEYS, [(d, hk), (hk,), (d, hk), (hk,), (d, hk), (hk,), (hk, d), (d,), (d, m), (m,), (m, d), (d,)])
     )
+
+
+def direction_label(name: str, value: object = None) -> str:
+    """A residual direction's label: ``name`` (no value), else ``name:value`` as Tracr prints its directions, with
+    a string quoted where the plain text would read back as another value (``'0'``, ``'True'``, ``'(1, 2)'``):
+    binary strings of ``'0'``/``'1'`` are not the integers 0 and 1. Read back by :func:`label_value`."""
+    if value is None:
+        return name
+    text = str(value)
+    return f"{name}:{value!r}" if isinstance(value, str) and label_value(text) != value else f"{name}:{text}"
+
+
+def label_value(raw: str) -> object:
+    """The value in a residual label's ``value`` part: an int, float, bool, tuple, quoted string, else the text."""
+    for parse in (int, float):
+        try:
+            return parse(raw)
+        except ValueError:
+            pass
+    quoted = len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\""
+    if quoted or (raw.startswith("(") and raw.endswith(")")):  # a quoted string, or a tuple as Tracr prints it
+        try:
+            value = ast.literal_eval(raw)
+            if isinstance(value, str if quoted else tuple):
+                return value
+        except (ValueError, SyntaxError):
+            pass
+    return {"True": True, "False": False}.get(raw, raw)

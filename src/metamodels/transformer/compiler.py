@@ -355,7 +355,7 @@ def _assemble(craft_model, graph, sink, settings: CompileSettings, layer_of: dic
         input_values=tuple(direction.value for direction in tokens_space.basis),
         output_encoding="categorical" if categorical else "numerical",
         output_values=tuple(direction.value for direction in output_space.basis) if categorical else (),
-        residual_labels=tuple(str(direction) for direction in residual.basis),
+        residual_labels=tuple(compiled.direction_label(d.name, d.value) for d in residual.basis),
         layer_of=layer_of,
     )
 
