@@ -113,6 +113,19 @@ def test_shipped_checkpoint_decompiles_the_bundled_sort(capsys):
     assert fast.status == "not_checked" and len(fast.candidates) <= 2  # one decoded, maybe its read-out variant
 
 
+def test_a_model_too_large_for_the_meta_model_is_still_read_from_its_weights(trained, monkeypatch):
+    _, checkpoint = trained
+    model = modelfile.load(artifacts.EXAMPLES / "sort.safetensors")
+    monkeypatch.setattr(weight_encoding, "MAX_DECOMPILE_TOKENS", 8)  # sort's weights make more tokens than this
+    meta = pipeline.load_metamodel(checkpoint)
+    small = dataclasses.replace(meta.cfg, encoding=dataclasses.replace(meta.cfg.encoding, max_tokens=8))
+    monkeypatch.setattr(meta, "cfg", small)
+    result = pipeline.decompile(model, checkpoint=meta)  # wiring reads it whole; the meta-model is not needed
+    assert result.status == "verified" and result.candidates[0].wiring
+    with pytest.raises(weight_encoding.EncodingError, match="reads at most 8"):
+        pipeline.decompile(model, checkpoint=meta, wiring=False)
+
+
 def test_the_verification_budget_cuts_the_search_short_and_says_so(trained):
     _, checkpoint = trained
     model = modelfile.load(artifacts.EXAMPLES / "sort.safetensors")

@@ -204,7 +204,13 @@ def decompile(
 
 
 def _decompile(model: CompiledModel, meta: metamodel.MetaModel, config: DecompileConfig) -> Decompiled:
-    weights = weight_encoding.encode(model.params, weight_encoding.for_decompiling(meta.cfg.encoding))
+    try:
+        weights: weight_encoding.WeightTokens | None = weight_encoding.encode(
+            model.params, weight_encoding.for_decompiling(meta.cfg.encoding)
+        )
+        too_large = None
+    except weight_encoding.EncodingError as e:  # more weight tokens than the meta-model reads: wiring still can
+        weights, too_large = None, e
     deadline = None if config.budget is None else time.monotonic() + config.budget
     # With Tracr's residual labels the whole program can be read from the weights (wiring.py): checked first,
     # and when it verifies the meta-model's beam is not needed.
@@ -214,6 +220,11 @@ def _decompile(model: CompiledModel, meta: metamodel.MetaModel, config: Decompil
         wired = dataclasses.replace(_candidate(0, read), verdict=report.verdict, wiring=True)
         if report.holds():
             return _verified(model, config, read, report, [wired], 0)
+        if too_large is not None:  # the meta-model cannot read it: the wired program, as checked
+            return dataclasses.replace(_result(read, "unverified", [wired], report), out_of_time=_past(deadline))
+    if too_large is not None:
+        raise too_large
+    assert weights is not None
     found = decoding.greedy(meta, [weights]) if config.beam == 1 else decoding.beam_search(meta, weights, config.beam)
     if config.read_tables:
         found = with_readout(found, model)
@@ -253,7 +264,8 @@ def _verified(model, config: DecompileConfig, c: decoding.Candidate, report, lis
 
 
 def _wired(meta: metamodel.MetaModel, weights, model: CompiledModel) -> decoding.Candidate | None:
-    """The program read whole from the weights, scored by the meta-model (None if the weights do not allow it)."""
+    """The program read whole from the weights, scored by the meta-model (None if the weights do not allow it;
+    score -inf where the meta-model cannot score it: ``weights`` None, a model too large for it)."""
     program = wiring.read_program_or_none(model) if model.residual_labels else None
     if program is None:
         return None
@@ -261,7 +273,7 @@ def _wired(meta: metamodel.MetaModel, weights, model: CompiledModel) -> decoding
         ids = tuple(tokens_mod.tokenize(program))
     except ValueError:  # beyond the meta-model's vocabulary
         ids = ()
-    if not ids or len(ids) > meta.cfg.max_program_tokens:  # what the meta-model cannot score: score -inf
+    if weights is None or not ids or len(ids) > meta.cfg.max_program_tokens:  # what it cannot score: -inf
         return decoding.Candidate((), float("-inf"), program, read_out=True)
     return decoding.Candidate(ids, decoding.score(meta, weights, [ids])[0], program, read_out=True)
 
