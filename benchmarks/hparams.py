@@ -1,7 +1,7 @@
 """Hyperparameters from CNN weights (paper 000, App. A): every meta-model and baseline on one CNN zoo, trained on the
 same runs and scored on the same test split, plus a data-efficiency curve (ours and StatNN on fewer training runs).
 
-    python benchmarks/hparams.py ZOO --out docs/hparams/skb [--steps 1000] [--sizes 24,72,240]
+    python benchmarks/hparams.py ZOO --out docs/hparams/skb [--steps 1000] [--sizes 24,72,240] [--methods ...]
 
 Each result is a JSON file in OUT (an existing one is kept, so a rerun resumes); then OUT/results.md (the table)
 and OUT/efficiency.png (mean accuracy by training runs) are written from all of them.
@@ -47,11 +47,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000, help="optimizer steps of each neural meta-model")
     parser.add_argument("--sizes", default="24,72,240", help="training-run counts of the data-efficiency curve")
     parser.add_argument("--curve", default="statnn,ours", help="methods of the data-efficiency curve")
+    parser.add_argument("--methods", default=",".join(("majority", "statnn", *NEURAL)),
+                        help="methods of the table (majority first: the plot's floor)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    results = [run(args.zoo, args.out, m, args.steps, None, args.seed) for m in ("majority", "statnn", *NEURAL)]
-    sizes = [int(s) for s in args.sizes.split(",")]
+    results = [run(args.zoo, args.out, m, args.steps, None, args.seed) for m in args.methods.split(",")]
+    sizes = [int(s) for s in args.sizes.split(",") if s]
     curve = {m: [run(args.zoo, args.out, m, args.steps, n, args.seed) for n in sizes] for m in args.curve.split(",")}
     labels = [k for k in results[0]["accuracy"] if k != "mean"]
     lines = [f"Test split: {results[0]['checkpoints']} checkpoints of {results[0]['runs']} held-out runs; "

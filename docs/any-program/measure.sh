@@ -5,4 +5,7 @@ $M evaluate --split written --verify-k 32 --no-wiring > /tmp/m_written_nowiring.
 .venv/bin/python benchmarks/tracr_programs.py --json /tmp/tracr_wiring.json > /tmp/m_tracr.txt 2>&1
 $M evaluate --data data/ds4k --split test --verify-k 32 --verify-limit 60 > /tmp/m_ds4k_wiring.txt 2>/dev/null
 $M evaluate --data data/ds4k --split test --verify-k 32 --verify-limit 60 --no-wiring > /tmp/m_ds4k_nowiring.txt 2>/dev/null
+# stop 29: the written split at 113 programs (all of them in verified@k), and a 17.9 M-parameter model
+$M evaluate --split written --verify-k 32 --verify-limit 200 > docs/any-program/written113_wiring.txt 2>/dev/null
+.venv/bin/python benchmarks/large_model.py > docs/any-program/large_model.txt 2>&1
 echo done > /tmp/measure.done

@@ -115,11 +115,25 @@ def validate(program: Program | rasp.SOp, inputs: Sequence[Sequence[Value]] = ()
     return failures
 
 
-class _MemoValidator(program_module.Memoized, validating.DynamicValidationEvaluator):
-    """Tracr's dynamic validation, memoized."""
-
-
 AGGREGATION = "Categorical aggregate"  # how Tracr's reason starts when a selector averages different values
+
+
+class _MemoValidator(program_module.Memoized, validating.DynamicValidationEvaluator):
+    """Tracr's dynamic validation, memoized, with one hole closed: a categorical Aggregate whose selector picks
+    different values is rejected even where their mean happens to be one of the values (indices 0, 1, 2 average to
+    1, which Tracr's check accepts; the compiled model holds a third of each direction there, not 1)."""
+
+    def evaluate(self, expr, xs):
+        fresh = id(expr) not in self._memo
+        out = super().evaluate(expr, xs)
+        if fresh and isinstance(expr, rasp.Aggregate) and rasp.is_categorical(expr):
+            if all(u.expr is not expr for u in self.unsupported_exprs):
+                values = self.evaluate(expr.sop, xs)
+                picked = ({v for v, chosen in zip(values, row) if chosen} for row in self.evaluate(expr.selector, xs))
+                if any(len(p) > 1 for p in picked):
+                    reason = f"{AGGREGATION} does not support Selectors with width > 1 that require aggregation"
+                    self.unsupported_exprs.append(validating.TracrUnsupportedExpr(expr=expr, reason=reason))
+        return out
 
 
 def evaluate_validated(
