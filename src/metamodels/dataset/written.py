@@ -337,13 +337,7 @@ def _programs() -> dict[str, tuple[Callable[[], rasp.SOp], tuple, int, bool]]:
         return rasp.SequenceMap(lambda c, n: round(c / n, 3) if n else 0.0, count, length_of()).named("share")
 
     def bracket_prefix_negative():
-        opens = rasp.numerical(rasp.Map(lambda t: 1 if t == "(" else 0, tokens)).named("open")
-        closes = rasp.numerical(rasp.Map(lambda t: 1 if t == ")" else 0, tokens)).named("close")
-        prefix = rasp.Select(indices, indices, rasp.Comparison.LEQ).named("prefix")
-        o = rasp.numerical(rasp.Aggregate(prefix, opens, default=0)).named("open_share")
-        c = rasp.numerical(rasp.Aggregate(prefix, closes, default=0)).named("close_share")
-        depth = rasp.numerical(rasp.LinearSequenceMap(o, c, 1, -1)).named("depth_share")
-        return rasp.Map(lambda d: d < 0, depth).named("below_zero")
+        return rasp.Map(lambda d: d < 0, bracket_depth()).named("below_zero")
 
     def balanced():
         below = bracket_prefix_negative()
