@@ -62,13 +62,19 @@ def test_program_from_rasp_reads_lambdas_and_custom_predicates_as_tables():
 
 @pytest.mark.parametrize("name", sorted(written.written_programs()))
 def test_written_programs_print_parse_compile_and_run_as_rasp(name):
-    """Open-vocabulary round trip: text -> program -> Tracr model == RASP evaluation (causal ones included)."""
+    """Open-vocabulary round trip: text -> program -> Tracr model == RASP evaluation (causal ones included), on the
+    battery inputs inside Tracr's domain (a categorical Aggregate that averages different values is outside it)."""
     program, vocab, max_seq_len, causal = written.written_programs()[name]
     assert parse_program(format_program(program)) == program
     model = compiler.compile_program(parse_program(format_program(program)), vocab, max_seq_len, causal=causal)
     inputs = battery.make_battery(vocab, max_seq_len, per_length=10, seed=3)
+    checked = 0
     for xs, got in zip(inputs, forward.run(model, inputs)):
+        if compiler.evaluate_checked(program, xs, causal)[1]:
+            continue
         assert forward.outputs_match(got, battery.expected_output(program.evaluate, xs, causal)), (xs, got)
+        checked += 1
+    assert checked >= len(inputs) // 4
 
 
 def test_causal_semantics_masks_every_select_not_each_prefix():
