@@ -1,6 +1,6 @@
 """Decompile every program of Tracr's own test cases (its lib) and the odd ones of ``tests/cases.py``, measured in one run.
 
-    python benchmarks/tracr_programs.py [--beam 32] [--json out.json]
+    python benchmarks/tracr_programs.py [--beam 32] [--written] [--json out.json]
 
 Each program is written in Tracr's ``rasp``, converted (``program_from_rasp``: it must convert and compile to the same
 behaviour), and the model Tracr compiles from the *original* expression is decompiled twice: greedy, and
@@ -8,7 +8,7 @@ the default mode (``--beam K``, verified within the time budget; the program rea
 from the weights is checked first, see ``decompilation/wiring.py``). The decompiled program is judged by an oracle independent of verification: Tracr's own
 evaluation of the original expression on every input (or 1,000 random ones per length when there are more than
 100,000), on the inputs where Tracr's dynamic validation accepts the original. Prints one line per program and the
-rates by number of ops.
+rates by number of ops. ``--written``: the programs of the ``written`` split instead (``dataset/written.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))  # tests.cases holds the prog
 from tests import cases  # noqa: E402
 from tracr.compiler import validating  # noqa: E402
 
+from metamodels.dataset import written  # noqa: E402
 from metamodels.decompilation import pipeline, verification  # noqa: E402
 from metamodels.errors import MetamodelsError  # noqa: E402
 from metamodels.transformer import battery, compiler, forward  # noqa: E402
@@ -65,10 +66,12 @@ def main() -> None:
     logging.getLogger().setLevel(logging.ERROR)  # Tracr warns for each arithmetic error it skips
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--beam", type=int, default=32)
+    ap.add_argument("--written", action="store_true", help="the written split's programs (dataset/written.py)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    programs = written.written_rasp() if args.written else {**cases.tracr_cases(), **cases.odd_rasp_cases()}
     rows = []
-    for name, (sop, vocab, n, causal) in {**cases.tracr_cases(), **cases.odd_rasp_cases()}.items():
+    for name, (sop, vocab, n, causal) in programs.items():
         row: dict = {"name": name}
         try:
             row["n_ops"] = len(compiler.program_from_rasp(sop, vocab, n).ops)

@@ -8,4 +8,6 @@ $M evaluate --data data/ds4k --split test --verify-k 32 --verify-limit 60 --no-w
 # stop 29: the written split at 113 programs (all of them in verified@k), and a 17.9 M-parameter model
 $M evaluate --split written --verify-k 32 --verify-limit 200 > docs/any-program/written113_wiring.txt 2>/dev/null
 .venv/bin/python benchmarks/large_model.py > docs/any-program/large_model.txt 2>&1
+# stop 30: the default mode on the written split, judged by Tracr's evaluation of the originals
+.venv/bin/python benchmarks/tracr_programs.py --written > docs/any-program/written113_default.txt 2>/dev/null
 echo done > /tmp/measure.done

@@ -614,6 +614,12 @@ def _programs() -> dict[str, tuple[Callable[[], rasp.SOp], tuple, int, bool]]:
     }
 
 
+def written_rasp() -> dict[str, tuple[rasp.SOp, tuple, int, bool]]:
+    """name -> (Tracr expression, vocab, max_seq_len, causal), each expression built afresh (the originals, before
+    conversion: what an independent oracle evaluates)."""
+    return {name: (build(), vocab, n, causal) for name, (build, vocab, n, causal) in _programs().items()}
+
+
 def written_programs() -> dict[str, tuple[Program, tuple, int, bool]]:
     """name -> (program, vocab, max_seq_len, causal), tables read over each program's own value sets."""
     return dict(_converted())
