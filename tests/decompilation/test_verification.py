@@ -175,6 +175,29 @@ def test_a_candidate_inside_tracrs_domain_only_at_length_one_does_not_hold():
     assert verification.verify(program, model, weights=False).holds()
 
 
+def test_a_candidate_that_averages_values_outside_0_1_numerically_is_compared_there():
+    """Found on the i.i.d. test split (a beam candidate without the wiring reader): a numerical Aggregate of
+    {0, -1} is outside Tracr's domain on 92% of the inputs, and with those skipped the rest agreed: 'equivalent'.
+    The mean is compared like any output (Tracr compiles no such Aggregate, so the model's program has none)."""
+    truth = text.parse_program(
+        "a = SequenceMap(lambda x, y: min(x, y), indices, tokens)\nb = SequenceMap(lambda x, y: x < y, a, tokens)\n"
+        "c = SequenceMap(lambda x, y: x, b, a)\nd = numerical(Map(lambda x: x == 0, c))\n"
+        "s = Select(indices, indices, NEQ)\ne = numerical(Aggregate(s, d))\nreturn e\n"
+    )
+    wrong = text.parse_program(
+        "a = SequenceMap(lambda x, y: min(x, y), indices, tokens)\nb = SequenceMap(lambda x, y: x < y, a, tokens)\n"
+        "c = SequenceMap(lambda x, y: x, b, indices)\nd = numerical(Map(lambda x: x - 1, c))\n"
+        "s = Select(a, c, NEQ)\ne = numerical(Aggregate(s, d))\nreturn e\n"
+    )
+    model = compiler.compile_program(truth, (1, 2, 3, 4, 5), 5)
+    assert any(f.reason.startswith(compiler.NUMERICAL_AGGREGATION) for f in compiler.evaluate_checked(wrong, (1, 1))[1])
+    report = verification.verify(wrong, model, weights=False)
+    assert report.verdict == "refuted" and not report.holds() and report.outside_domain < report.n_inputs // 2
+    assert verification.verify(truth, model, weights=False).verdict == "equivalent"
+    with pytest.raises(compiler.CompileError, match="only average binary"):  # no compiled model has one
+        compiler.compile_program(wrong, (1, 2, 3, 4, 5), 5)
+
+
 SORT = (artifacts.EXAMPLES / "sort.rasp").read_text()
 COMPARISONS = ("EQ", "NEQ", "LT", "LEQ", "GT", "GEQ", "TRUE", "FALSE")
 

@@ -8,7 +8,9 @@ Two independent verdicts:
    and compare position by position. Positions where the program is undefined
    (None) are counted separately, never as agreement. An input on which Tracr's
    dynamic validation rejects the program (a selector that makes a categorical
-   Aggregate average different values) *refutes* it where the model is itself
+   Aggregate average different values; a numerical Aggregate of values outside
+   {0, 1} is not rejected here: its mean is compared like any output, and Tracr
+   compiles no such Aggregate) *refutes* it where the model is itself
    well defined there (every categorical variable one-hot in the model's
    residual stream: the model's own program was valid there); where the model
    is undefined too, or cannot be read (no residual labels), the input is
@@ -207,6 +209,9 @@ def verify(
             if len(counterexamples) < n_counterexamples:
                 counterexamples.append(Counterexample(tuple(xs), tuple(got), (f"error: {type(e).__name__}: {e}",)))
             continue
+        # A numerical Aggregate of values outside {0, 1} is a mean, compared like any other output: it does not put
+        # the input outside the program's domain (a candidate could otherwise hide almost every input there).
+        failures = tuple(f for f in failures if not f.reason.startswith(compiler.NUMERICAL_AGGREGATION))
         if failures:
             if clean and any(f.reason.startswith(compiler.AGGREGATION) for f in failures):
                 refuted_outside += 1  # the model is well defined here and the program is not: not its program

@@ -116,6 +116,9 @@ def validate(program: Program | rasp.SOp, inputs: Sequence[Sequence[Value]] = ()
 
 
 AGGREGATION = "Categorical aggregate"  # how Tracr's reason starts when a selector averages different values
+# How Tracr's reason starts for a numerical Aggregate of values outside {0, 1}: RASP's mean is still well defined
+# there, and Tracr refuses to compile such an Aggregate at all (value sets), so no compiled program has one.
+NUMERICAL_AGGREGATION = "Numerical aggregate"
 
 
 class _MemoValidator(program_module.Memoized, validating.DynamicValidationEvaluator):
