@@ -23,22 +23,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parents[1]))  # tests.cases holds the programs
 
 from tests import cases  # noqa: E402
-from tracr.compiler import validating  # noqa: E402
 
 from metamodels.dataset import written  # noqa: E402
 from metamodels.decompilation import pipeline, verification  # noqa: E402
 from metamodels.errors import MetamodelsError  # noqa: E402
-from metamodels.transformer import battery, compiler, forward  # noqa: E402
-
-
-def truth(sop, xs, causal: bool) -> list | None:
-    """Tracr's evaluation of the original (prefix by prefix when causal); None outside its domain."""
-    try:
-        if validating.dynamic_validate(sop, list(xs)):
-            return None
-        return [sop(list(xs[: i + 1]))[i] for i in range(len(xs))] if causal else sop(list(xs))
-    except ArithmeticError:  # a function of the original raises here: outside its domain
-        return None
+from metamodels.evaluation import oracle  # noqa: E402
+from metamodels.transformer import compiler  # noqa: E402
 
 
 def correct(program, sop, model) -> bool:
@@ -46,16 +36,10 @@ def correct(program, sop, model) -> bool:
     inputs, _ = verification.verification_inputs(model, seed=7)
     checked = 0
     for xs in inputs:
-        want = truth(sop, xs, model.settings.causal)
+        want = cases.tracr_truth(sop, xs, model.settings.causal)
         if want is None:
             continue
-        try:
-            got = battery.expected_output(program.evaluate, xs, model.settings.causal)
-        except verification.EVALUATION_ERRORS:
-            return False
-        if any((g is None) != (w is None) for g, w in zip(got, want)) or not forward.outputs_match(
-            [g for g in got if g is not None], [w for w in want if w is not None]
-        ):
+        if not oracle.same_outputs(oracle.outputs_of(program, [xs], model.settings.causal), [want]):
             return False
         checked += 1
     return checked > 0

@@ -6,6 +6,7 @@ sort, sort_unique, length, reverse, hist, frac_prevs, pair_balance, shuffle_dyck
 ...), with the vocabulary and length Tracr tests them at, one entry per program.
 ``sampled(n, ...)``: programs from our sampler, fixed seeds.
 ``FIXTURE``: the committed test dataset; ``read_model_file`` / ``write_model_file``: raw model-file access.
+``tracr_truth``: Tracr's own evaluation of an original ``rasp`` expression (the oracle for converted programs).
 """
 
 from __future__ import annotations
@@ -31,6 +32,18 @@ def read_model_file(path) -> tuple[dict, dict]:
 
 def write_model_file(path, params: dict, metadata: dict) -> None:
     save_file(params, str(path), metadata=metadata)
+
+
+def tracr_truth(sop, xs, causal: bool) -> list | None:
+    """Tracr's evaluation of the original expression (prefix by prefix when causal); None outside its domain."""
+    from tracr.compiler import validating
+
+    try:
+        if validating.dynamic_validate(sop, list(xs)):
+            return None
+        return [sop(list(xs[: i + 1]))[i] for i in range(len(xs))] if causal else sop(list(xs))
+    except ArithmeticError:  # a function of the original raises here: outside its domain
+        return None
 
 
 HAND_WRITTEN: dict[str, tuple[str, tuple, int]] = {

@@ -627,10 +627,10 @@ def written_programs() -> dict[str, tuple[Program, tuple, int, bool]]:
 
 @functools.cache
 def _converted() -> dict[str, tuple[Program, tuple, int, bool]]:
-    out = {}
-    for name, (build, vocab, max_seq_len, causal) in _programs().items():
-        out[name] = (compiler.program_from_rasp(build(), vocab, max_seq_len), vocab, max_seq_len, causal)
-    return out
+    return {
+        name: (compiler.program_from_rasp(sop, vocab, max_seq_len), vocab, max_seq_len, causal)
+        for name, (sop, vocab, max_seq_len, causal) in written_rasp().items()
+    }
 
 
 def written_rows() -> list[store.Row]:
