@@ -239,8 +239,9 @@ def test_the_model_is_read_as_undefined_where_an_aggregate_averages_different_va
     program = text.parse_program("s = Select(tokens, tokens, TRUE)\na = Aggregate(s, tokens)\nreturn a\n")
     model = compiler.compile_program(program, (1, 2), 3)
     inputs = [(1, 1, 1), (1, 2), (2,)]
-    _, defined = forward.run_checked(model, inputs)
+    _, defined, decided = forward.run_checked(model, inputs)
     assert defined == [True, False, True]
+    assert decided == [[True] * 3, [False, False], [True]]  # averaging 1 and 2 splits the read-out everywhere
     assert [compiler.evaluate_validated(program, xs)[1] for xs in inputs] == [True, False, True]
 
 
@@ -271,3 +272,31 @@ def test_a_check_cut_short_by_its_time_budget_is_inconclusive(sort_model):
     assert (
         report.verdict == "inconclusive" and not report.exhaustive and "inside the program's domain" in report.shortfall
     )
+
+
+def test_the_fidelity_allowance_is_the_compressed_models_own_error_rate_plus_three_deviations():
+    assert verification.fidelity_allowance(0.99, 1000) == 19  # 10 + 3 * sqrt(10) = 19.49
+    assert verification.fidelity_allowance(0.999, 100) == 3  # the rate floored at one input: 0.1 + 3 * sqrt(1)
+
+
+def _length_model(fidelity: float | None):
+    src, vocab, n = cases.HAND_WRITTEN["length_10"]
+    model = compiler.compile_program(text.parse_program(src), vocab, n)
+    if fidelity is None:
+        return model
+    return dataclasses.replace(model, densified={"d_model": model.d_model, "fidelity": fidelity, "seed": 0})
+
+
+def test_a_compressed_model_allows_its_own_error_rate_and_no_more():
+    """The file says the model reproduces its source on 95% of inputs: a program wrong on 2 of 2,046 inputs (length 1)
+    agrees at that fidelity; on an exact model it is refuted; a program wrong on half the inputs is refuted on both."""
+    table = {n: n for n in range(1, 11)}
+    rare = text.parse_program(cases.HAND_WRITTEN["length_10"][0].replace("return length", f"m = Map({({**table, 1: 2})!r}, length)\nreturn m"))  # fmt: skip
+    often = text.parse_program(cases.HAND_WRITTEN["length_10"][0].replace("return length", f"m = Map({({n: n + (n > 5) for n in table})!r}, length)\nreturn m"))  # fmt: skip
+    compressed, exact = _length_model(0.95), _length_model(None)
+    report = verification.verify(rare, compressed, weights=False)
+    assert report.verdict == "agrees_at_fidelity" and report.holds() and report.wrong_inputs == 2
+    assert "fidelity 0.9500" in report.describe()
+    assert verification.verify(rare, exact, weights=False).verdict == "refuted"
+    assert verification.verify(often, compressed, weights=False).verdict == "refuted"
+    assert verification.verify(text.parse_program(cases.HAND_WRITTEN["length_10"][0]), compressed, weights=False).verdict == "equivalent"

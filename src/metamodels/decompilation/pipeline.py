@@ -4,8 +4,9 @@
 2. decode with the meta-model under the grammar (:mod:`metamodels.meta.decoding`):
    greedy, or a beam of K candidates best-first,
 2b. (``readout``, on by default) read each candidate's functions and predicates
-   from the weights (:mod:`metamodels.decompilation.readout`); where the structure fits, that
-   variant comes first — it can hold tables the library does not have,
+   from the weights (:mod:`metamodels.decompilation.readout`, by Tracr's residual labels) or, in
+   a basis without them (dense), probed from the activations (:mod:`metamodels.decompilation.probing`);
+   where the structure fits, that variant comes first — it can hold tables the library does not have,
 3. optionally verify the candidates in order against the model
    (:mod:`metamodels.decompilation.verification`) and return the first whose verdict holds
    (not refuted and with evidence at every input length: ``verification.verdict_of``),
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from metamodels import devices, options
-from metamodels.decompilation import readout, wiring
+from metamodels.decompilation import probing, wiring
 from metamodels.errors import MetamodelsError
 from metamodels.meta import decoding, metamodel, weight_encoding
 from metamodels.rasp import functions, text
@@ -279,11 +280,13 @@ def _wired(meta: metamodel.MetaModel, weights, model: CompiledModel) -> decoding
 
 
 def with_readout(found: list[decoding.Candidate], model: CompiledModel) -> list[decoding.Candidate]:
-    """Each candidate preceded by its read-out variant, where the structure fits; repeated programs dropped."""
+    """Each candidate preceded by its read-out variant, where the structure fits; repeated programs dropped.
+    Tables are read by residual labels in Tracr's basis, probed from activations in any other (dense)."""
     out: list[decoding.Candidate] = []
     seen: set[str] = set()
+    probed = None if model.residual_labels else probing.probe(model)
     for c in found:
-        for variant in (_read_out(c, model), c):
+        for variant in (_read_out(c, model, probed), c):
             if variant is None:
                 continue
             key = text.format_program(variant.program) if variant.program is not None else None
@@ -293,8 +296,8 @@ def with_readout(found: list[decoding.Candidate], model: CompiledModel) -> list[
     return out
 
 
-def _read_out(c: decoding.Candidate, model: CompiledModel) -> decoding.Candidate | None:
-    read = readout.read_tables_or_none(c.program, model) if c.program is not None else None
+def _read_out(c: decoding.Candidate, model: CompiledModel, probed: probing.Probe | None) -> decoding.Candidate | None:
+    read = probing.read_any_or_none(c.program, model, probed) if c.program is not None else None
     return dataclasses.replace(c, program=read, read_out=True) if read is not None else None
 
 

@@ -198,7 +198,7 @@ def read_tables(program: Program, model: CompiledModel, *, per_length: int = 30,
                 domains,
                 vars_[mapping[op.name]],
             )
-            ops[i] = dataclasses.replace(op, fn=_named(op, table))
+            ops[i] = dataclasses.replace(op, fn=named_table(op, table))
         elif op.kind in ("Aggregate", "SelectorWidth"):
             j = next(j for j, o in enumerate(ops) if o.name == op.args[0])
             select = ops[j]
@@ -207,7 +207,7 @@ def read_tables(program: Program, model: CompiledModel, *, per_length: int = 30,
                 w = next(written[n] for n in w.reads[0] if n in written and written[n].head is not None)
             keys, queries = (vars_[mapping[a]] for a in select.args)
             table = _attention_table(model, w.sublayer // 2, w.head, keys, queries)  # type: ignore[arg-type]
-            ops[j] = dataclasses.replace(select, predicate=_named(select, table))
+            ops[j] = dataclasses.replace(select, predicate=named_table(select, table))
     return Program(tuple(ops), program.output)
 
 
@@ -219,7 +219,7 @@ def read_tables_or_none(program: Program, model: CompiledModel) -> Program | Non
         return None
 
 
-def _named(op: Op, table: Table) -> str | Table:
+def named_table(op: Op, table: Table) -> str | Table:
     """The decoded library name if it computes ``table``, else the first library equal, else the table."""
     decoded = op.predicate if op.kind == "Select" else op.fn
     if isinstance(decoded, str) and agrees(op.function, table):  # type: ignore[arg-type]

@@ -43,7 +43,7 @@ from metamodels.rasp.program import Program
 from metamodels.transformer import battery, compiler, forward, residual_basis
 from metamodels.transformer.compiled import CompiledModel, Value
 
-Verdict = Literal["equivalent", "agrees_where_defined", "inconclusive", "refuted"]
+Verdict = Literal["equivalent", "agrees_where_defined", "agrees_at_fidelity", "inconclusive", "refuted"]
 MIN_DEFINED = 0.5  # of the positions inside the domain, the program must be defined on at least this fraction
 MIN_PER_LENGTH = 20  # inputs inside the domain needed at every input length (or half of them, if fewer)
 # Raised by a program's own functions on values they do not accept; the program then fails to describe the model.
@@ -105,6 +105,8 @@ class VerificationReport:
     compared_lengths: int = 0  # ... of which some input was inside the program's domain and defined
     refuted_outside_domain: int = 0  # inputs outside the program's domain where the model is well defined
     shortfall: str = ""  # why the verdict is inconclusive ("" otherwise)
+    wrong_inputs: int = 0  # inputs with a disagreement (or an evaluation failure, or refuted outside the domain)
+    fidelity: float | None = None  # a compressed model's own fidelity to its source, when the verdict allowed for it
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -125,11 +127,15 @@ class VerificationReport:
             lines.append(f"weights: {match} ({self.weights.reason})")
         if self.shortfall:
             lines.append(f"inconclusive: {self.shortfall}")
+        if self.fidelity is not None:
+            lines.append(f"compressed model (fidelity {self.fidelity:.4f} to its source): the program disagrees on "
+                         f"{self.wrong_inputs} of {self.n_inputs} inputs, allowed {fidelity_allowance(self.fidelity, self.n_inputs)}")
         return "\n".join(lines)
 
     def holds(self) -> bool:
-        """The program verifies: "equivalent" or "agrees_where_defined" (not refuted, and enough evidence)."""
-        return self.verdict in ("equivalent", "agrees_where_defined")
+        """The program verifies: "equivalent" or "agrees_where_defined" (not refuted, and enough evidence), or, on a
+        compressed model, "agrees_at_fidelity" (see :func:`fidelity_allowance`)."""
+        return self.verdict in ("equivalent", "agrees_where_defined", "agrees_at_fidelity")
 
 
 def _round_robin(inputs: list[tuple]) -> list[tuple]:
@@ -142,12 +148,11 @@ def _round_robin(inputs: list[tuple]) -> list[tuple]:
 
 
 def _run_in_chunks(model: CompiledModel, inputs: list[tuple], chunk: int = 1024):
-    """(input, model output, model well defined) one at a time; the model runs a chunk ahead, so a deadline
-    bounds the forward passes too."""
+    """(input, model output, model well defined, read-out decided per position) one at a time; the model runs a
+    chunk ahead, so a deadline bounds the forward passes too."""
     for start in range(0, len(inputs), chunk):
         part = inputs[start : start + chunk]
-        outputs, defined = forward.run_checked(model, part)
-        yield from zip(part, outputs, defined)
+        yield from zip(part, *forward.run_checked(model, part))
 
 
 def verification_inputs(
@@ -190,22 +195,24 @@ def verify(
     bar = tqdm(total=len(inputs), disable=not progress, desc="verify", unit="input", leave=False)
     n = model.settings.max_seq_len
     agree, defined = np.zeros(n), np.zeros(n)
-    outside = undefined = disagreeing = refuted_outside = 0
+    outside = undefined = disagreeing = refuted_outside = wrong_inputs = checked = 0
     counterexamples: list[Counterexample] = []
     compared_lengths: set[int] = set()
     per_length: dict[int, list[int]] = {}  # length -> [inputs checked, inputs inside the program's domain]
     for xs in inputs:
         per_length.setdefault(len(xs), [0, 0])[0] += 1
-    for xs, got, clean in _run_in_chunks(model, inputs):
+    for xs, got, clean, decided in _run_in_chunks(model, inputs):
         if deadline is not None and time.monotonic() > deadline:
             exhaustive = False  # cut short: the rest were not compared
             break
         bar.update(1)
+        checked += 1
         seen = per_length[len(xs)]
         try:
             want, failures = compiler.evaluate_checked(program, xs, model.settings.causal)
         except EVALUATION_ERRORS as e:  # e.g. a numeric function applied to string values: a wrong program
             disagreeing += len(xs)
+            wrong_inputs += 1
             if len(counterexamples) < n_counterexamples:
                 counterexamples.append(Counterexample(tuple(xs), tuple(got), (f"error: {type(e).__name__}: {e}",)))
             continue
@@ -216,6 +223,7 @@ def verify(
             if clean and any(f.reason.startswith(compiler.AGGREGATION) for f in failures):
                 refuted_outside += 1  # the model is well defined here and the program is not: not its program
                 disagreeing += len(xs)
+                wrong_inputs += 1
                 if len(counterexamples) < n_counterexamples:
                     reason = (f"outside Tracr's domain: {failures[0]}",)
                     counterexamples.append(Counterexample(tuple(xs), tuple(got), reason))
@@ -225,7 +233,9 @@ def verify(
         seen[1] += 1
         wrong = False
         for i, w in enumerate(want):
-            if w is None and clean:  # the model's own program is defined everywhere here: this one is not it
+            # The model's own program is defined everywhere here (or, where its variables cannot be read, at this
+            # position: its read-out decides a value): this one is not it.
+            if w is None and (clean or (clean is None and decided[i])):
                 disagreeing += 1
                 wrong = True
                 continue
@@ -239,10 +249,16 @@ def verify(
             else:
                 disagreeing += 1
                 wrong = True
+        wrong_inputs += wrong
         if wrong and len(counterexamples) < n_counterexamples:
             counterexamples.append(Counterexample(tuple(xs), tuple(got), tuple(want)))
     bar.close()
-    verdict, shortfall = verdict_of(disagreeing, int(defined.sum()), undefined, per_length, len(compared_lengths))
+    fidelity = compressed_fidelity(model)
+    allowed = 0 if fidelity is None else fidelity_allowance(fidelity, checked)
+    verdict, shortfall = verdict_of(disagreeing if wrong_inputs > allowed else 0, int(defined.sum()), undefined,
+                                    per_length, len(compared_lengths))  # fmt: skip
+    if disagreeing and verdict != "refuted" and verdict != "inconclusive":
+        verdict = "agrees_at_fidelity"
     return VerificationReport(
         verdict=verdict,
         n_inputs=len(inputs),
@@ -258,7 +274,27 @@ def verify(
         compared_lengths=len(compared_lengths),
         refuted_outside_domain=refuted_outside,
         shortfall=shortfall,
+        wrong_inputs=wrong_inputs,
+        fidelity=fidelity,
     )
+
+
+def compressed_fidelity(model: CompiledModel) -> float | None:
+    """The fidelity a densified model's file records to its source, when below 1 (None otherwise)."""
+    recorded = (model.densified or {}).get("fidelity")
+    return float(recorded) if recorded is not None and recorded < 1.0 else None
+
+
+def fidelity_allowance(fidelity: float, n_inputs: int) -> int:
+    """Inputs on which a program may disagree with a model compressed at ``fidelity`` and still agree at fidelity.
+
+    The model itself decodes like its source on ``fidelity`` of held-out inputs, so its source disagrees with it on
+    about (1 - fidelity) of random inputs: the allowance is that share of ``n_inputs`` plus three binomial standard
+    deviations. A program that differs from the source on more inputs than that is refuted; one that differs on
+    fewer cannot be told apart from the source by behaviour (the README states this rule).
+    """
+    rate = 1.0 - fidelity
+    return int(np.floor(rate * n_inputs + 3.0 * np.sqrt(max(rate, 1.0 / max(n_inputs, 1)) * n_inputs)))
 
 
 def verdict_of(

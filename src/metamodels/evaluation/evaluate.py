@@ -8,7 +8,8 @@ Metrics, overall and by number of ops:
   of the true program on the example's input battery (causal models compared
   prefix by prefix).
 - ``functional_readout``: the same, after reading the decoded program's
-  functions and predicates from the weights (:mod:`metamodels.decompilation.readout`; the
+  functions and predicates from the weights (:mod:`metamodels.decompilation.readout` by residual labels, else
+  probed from activations by :mod:`metamodels.decompilation.probing`; the
   decoded program as is where its structure does not fit the model).
 - ``teacher_forced_token`` / ``teacher_forced_program``: next-token accuracy
   given the true prefix, per token and per whole program (what paper 000's
@@ -37,7 +38,7 @@ from tqdm import tqdm
 
 from metamodels import options
 from metamodels.dataset import lib, store, written
-from metamodels.decompilation import readout
+from metamodels.decompilation import probing
 from metamodels.errors import MetamodelsError
 from metamodels.evaluation import metrics, oracle
 from metamodels.meta import batching, decoding, metamodel, weight_encoding
@@ -257,7 +258,7 @@ def _evaluate_chunk(model: metamodel.MetaModel, rows: list[store.Row], models: l
             record.update({"exact": False, "functional": False, "functional_readout": False, "decoded": None})
             continue
         record["decoded"] = text.format_program(candidate.program)
-        read = readout.read_tables_or_none(candidate.program, model_)
+        read = probing.read_any_or_none(candidate.program, model_)
         record["read_out"] = read is not None
         read = read or candidate.program
         if truth is not None:

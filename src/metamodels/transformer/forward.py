@@ -131,20 +131,27 @@ def run(model: CompiledModel | trained.TrainedModel, inputs: Sequence[Sequence[V
     """Decoded outputs of the model (compiled or trained) on each input sequence (no BOS), in input order."""
     if isinstance(model, trained.TrainedModel):
         return trained.run(model, inputs)
-    return _run(model, inputs, check=False)[0]
+    return _run(model, inputs, check=False)[0]  # type: ignore[no-any-return]
 
 
-def run_checked(model: CompiledModel, inputs: Sequence[Sequence[Value]]) -> tuple[list[list[Value]], list[bool | None]]:
-    """(decoded outputs, :func:`well_defined` per input) in input order."""
-    return _run(model, inputs, check=True)
+DECIDED = 0.5  # a categorical read-out decides where its top score leads by this (Tracr's: 1 defined, 0 empty)
 
 
-def _run(
-    model: CompiledModel, inputs: Sequence[Sequence[Value]], check: bool
-) -> tuple[list[list[Value]], list[bool | None]]:
-    """Batched by length, in chunks of :data:`CHUNK` sequences; ``check``: also :func:`well_defined` per input."""
+def run_checked(
+    model: CompiledModel, inputs: Sequence[Sequence[Value]]
+) -> tuple[list[list[Value]], list[bool | None], list[list[bool]]]:
+    """(decoded outputs, :func:`well_defined` per input, per position whether the read-out decides a value) in
+    input order. Deciding needs no residual labels: a Tracr model's categorical read-out is one-hot where the output
+    is defined and empty where it is not (a numerical one never decides)."""
+    return _run(model, inputs, check=True)  # type: ignore[return-value]
+
+
+def _run(model: CompiledModel, inputs: Sequence[Sequence[Value]], check: bool):
+    """Batched by length, in chunks of :data:`CHUNK` sequences; ``check``: also :func:`well_defined` per input and
+    the read-out's decided positions."""
     results: list[list[Value] | None] = [None] * len(inputs)
     defined: list[bool | None] = [None] * len(inputs)
+    decided: list[list[bool]] = [[] for _ in inputs]
     by_length: dict[int, list[int]] = {}
     for i, xs in enumerate(inputs):
         by_length.setdefault(len(xs), []).append(i)
@@ -156,9 +163,20 @@ def _run(
             if not np.isfinite(final).all():
                 raise InputError("the model's activations are not finite (NaN or infinity): its weights overflow")
             clean = well_defined(model, final) if check else None
-            for j, (i, decoded) in enumerate(zip(indices, decode(model, final @ model.params["unembed"]))):
+            scores = final @ model.params["unembed"]
+            leads = _lead(scores)[:, 1:] > DECIDED if model.output_encoding == "categorical" else None
+            for j, (i, decoded) in enumerate(zip(indices, decode(model, scores))):
                 results[i], defined[i] = decoded, None if clean is None else bool(clean[j])
-    return results, defined  # type: ignore[return-value]
+                decided[i] = [False] * len(decoded) if leads is None else leads[j].tolist()
+    return (results, defined, decided) if check else (results, defined)
+
+
+def _lead(scores: np.ndarray) -> np.ndarray:
+    """Lead of the top read-out score over the second: [B, T, O] -> [B, T] (the top score itself when O = 1)."""
+    if scores.shape[-1] == 1:
+        return scores[..., 0]
+    top2 = np.sort(scores, axis=-1)[..., -2:]
+    return top2[..., 1] - top2[..., 0]
 
 
 def outputs_match(model_out: Sequence[Value], reference: Sequence[Value], *, atol: float = 1e-3) -> bool:

@@ -1,0 +1,101 @@
+"""Probing: tables read from activations, in a residual basis without labels (rotated, PCA-compressed).
+
+Oracles: the original program's own evaluation (RASP, or Tracr's evaluation of the original expression for
+Tracr's cases) on a battery the probe never saw; every function and predicate handed to probing is wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from metamodels.dataset import lib, sampling
+from metamodels.decompilation import probing, readout, verification
+from metamodels.evaluation import oracle
+from metamodels.rasp.program import Program
+from metamodels.rasp.text import parse_program
+from metamodels.transformer import battery, compiler, densification
+from tests import cases
+from tests.decompilation.test_readout import _scrambled
+
+
+def _same_behaviour(read: Program, truth: Program, vocab, max_seq_len: int, causal: bool = False) -> bool:
+    inputs = battery.make_battery(vocab, max_seq_len, per_length=40, seed=123)
+    return oracle.same_outputs(oracle.outputs_of(read, inputs, causal), oracle.outputs_of(truth, inputs, causal))
+
+
+def _hand_written():
+    return {name: (parse_program(src), vocab, n) for name, (src, vocab, n) in cases.HAND_WRITTEN.items()}
+
+
+@pytest.mark.parametrize("name", sorted(cases.HAND_WRITTEN) + sorted(lib.lib_programs()))
+def test_tables_of_the_true_structure_are_read_from_a_rotated_model(name):
+    program, vocab, n = _hand_written().get(name) or (lib.lib_programs()[name], lib.LIB_VOCAB, lib.LIB_MAX_SEQ_LEN)
+    model = densification.rotate(compiler.compile_program(program, vocab, n), seed=3)
+    assert not model.residual_labels
+    with pytest.raises(readout.ReadoutError):  # the label-based readout cannot read it
+        readout.read_tables(program, model)
+    read = probing.read_tables(_scrambled(program), model)
+    assert _same_behaviour(read, program, vocab, n)
+
+
+def test_a_compressed_model_is_read_and_its_program_holds_at_the_models_fidelity():
+    program = lib.lib_programs()["sort"]
+    source = compiler.compile_program(program, lib.LIB_VOCAB, lib.LIB_MAX_SEQ_LEN)
+    dense = densification.densify(source, target_fidelity=0.99, seed=2).model
+    assert dense.d_model < source.d_model  # really compressed
+    read = probing.read_tables(_scrambled(program), dense)
+    assert _same_behaviour(read, program, lib.LIB_VOCAB, lib.LIB_MAX_SEQ_LEN)
+    assert verification.verify(read, dense, weights=False).holds()
+
+
+def test_intermediate_values_are_read_up_to_relabelling():
+    """A Map into an intermediate variable gets canonical labels; the program still computes the same outputs."""
+    program = parse_program(
+        "shifted = Map(lambda x: x + 1, tokens)\nsel = Select(shifted, shifted, EQ)\nn = SelectorWidth(sel)\nreturn n\n"
+    )
+    model = densification.rotate(compiler.compile_program(program, (1, 2, 3), 5), seed=0)
+    read = probing.read_tables(_scrambled(program), model)
+    assert set(read.by_name["shifted"].fn.mapping.values()) == {0, 1, 2}  # labels, not the values 2, 3, 4
+    assert _same_behaviour(read, program, (1, 2, 3), 5)
+
+
+def test_a_structure_the_model_does_not_have_is_not_read():
+    model = densification.rotate(compiler.compile_program(parse_program(cases.HAND_WRITTEN["linear"][0]), (1, 2, 3), 5), 0)
+    sort = parse_program(cases.HAND_WRITTEN["paper_sort"][0])  # attention where the model has none
+    assert probing.read_tables_or_none(sort, model) is None
+
+
+def test_read_any_uses_residual_labels_where_the_model_has_them():
+    program = lib.lib_programs()["hist"]
+    model = compiler.compile_program(program, lib.LIB_VOCAB, lib.LIB_MAX_SEQ_LEN)
+    assert probing.read_any_or_none(_scrambled(program), model) == readout.read_tables(_scrambled(program), model)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(cases.tracr_cases()))
+def test_every_tracr_program_is_read_from_its_rotated_model(name):
+    sop, vocab, n, causal = cases.tracr_cases()[name]
+    program = compiler.program_from_rasp(sop, vocab, n)
+    model = densification.rotate(compiler.compile_program(program, vocab, n, causal=causal), seed=1)
+    read = probing.read_tables_or_none(_scrambled(program), model)
+    if read is None:
+        pytest.xfail("a structure probing cannot read (measured: see docs/dense)")
+    inputs = battery.make_battery(vocab, n, per_length=30, seed=5)
+    truth = [cases.tracr_truth(sop, xs, causal) for xs in inputs]
+    kept = [(xs, t) for xs, t in zip(inputs, truth) if t is not None]
+    got = oracle.outputs_of(read, [xs for xs, _ in kept], causal)
+    assert oracle.same_outputs(got, [t for _, t in kept])
+
+
+@pytest.mark.slow
+def test_sampled_programs_are_read_from_compressed_models():
+    config = sampling.SamplerConfig(vocab=(1, 2, 3, 4, 5), max_seq_len=5, min_ops=1, max_ops=6)
+    samples, _ = sampling.sample_unique(config, 30, seed=11)
+    right = 0
+    for s in samples:
+        dense = densification.densify(compiler.compile_program(s.program, config.vocab, 5), seed=4).model
+        read = probing.read_tables_or_none(dataclasses.replace(_scrambled(s.program)), dense)
+        right += read is not None and _same_behaviour(read, s.program, config.vocab, 5)
+    assert right >= 0.6 * len(samples)  # measured 2026-12: see docs/dense/probing.md
