@@ -62,7 +62,9 @@ def test_intermediate_values_are_read_up_to_relabelling():
 
 
 def test_a_structure_the_model_does_not_have_is_not_read():
-    model = densification.rotate(compiler.compile_program(parse_program(cases.HAND_WRITTEN["linear"][0]), (1, 2, 3), 5), 0)
+    model = densification.rotate(
+        compiler.compile_program(parse_program(cases.HAND_WRITTEN["linear"][0]), (1, 2, 3), 5), 0
+    )
     sort = parse_program(cases.HAND_WRITTEN["paper_sort"][0])  # attention where the model has none
     assert probing.read_tables_or_none(sort, model) is None
 

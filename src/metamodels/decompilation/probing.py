@@ -161,7 +161,7 @@ def read_any_or_none(program: Program, model: CompiledModel, probed: Probe | Non
 def _evaluate(program: Program, probed: Probe, model: CompiledModel) -> list[Value]:
     """The program's output at every probed position (None where undefined); ReadoutError if it fails."""
     out: dict[int, list] = {}
-    for i, t in probed.where:
+    for i, _ in probed.where:
         if i not in out:
             try:
                 out[i] = list(program.evaluate(probed.inputs[i], causal=model.settings.causal))
@@ -205,12 +205,13 @@ def _select_table(model: CompiledModel, probed: Probe, layer: int, keys: Sequenc
             continue
         entries = [((k, qv), table[a][b]) for a, qv in enumerate(query_reps) for b, k in enumerate(key_reps)]
         ov = model.layer(layer, "attn/value/w")[:, cols] @ model.layer(layer, "attn/linear/w")[cols]  # [D, D]
-        read = 0.0 if reads is None else float(np.linalg.norm(reads @ ov) / max(np.linalg.norm(ov, 2), 1e-12))
+        norm = max(float(np.linalg.norm(ov, 2)), 1e-12)
+        read = 0.0 if reads is None else float(np.linalg.norm(reads @ ov)) / norm
         fits.append((-read, head, Table(tuple(entries), 2)))
     if not fits:
         raise ReadoutError(f"no head of layer {layer} attends by these keys and queries")
-    _, head, table = min(fits, key=lambda f: (f[0], f[1]))
-    return head, table
+    best = min(fits, key=lambda f: (f[0], f[1]))
+    return best[1], best[2]
 
 
 def _predicate(logits: np.ndarray, to_bos: np.ndarray, key_groups: list[list[int]], query_groups: list[list[int]],
@@ -264,7 +265,7 @@ def _mlp_op(op: Op, model: CompiledModel, probed: Probe, layer: int, args: list[
         if not free:
             raise ReadoutError(f"{op.name}: the numerical units of layer {layer} are all read as other ops")
         claimed.add((layer, tuple(free[0])))
-        units = free[0]
+        units = np.isin(np.arange(len(units)), free[0])
     written = hidden[:, units] @ w2[units]  # [P', D]
     means = np.stack([written[rows].mean(axis=0) for rows in groups.values()])  # [keys, D]
     if is_output:  # the model's read-out names the values
@@ -282,7 +283,7 @@ def _mlp_op(op: Op, model: CompiledModel, probed: Probe, layer: int, args: list[
 def _model_value(decoded: list[Value]) -> Value:
     """What the model outputs for one argument value: the most frequent decoded value (numerical: the mean)."""
     if isinstance(decoded[0], float):
-        return _snap(float(np.mean(decoded)))
+        return _snap(float(np.mean(np.asarray(decoded, dtype=np.float64))))
     counts: dict[Value, int] = {}
     for v in decoded:
         counts[v] = counts.get(v, 0) + 1
