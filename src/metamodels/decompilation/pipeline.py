@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from metamodels import devices, options
-from metamodels.decompilation import probing, wiring
+from metamodels.decompilation import probing, tracing, wiring
 from metamodels.errors import MetamodelsError
 from metamodels.meta import decoding, metamodel, weight_encoding
 from metamodels.rasp import functions, text
@@ -79,6 +79,7 @@ class Decompiled:
     chosen: int = 0  # index in ``candidates`` of the returned program
     checkpoint: str = ""  # the meta-model's checkpoint directory
     out_of_time: bool = False  # unverified because the verification budget ran out (not every candidate checked)
+    traced: bool = False  # the model has no residual labels: a whole program read from it was traced (tracing.py)
 
     def describe(self, default_checkpoint: bool = True, repair: int = 0) -> str:
         """The result as ``metamodels decompile`` prints it: the program, then what was checked, as comments."""
@@ -91,7 +92,8 @@ class Decompiled:
                        None: "weights not compared"}[r.weights.match if r.weights else None]  # fmt: skip
             chosen = self.candidates[self.chosen]
             source = ("a one-substitution repair of the decoded candidates" if self.repaired else
-                      "structure, functions and predicates read from the weights (residual labels)" if chosen.wiring else
+                      "structure, functions and predicates read from the weights (residual labels)" if chosen.wiring and not self.traced else
+                      "structure, functions and predicates traced from the activations (no residual labels)" if chosen.wiring else
                       f"beam candidate {chosen.rank + 1}" + (", functions and predicates read from the weights" if chosen.read_out else ""))  # fmt: skip
             lines.append(f"# verified: {r.verdict} on {r.n_inputs} inputs ({'all' if r.exhaustive else 'random'}); "
                          f"{weights}; {source}")  # fmt: skip
@@ -200,8 +202,9 @@ def decompile(
     if checkpoint is None:
         checkpoint = shipped_checkpoint(model)
     if isinstance(checkpoint, metamodel.MetaModel):
-        return _decompile(model, checkpoint, config)
-    return dataclasses.replace(_decompile(model, load_metamodel(checkpoint, device), config), checkpoint=str(checkpoint))
+        return dataclasses.replace(_decompile(model, checkpoint, config), traced=not model.residual_labels)
+    result = _decompile(model, load_metamodel(checkpoint, device), config)
+    return dataclasses.replace(result, checkpoint=str(checkpoint), traced=not model.residual_labels)
 
 
 def _decompile(model: CompiledModel, meta: metamodel.MetaModel, config: DecompileConfig) -> Decompiled:
@@ -213,9 +216,11 @@ def _decompile(model: CompiledModel, meta: metamodel.MetaModel, config: Decompil
     except weight_encoding.EncodingError as e:  # more weight tokens than the meta-model reads: wiring still can
         weights, too_large = None, e
     deadline = None if config.budget is None else time.monotonic() + config.budget
-    # With Tracr's residual labels the whole program can be read from the weights (wiring.py): checked first,
-    # and when it verifies the meta-model's beam is not needed.
-    read = _wired(meta, weights, model) if config.verify and config.read_tables and config.wiring else None
+    # The whole program read from the model: from the weights by Tracr's residual labels (wiring.py), or traced
+    # from the activations in any other basis (tracing.py); checked first, and when it verifies the meta-model's
+    # beam is not needed.
+    probed = None if model.residual_labels or not config.read_tables else probing.probe(model)
+    read = _wired(meta, weights, model, probed) if config.verify and config.read_tables and config.wiring else None
     if read is not None:
         report = check(read.program, model, config.max_inputs, deadline=deadline)  # type: ignore[arg-type]
         wired = dataclasses.replace(_candidate(0, read), verdict=report.verdict, wiring=True)
@@ -228,7 +233,7 @@ def _decompile(model: CompiledModel, meta: metamodel.MetaModel, config: Decompil
     assert weights is not None
     found = decoding.greedy(meta, [weights]) if config.beam == 1 else decoding.beam_search(meta, weights, config.beam)
     if config.read_tables:
-        found = with_readout(found, model)
+        found = with_readout(found, model, probed)
     # Beam rank: decoded candidates before this one (a read-out variant precedes its own).
     candidates = [_candidate(sum(not f.read_out for f in found[:i]), c) for i, c in enumerate(found)]
     if not config.verify:
@@ -264,10 +269,15 @@ def _verified(model, config: DecompileConfig, c: decoding.Candidate, report, lis
     return _result(c, "verified", listed, dataclasses.replace(report, weights=certificate), repaired, chosen)
 
 
-def _wired(meta: metamodel.MetaModel, weights, model: CompiledModel) -> decoding.Candidate | None:
-    """The program read whole from the weights, scored by the meta-model (None if the weights do not allow it;
-    score -inf where the meta-model cannot score it: ``weights`` None, a model too large for it)."""
-    program = wiring.read_program_or_none(model) if model.residual_labels else None
+def _wired(meta: metamodel.MetaModel, weights, model: CompiledModel, probed: probing.Probe | None
+           ) -> decoding.Candidate | None:  # fmt: skip
+    """The program read whole from the model (by residual labels, else traced from ``probed`` activations), scored
+    by the meta-model (None if the model does not allow it; score -inf where the meta-model cannot score it:
+    ``weights`` None, a model too large for it)."""
+    if model.residual_labels:
+        program = wiring.read_program_or_none(model)
+    else:
+        program = tracing.read_program_or_none(model, probed)
     if program is None:
         return None
     try:
@@ -279,12 +289,15 @@ def _wired(meta: metamodel.MetaModel, weights, model: CompiledModel) -> decoding
     return decoding.Candidate(ids, decoding.score(meta, weights, [ids])[0], program, read_out=True)
 
 
-def with_readout(found: list[decoding.Candidate], model: CompiledModel) -> list[decoding.Candidate]:
+def with_readout(found: list[decoding.Candidate], model: CompiledModel, probed: probing.Probe | None = None
+                 ) -> list[decoding.Candidate]:  # fmt: skip
     """Each candidate preceded by its read-out variant, where the structure fits; repeated programs dropped.
-    Tables are read by residual labels in Tracr's basis, probed from activations in any other (dense)."""
+    Tables are read by residual labels in Tracr's basis, probed from activations in any other (dense; ``probed``:
+    the model's probe, when already run)."""
     out: list[decoding.Candidate] = []
     seen: set[str] = set()
-    probed = None if model.residual_labels else probing.probe(model)
+    if probed is None and not model.residual_labels:
+        probed = probing.probe(model)
     for c in found:
         for variant in (_read_out(c, model, probed), c):
             if variant is None:

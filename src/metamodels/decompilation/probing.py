@@ -44,7 +44,7 @@ from metamodels.transformer import battery, forward
 from metamodels.transformer.compiled import CompiledModel, Value
 
 PER_LENGTH = 24  # random battery inputs per length (plus edge cases)
-REPRESENTATIVES = 5  # residuals taken per value when a head's logits are probed
+REPRESENTATIVES = 8  # residuals taken per value when a head's logits are probed
 SELECTED = 0.75  # a key is selected where its logit exceeds this fraction of the query's logit to BOS
 TOLERANCE = 0.02  # a logit to BOS below this fraction of the largest logit counts as none
 EXPLAINED = 0.5  # a hidden unit is an op's when the op's argument values explain this much of its variance
@@ -109,16 +109,20 @@ def probe_inputs(model: CompiledModel, *, per_length: int = PER_LENGTH, seed: in
     return list(dict.fromkeys(inputs + cycled))
 
 
-def read_tables(program: Program, model: CompiledModel, probed: Probe | None = None) -> Program:
+def read_tables(
+    program: Program, model: CompiledModel, probed: Probe | None = None, sublayer: dict[str, int] | None = None
+) -> Program:
     """``program`` with every function, predicate and coefficient probed from ``model`` (any residual basis).
 
-    ReadoutError if the structure does not fit. ``probed``: the model's :func:`probe`, when already run.
+    ReadoutError if the structure does not fit. ``probed``: the model's :func:`probe`, when already run;
+    ``sublayer``: where each op is in the model, when known (default: where Tracr would put it).
     """
     program = program.without_dead_code()
-    if layers.n_layers(program) > model.n_layers:
-        raise ReadoutError(f"the structure needs {layers.n_layers(program)} layers; the model has {model.n_layers}")
+    if sublayer is None:
+        if layers.n_layers(program) > model.n_layers:
+            raise ReadoutError(f"the structure needs {layers.n_layers(program)} layers; the model has {model.n_layers}")
+        sublayer = layers.assign_sublayers(program)
     probed = probed if probed is not None else probe(model)
-    sublayer = layers.assign_sublayers(program)
     values: dict[str, list[Value]] = {
         "tokens": [probed.inputs[i][t] for i, t in probed.where],
         "indices": [t for _, t in probed.where],
@@ -171,52 +175,63 @@ def _evaluate(program: Program, probed: Probe, model: CompiledModel) -> list[Val
 
 
 def _representatives(values: Sequence[Value]) -> dict[Value, list[int]]:
-    """Up to REPRESENTATIVES positions per value (None left out), values in order of first appearance."""
+    """Up to REPRESENTATIVES positions per value (None left out), spread evenly over the value's occurrences (the
+    battery runs short inputs first: the first few would all share a length); values in order of first appearance."""
     found: dict[Value, list[int]] = {}
     for p, v in enumerate(values):
-        if v is not None and len(found.setdefault(v, [])) < REPRESENTATIVES:
-            found[v].append(p)
-    return found
+        if v is not None:
+            found.setdefault(v, []).append(p)
+    return {v: [ps[i] for i in np.unique(np.linspace(0, len(ps) - 1, REPRESENTATIVES).astype(int))]
+            for v, ps in found.items()}  # fmt: skip
 
 
 def _select_table(model: CompiledModel, probed: Probe, layer: int, keys: Sequence[Value], queries: Sequence[Value],
                   claimed: set[tuple], reads: np.ndarray | None) -> tuple[int, Table]:  # fmt: skip
     """(head, predicate table): an unclaimed head of ``layer`` whose logits are a function of the two values; of
     several, the one whose values side reads ``reads`` [D] most (a numerical Aggregate's values), else the first."""
-    key_reps, query_reps = _representatives(keys), _representatives(queries)
-    if not key_reps or not query_reps:
-        raise ReadoutError("a Select's keys or queries take no value on the battery")
-    x = probed.streams[2 * layer]
-    kp = [p for ps in key_reps.values() for p in ps]
-    qp = [p for ps in query_reps.values() for p in ps]
-    size = model.key_size
     fits: list[tuple[float, int, Table]] = []
     for head in range(model.n_heads):
-        if (layer, head) in claimed:
+        fit = head_predicate(model, probed, layer, head, keys, queries) if (layer, head) not in claimed else None
+        if fit is None:
             continue
-        cols = slice(head * size, (head + 1) * size)
-        wq, bq = model.layer(layer, "attn/query/w")[:, cols], model.layer(layer, "attn/query/b")[cols]
-        wk, bk = model.layer(layer, "attn/key/w")[:, cols], model.layer(layer, "attn/key/b")[cols]
-        q = x[qp] @ wq + bq  # [queries, K]
-        logits = q @ (x[kp] @ wk + bk).T / np.sqrt(size)  # [query reps, key reps]
-        to_bos = np.einsum("qk,qk->q", q, probed.bos[2 * layer][qp] @ wk + bk) / np.sqrt(size)
-        table = _predicate(logits, to_bos, list(key_reps.values()), list(query_reps.values()), kp, qp)
-        if table is None:
-            continue
-        entries = [((k, qv), table[a][b]) for a, qv in enumerate(query_reps) for b, k in enumerate(key_reps)]
+        cols = slice(head * model.key_size, (head + 1) * model.key_size)
         ov = model.layer(layer, "attn/value/w")[:, cols] @ model.layer(layer, "attn/linear/w")[cols]  # [D, D]
         norm = max(float(np.linalg.norm(ov, 2)), 1e-12)
         read = 0.0 if reads is None else float(np.linalg.norm(reads @ ov)) / norm
-        fits.append((-read, head, Table(tuple(entries), 2)))
+        fits.append((-read, head, Table(tuple(fit[0].items()), 2)))
     if not fits:
         raise ReadoutError(f"no head of layer {layer} attends by these keys and queries")
     best = min(fits, key=lambda f: (f[0], f[1]))
     return best[1], best[2]
 
 
+def head_predicate(model: CompiledModel, probed: Probe, layer: int, head: int, keys: Sequence[Value],
+                   queries: Sequence[Value]) -> tuple[dict[tuple[Value, Value], bool], float] | None:  # fmt: skip
+    """({(key, query): selected}, share of the logits' variance the values leave unexplained) for one head, or None
+    where the two variables' values do not explain its logits (see :func:`_predicate`)."""
+    key_reps, query_reps = _representatives(keys), _representatives(queries)
+    if not key_reps or not query_reps:
+        return None
+    x = probed.streams[2 * layer]
+    kp = [p for ps in key_reps.values() for p in ps]
+    qp = [p for ps in query_reps.values() for p in ps]
+    size = model.key_size
+    cols = slice(head * size, (head + 1) * size)
+    wq, bq = model.layer(layer, "attn/query/w")[:, cols], model.layer(layer, "attn/query/b")[cols]
+    wk, bk = model.layer(layer, "attn/key/w")[:, cols], model.layer(layer, "attn/key/b")[cols]
+    q = x[qp] @ wq + bq  # [query reps, K]
+    logits = q @ (x[kp] @ wk + bk).T / np.sqrt(size)  # [query reps, key reps]
+    to_bos = np.einsum("qk,qk->q", q, probed.bos[2 * layer][qp] @ wk + bk) / np.sqrt(size)
+    fit = _predicate(logits, to_bos, list(key_reps.values()), list(query_reps.values()), kp, qp)
+    if fit is None:
+        return None
+    table, unexplained = fit
+    return {(k, qv): table[a][b] for a, qv in enumerate(query_reps) for b, k in enumerate(key_reps)}, unexplained
+
+
 def _predicate(logits: np.ndarray, to_bos: np.ndarray, key_groups: list[list[int]], query_groups: list[list[int]],
-               kp: list[int], qp: list[int]) -> list[list[bool]] | None:  # fmt: skip
-    """Selected [query value][key value], or None where the logits (relative to BOS) are not a function of the two
+               kp: list[int], qp: list[int]) -> tuple[list[list[bool]], float] | None:  # fmt: skip
+    """(selected [query value][key value], unexplained share of the variance), or None where the logits (relative to BOS) are not a function of the two
     values (the values explain less than EXPLAINED_LOGITS of their variance) or the head does not attend to BOS."""
     scale = max(np.abs(logits).max(initial=0.0), np.abs(to_bos).max(initial=0.0))
     if scale <= 1e-6 or np.mean(to_bos > TOLERANCE * scale) < EXPLAINED_LOGITS:  # Tracr's heads all attend to BOS
@@ -236,7 +251,7 @@ def _predicate(logits: np.ndarray, to_bos: np.ndarray, key_groups: list[list[int
     total = float(((relative - relative.mean()) ** 2).sum())
     if within > (1 - EXPLAINED_LOGITS) * total + NOISE**2 * relative.size or not any(any(r) for r in out):
         return None  # logits the values do not explain, or a head selecting nothing: it reads other variables
-    return out
+    return out, within / total if total > 0 else 0.0
 
 
 def _mlp_op(op: Op, model: CompiledModel, probed: Probe, layer: int, args: list[list[Value]], is_output: bool,
@@ -261,7 +276,7 @@ def _mlp_op(op: Op, model: CompiledModel, probed: Probe, layer: int, args: list[
         raise ReadoutError(f"{op.name}: no hidden unit of layer {layer} is a function of its arguments")
     w2 = model.layer(layer, "mlp/linear_2/w")
     if op.encoding == "numerical" and not is_output:
-        free = [u for u in _by_direction(np.flatnonzero(units), w2) if (layer, tuple(u)) not in claimed]
+        free = [u for u in by_direction(np.flatnonzero(units), w2) if (layer, tuple(u)) not in claimed]
         if not free:
             raise ReadoutError(f"{op.name}: the numerical units of layer {layer} are all read as other ops")
         claimed.add((layer, tuple(free[0])))
@@ -271,9 +286,9 @@ def _mlp_op(op: Op, model: CompiledModel, probed: Probe, layer: int, args: list[
     if is_output:  # the model's read-out names the values
         out = [_model_value([probed.outputs[keep[r]] for r in rows]) for rows in groups.values()]
     elif op.encoding == "numerical":
-        out, directions[op.name] = _coordinates(means)
+        out, directions[op.name] = coordinates(means)
     else:
-        out = _labels(means)
+        out = labels(means)
     if op.kind == "LinearSequenceMap":
         return dataclasses.replace(op, coeffs=_coefficients(op, keys, out))
     read = Table(tuple(zip(keys, out)), len(args))  # type: ignore[arg-type]
@@ -298,7 +313,7 @@ def _units_of(hidden: np.ndarray, groups: list[list[int]]) -> np.ndarray:
     return varies & (within <= (1 - EXPLAINED) * np.maximum(total, 1e-30))
 
 
-def _labels(means: np.ndarray) -> list[Value]:
+def labels(means: np.ndarray) -> list[Value]:
     """Canonical labels of what a categorical MLP writes: 0, 1, ... per distinct output vector; None for nothing."""
     norms = np.linalg.norm(means, axis=1)
     scale = norms.max(initial=0.0)
@@ -317,7 +332,7 @@ def _labels(means: np.ndarray) -> list[Value]:
     return out
 
 
-def _by_direction(units: np.ndarray, w2: np.ndarray) -> list[list[int]]:
+def by_direction(units: np.ndarray, w2: np.ndarray) -> list[list[int]]:
     """``units`` grouped by the residual direction they write (rows of ``w2`` [M, D] parallel up to sign)."""
     groups: list[tuple[np.ndarray, list[int]]] = []
     for u in units:
@@ -330,7 +345,7 @@ def _by_direction(units: np.ndarray, w2: np.ndarray) -> list[list[int]]:
     return [g for _, g in groups]
 
 
-def _coordinates(means: np.ndarray) -> tuple[list[Value], np.ndarray]:
+def coordinates(means: np.ndarray) -> tuple[list[Value], np.ndarray]:
     """A numerical MLP's values (the coordinate of what it writes along its direction, sign mostly positive) and
     that direction [D]."""
     _, _, vt = np.linalg.svd(means.astype(np.float64), full_matrices=False)

@@ -142,7 +142,7 @@ def run_checked(
 ) -> tuple[list[list[Value]], list[bool | None], list[list[bool]]]:
     """(decoded outputs, :func:`well_defined` per input, per position whether the read-out decides a value) in
     input order. Deciding needs no residual labels: a Tracr model's categorical read-out is one-hot where the output
-    is defined and empty where it is not (a numerical one never decides)."""
+    is defined and empty where it is not; a numerical read-out always gives a number."""
     return _run(model, inputs, check=True)  # type: ignore[return-value]
 
 
@@ -167,7 +167,7 @@ def _run(model: CompiledModel, inputs: Sequence[Sequence[Value]], check: bool):
             leads = _lead(scores)[:, 1:] > DECIDED if model.output_encoding == "categorical" else None
             for j, (i, decoded) in enumerate(zip(indices, decode(model, scores))):
                 results[i], defined[i] = decoded, None if clean is None else bool(clean[j])
-                decided[i] = [False] * len(decoded) if leads is None else leads[j].tolist()
+                decided[i] = [True] * len(decoded) if leads is None else leads[j].tolist()
     return (results, defined, decided) if check else (results, defined)
 
 

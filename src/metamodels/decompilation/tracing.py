@@ -1,0 +1,362 @@
+"""Tracing: a whole program's structure read from a model's activations, in any residual basis (no labels).
+
+:mod:`~metamodels.decompilation.wiring` reads the data flow from Tracr's residual
+labels. A dense model has none, but each variable still lives where its writer
+puts it, and every reader still depends on the values of what it reads. Layer by
+layer, with the variables known so far (the tokens and indices first), on the
+probe's battery (:mod:`~metamodels.decompilation.probing`):
+
+- an **attention head** is a Select of the pair of known categorical variables
+  whose values explain its query-key logits (relative to BOS); a head whose values
+  side carries nothing but BOS is a SelectorWidth (its count goes on to the MLP
+  below); any other head is an Aggregate of the known variable whose aggregate
+  under that Select explains the head's output (categorical: the output is a
+  function of it; numerical: proportional to it);
+- an **MLP**'s hidden units are grouped by the smallest set of one or two known
+  variables whose values explain them (units a SelectorWidth's count explains are
+  that SelectorWidth's), and by the direction numerical units write: each group is
+  a Map, a SequenceMap, or a LinearSequenceMap (two numerical arguments, one
+  numerical direction written, a linear function of them), categorical unless it
+  writes one direction;
+- the **output** is the last variable the model's decoded output is a function of.
+
+Among variables that explain a reader equally well the one with the fewest values
+is taken (a function of a variable explains whatever the variable does; the
+coarser keeps tables small). Parallel Maps of one argument in one MLP come out as
+one categorical Map whose values are the pairs: equal in behaviour, not in text.
+The tables are then read by :func:`probing.read_tables`. ReadoutError where a
+reader is explained by no known variable (the model is not a compiled RASP program).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import numpy as np
+
+from metamodels.decompilation import probing
+from metamodels.decompilation.readout import ReadoutError
+from metamodels.rasp.program import Encoding, Op, Program
+from metamodels.rasp.tables import Table
+from metamodels.transformer.compiled import CompiledModel, Value
+
+EXPLAINED = 0.9  # a variable explains a reader when its values account for this much of the reader's variance
+QUIET = 1e-6  # relative size below which a head or a unit does nothing
+
+
+@dataclasses.dataclass
+class _Variable:
+    name: str
+    encoding: Encoding
+    values: list[Value]  # at every probed position
+    count_of: str | None = None  # a SelectorWidth's attention half: the Select it counts
+
+
+def read_program(model: CompiledModel, probed: probing.Probe | None = None) -> Program:
+    """The model's whole program traced from its activations, tables read (ReadoutError if it cannot be)."""
+    probed = probed if probed is not None else probing.probe(model)
+    structure, sublayer = read_structure(model, probed)
+    return probing.read_tables(structure, model, probed, sublayer)
+
+
+def read_program_or_none(model: CompiledModel, probed: probing.Probe | None = None) -> Program | None:
+    try:
+        return read_program(model, probed)
+    except ReadoutError:
+        return None
+
+
+def read_structure(model: CompiledModel, probed: probing.Probe) -> tuple[Program, dict[str, int]]:
+    """(the program's structure, tables placeholders read later; each op's sublayer in the model), traced layer by
+    layer."""
+    known = {
+        "tokens": _Variable("tokens", "categorical", [probed.inputs[i][t] for i, t in probed.where]),
+        "indices": _Variable("indices", "categorical", [t for _, t in probed.where]),
+    }
+    ops: list[Op] = []
+    sublayer: dict[str, int] = {}
+    for layer in range(model.n_layers):
+        for head in range(model.n_heads):
+            _trace_head(model, probed, layer, head, known, ops)
+        sublayer.update({op.name: 2 * layer for op in ops if op.name not in sublayer})
+        _trace_mlp(model, probed, layer, known, ops)
+        sublayer.update({op.name: 2 * layer + 1 for op in ops if op.name not in sublayer})
+        for name in [n for n, v in known.items() if v.count_of is not None]:  # read by this layer's MLP only
+            del known[name]
+    if not ops:
+        raise ReadoutError("the model writes nothing the battery shows")
+    output = _output(probed, known, ops)
+    return Program(tuple(ops), output).without_dead_code(), sublayer
+
+
+def _fresh(prefix: str, known: dict, ops: list[Op]) -> str:
+    taken = set(known) | {op.name for op in ops}
+    return next(f"{prefix}{i}" for i in itertools.count(1) if f"{prefix}{i}" not in taken)
+
+
+def _explained(matrix: np.ndarray, values: list) -> float:
+    """Share of the variance of ``matrix`` [P, n] that grouping by ``values`` explains (None is a group)."""
+    total = float(((matrix - matrix.mean(axis=0)) ** 2).sum())
+    if total <= 0:
+        return 1.0
+    groups: dict[object, list[int]] = {}
+    for p, v in enumerate(values):
+        groups.setdefault(v, []).append(p)
+    within = sum(float(((matrix[r] - matrix[r].mean(axis=0)) ** 2).sum()) for r in groups.values())
+    return 1.0 - within / total
+
+
+def _n_values(var: _Variable) -> int:
+    return len(set(var.values))
+
+
+# ----------------------------------------------------------------------------- attention
+
+
+def _head_outputs(model: CompiledModel, probed: probing.Probe, layer: int, head: int) -> tuple[np.ndarray, np.ndarray]:
+    """(what the head adds to the residual [P, D], its value vectors [P, K] at the real positions)."""
+    size = model.key_size
+    cols = slice(head * size, (head + 1) * size)
+    w = {k: model.layer(layer, f"attn/{k}/w")[:, cols] for k in ("query", "key", "value")}
+    b = {k: model.layer(layer, f"attn/{k}/b")[cols] for k in ("query", "key", "value")}
+    w_o = model.layer(layer, "attn/linear/w")[cols]
+    x, bos = probed.streams[2 * layer], probed.bos[2 * layer]
+    out = np.zeros_like(x)
+    starts = [p for p, (_, t) in enumerate(probed.where) if t == 0]
+    for start, end in zip(starts, starts[1:] + [len(probed.where)]):
+        seq = np.concatenate([bos[start : start + 1], x[start:end]])  # [T + 1, D]
+        q, k, v = (seq @ w[n] + b[n] for n in ("query", "key", "value"))
+        logits = q @ k.T / np.sqrt(size)
+        if model.settings.causal:
+            logits = np.where(np.tril(np.ones_like(logits, dtype=bool)), logits, -1e30)
+        weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+        weights /= weights.sum(axis=1, keepdims=True)
+        out[start:end] = (weights @ v)[1:] @ w_o
+    values = x @ w["value"] + b["value"]
+    return out, values
+
+
+def _trace_head(model, probed, layer: int, head: int, known: dict[str, _Variable], ops: list[Op]) -> None:
+    out, values = _head_outputs(model, probed, layer, head)
+    scale = np.abs(out).max(initial=0.0)
+    if scale <= QUIET:
+        return  # an unused head
+    select = _best_select(model, probed, layer, head, known)
+    keys, queries, table = select
+    chosen = _selected(probed, known[keys].values, known[queries].values, table, model.settings.causal)
+    bos_value = model.layer(layer, "attn/value/b")[head * model.key_size : (head + 1) * model.key_size]
+    sel = Op(_fresh("select", known, ops), "Select", (keys, queries), None, predicate=Table(tuple(table.items()), 2))
+    if np.abs(values).max(initial=0.0) <= 1e-3 * max(np.abs(bos_value).max(initial=0.0), scale):
+        # values carry nothing off BOS: a SelectorWidth's attention half; its MLP (below) writes the count
+        widths: list[Value] = [len(row) for row in chosen]
+        name = _fresh("width", known, ops)
+        known[name] = _Variable(name, "categorical", widths, count_of=sel.name)
+        ops.append(sel)
+        return
+    best: tuple[float, int, str, Encoding, list] | None = None
+    for var in list(known.values()):
+        if var.count_of is not None:
+            continue
+        agg = _aggregate(chosen, var.values, var.encoding)
+        fit = _explained(out, agg) if var.encoding == "categorical" else _linear_fit(out, agg)
+        if fit >= EXPLAINED and (best is None or (fit, -_n_values(var)) > (best[0], -best[1])):
+            best = (fit, _n_values(var), var.name, var.encoding, agg)
+    if best is None:
+        raise ReadoutError(f"layer {layer} head {head}: no known variable explains what it aggregates")
+    _, _, source, encoding, agg = best
+    name = _fresh("agg", known, ops)
+    ops += [sel, Op(name, "Aggregate", (sel.name, source), encoding)]
+    known[name] = _Variable(name, encoding, agg)
+
+
+def _best_select(model, probed, layer: int, head: int, known: dict[str, _Variable]) -> tuple[str, str, dict]:
+    """(keys, queries, {(key, query): selected}) of the pair of known categorical variables that explains the
+    head's logits best (fewest values on a tie)."""
+    candidates = [v for v in known.values() if v.encoding == "categorical" and v.count_of is None]
+    best = None
+    for k, q in itertools.product(candidates, repeat=2):
+        fit = probing.head_predicate(model, probed, layer, head, k.values, q.values)
+        if fit is None:
+            continue
+        table, unexplained = fit
+        rank = (unexplained, _n_values(k) + _n_values(q))
+        if best is None or rank < best[0]:
+            best = (rank, k.name, q.name, table)
+    if best is None:
+        raise ReadoutError(f"layer {layer} head {head}: no pair of known variables explains its attention")
+    return best[1], best[2], best[3]
+
+
+def _selected(probed, keys: list, queries: list, table: dict, causal: bool) -> list[list[int]]:
+    """Per position, the positions of the same input it selects (by the table; key <= query when causal)."""
+    out: list[list[int]] = []
+    starts = [p for p, (_, t) in enumerate(probed.where) if t == 0]
+    for start, end in zip(starts, starts[1:] + [len(probed.where)]):
+        for qp in range(start, end):
+            out.append([kp for kp in range(start, end if not causal else qp + 1)
+                        if table.get((keys[kp], queries[qp]), False)])  # fmt: skip
+    return out
+
+
+def _aggregate(chosen: list[list[int]], values: list, encoding: Encoding) -> list:
+    """RASP's Aggregate at every position: the mean of the selected values (numerical, 0 if none), or their common
+    value (categorical; None if none is selected or they differ)."""
+    out: list = []
+    for keys in chosen:
+        picked = [values[k] for k in keys]
+        if encoding == "numerical":
+            nums = [float(v) for v in picked if isinstance(v, (int, float))]  # type: ignore[arg-type]
+            out.append(sum(nums) / len(nums) if nums and len(nums) == len(picked) else (0.0 if not picked else None))
+        else:
+            out.append(picked[0] if picked and all(v == picked[0] for v in picked) else None)
+    return out
+
+
+def _linear_fit(matrix: np.ndarray, values: list) -> float:
+    """Share of ``matrix``'s variance [P, n] a line through ``values`` explains (0 where a value is missing)."""
+    if any(v is None for v in values):
+        return 0.0
+    x = np.asarray(values, dtype=np.float64)[:, None]
+    design = np.concatenate([x, np.ones_like(x)], axis=1)
+    coef, *_ = np.linalg.lstsq(design, matrix.astype(np.float64), rcond=None)
+    total = float(((matrix - matrix.mean(axis=0)) ** 2).sum())
+    if total <= 0:
+        return 0.0
+    return 1.0 - float(((matrix - design @ coef) ** 2).sum()) / total
+
+
+# ----------------------------------------------------------------------------- MLP
+
+
+def _trace_mlp(model, probed, layer: int, known: dict[str, _Variable], ops: list[Op]) -> None:
+    x = probed.streams[2 * layer + 1]
+    hidden = np.maximum(x @ model.layer(layer, "mlp/linear_1/w") + model.layer(layer, "mlp/linear_1/b"), 0)
+    w2 = model.layer(layer, "mlp/linear_2/w")
+    live = np.ptp(hidden, axis=0) > 1e-5 * np.maximum(1.0, np.abs(hidden).max(axis=0))
+    live &= np.linalg.norm(w2, axis=1) > QUIET * max(np.abs(w2).max(initial=0.0), 1e-12)
+    readers = list(known.values())
+    by_args: dict[tuple[str, ...], list[int]] = {}
+    stray: list[int] = []
+    for unit in np.flatnonzero(live):
+        args = _explaining(hidden[:, unit : unit + 1], readers)
+        if args is None:
+            stray.append(int(unit))
+        else:
+            by_args.setdefault(args, []).append(int(unit))
+    # A unit no variable explains fires on leftovers of an imperfect one-hot (a SequenceMap's unit for a pair that
+    # cannot occur): it joins the op whose arguments explain it best; with no op in the layer, nothing fits.
+    for leftover in stray:
+        if not by_args:
+            raise ReadoutError(f"layer {layer}: a hidden unit no one or two known variables explain")
+        column = hidden[:, leftover : leftover + 1]
+        best = max(by_args, key=lambda a: _explained(column, list(zip(*(known[n].values for n in a)))))
+        by_args[best].append(leftover)
+    by_args = _merge_same_direction(by_args, hidden, w2)
+    for args, units in by_args.items():
+        counted = [known[a] for a in args if known[a].count_of is not None]
+        if counted:
+            if len(args) != 1:
+                raise ReadoutError(f"layer {layer}: units read a count and another variable")
+            _add_width(known[args[0]], units, hidden, w2, known, ops)
+            continue
+        for group in _groups_by_write(units, hidden, w2):
+            _add_mlp_op(args, group, hidden, w2, known, ops)
+
+
+def _merge_same_direction(by_args: dict[tuple[str, ...], list[int]], hidden: np.ndarray, w2: np.ndarray
+                          ) -> dict[tuple[str, ...], list[int]]:  # fmt: skip
+    """Unit groups of one argument each that write the same single direction are one op of both arguments (a
+    LinearSequenceMap's units read its two arguments apart and add up in one direction)."""
+    single = {a: u for a, u in by_args.items() if len(a) == 1 and _rank_one(hidden[:, u] @ w2[u])}
+    direction = {a: np.linalg.svd(hidden[:, u] @ w2[u], full_matrices=False)[2][0] for a, u in single.items()}
+    merged = dict(by_args)
+    for a, b in itertools.combinations(single, 2):
+        if a in merged and b in merged and abs(float(direction[a] @ direction[b])) > 0.99:
+            merged[a + b] = merged.pop(a) + merged.pop(b)
+    return merged
+
+
+def _explaining(column: np.ndarray, readers: list[_Variable]) -> tuple[str, ...] | None:
+    """The one variable (else pair) whose values explain a unit best, fewest values on a tie; None if none does."""
+    singles: list[tuple[float, int, tuple[str, ...]]] = [
+        (_explained(column, v.values), -_n_values(v), (v.name,)) for v in readers
+    ]
+    fit, _, names = max(singles)
+    if fit >= EXPLAINED:
+        return names
+    pairs: list[tuple[float, int, tuple[str, ...]]] = [
+        (_explained(column, list(zip(a.values, b.values))), -_n_values(a) * _n_values(b), (a.name, b.name))
+        for a, b in itertools.combinations(readers, 2)
+        if a.count_of is None and b.count_of is None
+    ]
+    if not pairs:
+        return None
+    fit, _, names = max(pairs)
+    return names if fit >= EXPLAINED else None
+
+
+def _groups_by_write(units: list[int], hidden: np.ndarray, w2: np.ndarray) -> list[tuple[list[int], Encoding]]:
+    """The ops the units may be: all of them as one op (numerical when they write one direction, else categorical)
+    and, where they write several directions one unit group each, one numerical op per direction (two numerical
+    Maps of one argument side by side look like one categorical Map: both are offered; what reads them decides)."""
+    whole: Encoding = "numerical" if _rank_one(hidden[:, units] @ w2[units]) else "categorical"
+    out: list[tuple[list[int], Encoding]] = [(units, whole)]
+    directions = probing.by_direction(np.asarray(units), w2)
+    if whole == "categorical" and 1 < len(directions) <= 4:
+        out += [(group, "numerical") for group in directions]
+    return out
+
+
+def _rank_one(written: np.ndarray) -> bool:
+    s = np.linalg.svd(written.astype(np.float64), compute_uv=False)
+    return bool(s.size and s[0] > 0 and (s.size == 1 or s[1] <= 1e-3 * s[0]))
+
+
+def _add_mlp_op(args, group, hidden, w2, known: dict[str, _Variable], ops: list[Op]) -> None:
+    units, encoding = group
+    name = _fresh("v", known, ops)
+    numerical_args = all(known[a].encoding == "numerical" for a in args)
+    if len(args) == 2 and encoding == "numerical" and numerical_args:
+        ops.append(Op(name, "LinearSequenceMap", tuple(args), encoding, coeffs=(1.0, 1.0)))
+    else:
+        ops.append(Op(name, "Map" if len(args) == 1 else "SequenceMap", tuple(args), encoding, fn=Table.unread(len(args))))  # type: ignore[arg-type]
+    known[name] = _Variable(name, encoding, _written_values(hidden[:, units] @ w2[units], encoding))
+
+
+def _add_width(count: _Variable, units, hidden, w2, known: dict[str, _Variable], ops: list[Op]) -> None:
+    encoding: Encoding = "numerical" if _rank_one(hidden[:, units] @ w2[units]) else "categorical"
+    name = _fresh("n", known, ops)
+    ops.append(Op(name, "SelectorWidth", (count.count_of,), encoding))  # type: ignore[arg-type]
+    known[name] = _Variable(name, encoding, list(count.values))
+
+
+def _written_values(written: np.ndarray, encoding: Encoding) -> list[Value]:
+    """Labels of what the units write at each position (a categorical op's values up to relabelling), or the
+    coordinate along the direction written."""
+    if encoding == "numerical":
+        values, _ = probing.coordinates(written)
+        return values
+    return probing.labels(written)
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def _output(probed: probing.Probe, known: dict[str, _Variable], ops: list[Op]) -> str:
+    """The last variable (in definition order) the model's decoded output is a function of."""
+    outputs = list(probed.outputs)
+    for op in reversed(ops):
+        if op.kind == "Select" or op.name not in known:
+            continue
+        mapping: dict[object, object] = {}
+        values = known[op.name].values
+        if all(_close(mapping.setdefault(v, o), o) for v, o in zip(values, outputs) if v is not None):
+            return op.name
+    raise ReadoutError("no variable the program computes explains the model's output")
+
+
+def _close(a: object, b: object) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) <= 1e-2 * max(1.0, abs(a))
+    return a == b
