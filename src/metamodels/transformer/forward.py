@@ -134,7 +134,7 @@ def run(model: CompiledModel | trained.TrainedModel, inputs: Sequence[Sequence[V
     return _run(model, inputs, check=False)[0]  # type: ignore[no-any-return]
 
 
-DECIDED = 0.5  # a categorical read-out decides where its top score leads by this (Tracr's: 1 defined, 0 empty)
+DECIDED = 0.01  # a categorical read-out decides where its top score leads by this (as densification.fidelity counts)
 
 
 def run_checked(
