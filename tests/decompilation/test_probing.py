@@ -76,35 +76,39 @@ def test_read_any_uses_residual_labels_where_the_model_has_them():
     assert probing.read_any_or_none(_scrambled(program), model) == readout.read_tables(_scrambled(program), model)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(cases.tracr_cases()))
-def test_every_tracr_program_is_read_from_its_rotated_model(name):
+def _rotated_tracr_case(name: str):
+    """(Tracr expression, converted program, rotated compiled model, vocab, max_seq_len, causal)."""
     sop, vocab, n, causal = cases.tracr_cases()[name]
     program = compiler.program_from_rasp(sop, vocab, n)
     model = densification.rotate(compiler.compile_program(program, vocab, n, causal=causal), seed=1)
+    return sop, program, model, vocab, n, causal
+
+
+def _agrees_with_tracr(read: Program, sop, vocab, n: int, causal: bool) -> bool:
+    inputs = battery.make_battery(vocab, n, per_length=30, seed=5)
+    kept = [(xs, t) for xs in inputs if (t := cases.tracr_truth(sop, xs, causal)) is not None]
+    return oracle.same_outputs(oracle.outputs_of(read, [xs for xs, _ in kept], causal), [t for _, t in kept])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(cases.tracr_cases()))
+def test_every_tracr_program_is_read_from_its_rotated_model(name):
+    sop, program, model, vocab, n, causal = _rotated_tracr_case(name)
     read = probing.read_tables_or_none(_scrambled(program), model)
     if read is None:
         pytest.xfail("a structure probing cannot read (measured: see docs/dense)")
-    inputs = battery.make_battery(vocab, n, per_length=30, seed=5)
-    truth = [cases.tracr_truth(sop, xs, causal) for xs in inputs]
-    kept = [(xs, t) for xs, t in zip(inputs, truth) if t is not None]
-    got = oracle.outputs_of(read, [xs for xs, _ in kept], causal)
-    assert oracle.same_outputs(got, [t for _, t in kept])
+    assert _agrees_with_tracr(read, sop, vocab, n, causal)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(cases.tracr_cases()))
 def test_every_tracr_program_traced_from_its_rotated_model_is_right_or_refuted(name):
     """Soundness of the traced program: it verifies only where it is right (the oracle: Tracr's evaluation)."""
-    sop, vocab, n, causal = cases.tracr_cases()[name]
-    program = compiler.program_from_rasp(sop, vocab, n)
-    model = densification.rotate(compiler.compile_program(program, vocab, n, causal=causal), seed=1)
+    sop, _, model, vocab, n, causal = _rotated_tracr_case(name)
     traced = tracing.read_program_or_none(model)
     if traced is None or not verification.verify(traced, model, weights=False, seconds=30).holds():
         pytest.xfail("not traced (measured: see docs/dense)")
-    inputs = battery.make_battery(vocab, n, per_length=30, seed=5)
-    kept = [(xs, t) for xs in inputs if (t := cases.tracr_truth(sop, xs, causal)) is not None]
-    assert oracle.same_outputs(oracle.outputs_of(traced, [xs for xs, _ in kept], causal), [t for _, t in kept])
+    assert _agrees_with_tracr(traced, sop, vocab, n, causal)
 
 
 @pytest.mark.slow
