@@ -17,23 +17,18 @@ inputs than verification allows the model). ``false`` counts verified programs t
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
+import sys
 import time
+from pathlib import Path
 
 from metamodels.dataset import lib, written
 from metamodels.decompilation import probing, readout, tracing, verification
 from metamodels.evaluation import oracle
 from metamodels.transformer import battery, compiler, densification
 
-
-def _scrambled(program):
-    def wrong(op):
-        if op.fn is not None:
-            return dataclasses.replace(op, fn="identity" if op.kind == "Map" else "first")
-        return dataclasses.replace(op, predicate="TRUE") if op.predicate is not None else op
-
-    return dataclasses.replace(program, ops=tuple(wrong(op) for op in program.ops))
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from tests import cases  # noqa: E402
 
 
 def _judge(read, source, model, vocab, n, causal, seconds: float) -> dict:
@@ -72,7 +67,7 @@ def main() -> None:
         traced = tracing.read_program_or_none(dense)
         times.append(time.perf_counter() - start)
         try:
-            probed = probing.read_tables(_scrambled(source), dense)
+            probed = probing.read_tables(cases.scrambled(source), dense)
         except readout.ReadoutError:
             probed = None
         row = {"name": name, "ops": source.n_ops}

@@ -7,10 +7,12 @@ sort, sort_unique, length, reverse, hist, frac_prevs, pair_balance, shuffle_dyck
 ``sampled(n, ...)``: programs from our sampler, fixed seeds.
 ``FIXTURE``: the committed test dataset; ``read_model_file`` / ``write_model_file``: raw model-file access.
 ``tracr_truth``: Tracr's own evaluation of an original ``rasp`` expression (the oracle for converted programs).
+``scrambled``: a program with every function and predicate wrong (the input readout and probing must repair).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 
@@ -44,6 +46,17 @@ def tracr_truth(sop, xs, causal: bool) -> list | None:
         return [sop(list(xs[: i + 1]))[i] for i in range(len(xs))] if causal else sop(list(xs))
     except ArithmeticError:  # a function of the original raises here: outside its domain
         return None
+
+
+def scrambled(program):
+    """The same structure with every function and predicate replaced by a wrong guess (what readout must fix)."""
+
+    def wrong(op):
+        if op.fn is not None:
+            return dataclasses.replace(op, fn="identity" if op.kind == "Map" else "first")
+        return dataclasses.replace(op, predicate="TRUE") if op.predicate is not None else op
+
+    return dataclasses.replace(program, ops=tuple(wrong(op) for op in program.ops))
 
 
 HAND_WRITTEN: dict[str, tuple[str, tuple, int]] = {

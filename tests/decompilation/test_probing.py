@@ -18,7 +18,6 @@ from metamodels.rasp.program import Program
 from metamodels.rasp.text import parse_program
 from metamodels.transformer import battery, compiler, densification
 from tests import cases
-from tests.decompilation.test_readout import _scrambled
 
 
 def _same_behaviour(read: Program, truth: Program, vocab, max_seq_len: int, causal: bool = False) -> bool:
@@ -37,7 +36,7 @@ def test_tables_of_the_true_structure_are_read_from_a_rotated_model(name):
     assert not model.residual_labels
     with pytest.raises(readout.ReadoutError):  # the label-based readout cannot read it
         readout.read_tables(program, model)
-    read = probing.read_tables(_scrambled(program), model)
+    read = probing.read_tables(cases.scrambled(program), model)
     assert _same_behaviour(read, program, vocab, n)
 
 
@@ -46,7 +45,7 @@ def test_a_compressed_model_is_read_and_its_program_holds_at_the_models_fidelity
     source = compiler.compile_program(program, lib.LIB_VOCAB, lib.LIB_MAX_SEQ_LEN)
     dense = densification.densify(source, target_fidelity=0.99, seed=2).model
     assert dense.d_model < source.d_model  # really compressed
-    read = probing.read_tables(_scrambled(program), dense)
+    read = probing.read_tables(cases.scrambled(program), dense)
     assert _same_behaviour(read, program, lib.LIB_VOCAB, lib.LIB_MAX_SEQ_LEN)
     assert verification.verify(read, dense, weights=False).holds()
 
@@ -57,7 +56,7 @@ def test_intermediate_values_are_read_up_to_relabelling():
         "shifted = Map(lambda x: x + 1, tokens)\nsel = Select(shifted, shifted, EQ)\nn = SelectorWidth(sel)\nreturn n\n"
     )
     model = densification.rotate(compiler.compile_program(program, (1, 2, 3), 5), seed=0)
-    read = probing.read_tables(_scrambled(program), model)
+    read = probing.read_tables(cases.scrambled(program), model)
     assert set(read.by_name["shifted"].fn.mapping.values()) == {0, 1, 2}  # labels, not the values 2, 3, 4
     assert _same_behaviour(read, program, (1, 2, 3), 5)
 
@@ -73,7 +72,7 @@ def test_a_structure_the_model_does_not_have_is_not_read():
 def test_read_any_uses_residual_labels_where_the_model_has_them():
     program = lib.lib_programs()["hist"]
     model = compiler.compile_program(program, lib.LIB_VOCAB, lib.LIB_MAX_SEQ_LEN)
-    assert probing.read_any_or_none(_scrambled(program), model) == readout.read_tables(_scrambled(program), model)
+    assert probing.read_any_or_none(cases.scrambled(program), model) == readout.read_tables(cases.scrambled(program), model)
 
 
 def _rotated_tracr_case(name: str):
@@ -94,7 +93,7 @@ def _agrees_with_tracr(read: Program, sop, vocab, n: int, causal: bool) -> bool:
 @pytest.mark.parametrize("name", sorted(cases.tracr_cases()))
 def test_every_tracr_program_is_read_from_its_rotated_model(name):
     sop, program, model, vocab, n, causal = _rotated_tracr_case(name)
-    read = probing.read_tables_or_none(_scrambled(program), model)
+    read = probing.read_tables_or_none(cases.scrambled(program), model)
     if read is None:
         pytest.xfail("a structure probing cannot read (measured: see docs/dense)")
     assert _agrees_with_tracr(read, sop, vocab, n, causal)
@@ -118,7 +117,7 @@ def test_sampled_programs_are_read_from_compressed_models():
     right = 0
     for s in samples:
         dense = densification.densify(compiler.compile_program(s.program, config.vocab, 5), seed=4).model
-        read = probing.read_tables_or_none(dataclasses.replace(_scrambled(s.program)), dense)
+        read = probing.read_tables_or_none(dataclasses.replace(cases.scrambled(s.program)), dense)
         right += read is not None and _same_behaviour(read, s.program, config.vocab, 5)
     assert right >= 0.6 * len(samples)  # measured 2026-12: see docs/dense/probing.md
 

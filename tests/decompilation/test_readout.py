@@ -7,8 +7,6 @@ of the structure handed to readout was wrong.
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from metamodels import artifacts, cli
@@ -17,21 +15,11 @@ from metamodels.decompilation import readout, verification
 from metamodels.rasp.program import Program
 from metamodels.rasp.text import format_program, parse_program
 from metamodels.transformer import compiler, densification, modelfile
-
-
-def _scrambled(program: Program) -> Program:
-    """Same structure, every function and predicate replaced by a wrong guess."""
-
-    def wrong(op):
-        if op.fn is not None:
-            return dataclasses.replace(op, fn="identity" if op.kind == "Map" else "first")
-        return dataclasses.replace(op, predicate="TRUE") if op.predicate is not None else op
-
-    return dataclasses.replace(program, ops=tuple(wrong(op) for op in program.ops))
+from tests import cases
 
 
 def _read_and_verify(program: Program, model) -> str:
-    read = readout.read_tables(_scrambled(program), model)
+    read = readout.read_tables(cases.scrambled(program), model)
     return verification.verify(read, model, max_inputs=3000, weights=False).verdict
 
 
@@ -63,10 +51,10 @@ def test_open_vocabulary_programs_are_recovered_from_their_structure():
 def test_read_tables_name_library_functions_and_keep_real_tables():
     program, vocab, max_seq_len, causal = written.written_programs()["vowel_count_parity"]
     model = compiler.compile_program(program, vocab, max_seq_len, causal=causal)
-    read = readout.read_tables(_scrambled(program), model)
+    read = readout.read_tables(cases.scrambled(program), model)
     assert format_program(read) == format_program(program)
     lib = parse_program("s = Select(tokens, tokens, LT)\nn = SelectorWidth(s)\nm = Map(lambda x: x + 1, n)\nreturn m\n")
-    read = readout.read_tables(_scrambled(lib), compiler.compile_program(lib))
+    read = readout.read_tables(cases.scrambled(lib), compiler.compile_program(lib))
     assert read.ops[0].predicate == "LT" and read.ops[2].fn == "inc"
 
 
@@ -86,7 +74,7 @@ def test_a_select_wired_to_the_wrong_variables_is_a_misfit_not_a_false_predicate
     there. That is a structure that does not fit the weights, not a program with Select(..., FALSE)."""
     sort = parse_program((artifacts.EXAMPLES / "sort.rasp").read_text())
     model = compiler.compile_program(sort)
-    assert verification.verify(readout.read_tables(_scrambled(sort), model), model, weights=False).holds()
+    assert verification.verify(readout.read_tables(cases.scrambled(sort), model), model, weights=False).holds()
     misfit = format_program(sort).replace("Select(target, indices, EQ)", "Select(target, target, EQ)")
     assert misfit != format_program(sort)
     with pytest.raises(readout.ReadoutError, match="selects no"):

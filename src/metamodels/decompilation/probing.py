@@ -60,7 +60,7 @@ class Probe:
 
     ``streams[s]`` [P, D]: the residual stream entering sublayer s (s = 0 .. 2 * n_layers; the last is the final
     residual); ``bos[s]`` [P, D]: the same at the BOS position of each position's input; ``outputs``: the model's
-    decoded output at each position; ``scores`` [P]: its read-out score there (numerical outputs).
+    decoded output at each position.
     """
 
     inputs: tuple[tuple[Value, ...], ...]
@@ -68,26 +68,20 @@ class Probe:
     streams: tuple[np.ndarray, ...]
     bos: tuple[np.ndarray, ...]
     outputs: tuple[Value, ...]
-    scores: np.ndarray
 
 
 def probe(model: CompiledModel, *, per_length: int = PER_LENGTH, seed: int = 0) -> Probe:
     """Run ``model`` on its battery (``per_length`` random inputs per length, edge cases, seeded) and keep its
     residual streams, position by position."""
     inputs = probe_inputs(model, per_length=per_length, seed=seed)
-    order, streams, bos, scores = [], [], [], []
+    order, streams, bos, outputs = [], [], [], []
     for length in sorted({len(xs) for xs in inputs}):
         batch = [i for i, xs in enumerate(inputs) if len(xs) == length]
         res = forward.residuals(model, np.stack([forward.encode(model, inputs[i]) for i in batch]))  # [B, T, D] each
         streams.append([r[:, 1:].reshape(-1, r.shape[-1]) for r in res])
         bos.append([np.repeat(r[:, 0], length, axis=0) for r in res])
-        scores.append((res[-1][:, 1:] @ model.params["unembed"]).reshape(len(batch) * length, -1))
+        outputs += [v for row in forward.decode(model, res[-1] @ model.params["unembed"]) for v in row]
         order += [(i, t) for i in batch for t in range(length)]
-    score = np.concatenate(scores)
-    if model.output_encoding == "numerical":
-        outputs: list[Value] = [float(v) for v in score[:, 0]]
-    else:
-        outputs = [model.output_values[j] for j in score.argmax(-1)]
     n = len(streams[0])
     return Probe(
         tuple(inputs),
@@ -95,7 +89,6 @@ def probe(model: CompiledModel, *, per_length: int = PER_LENGTH, seed: int = 0) 
         tuple(np.concatenate([part[k] for part in streams]) for k in range(n)),
         tuple(np.concatenate([part[k] for part in bos]) for k in range(n)),
         tuple(outputs),
-        score[:, 0],
     )
 
 

@@ -39,6 +39,7 @@ from metamodels.decompilation import probing
 from metamodels.decompilation.readout import ReadoutError
 from metamodels.rasp.program import Encoding, Op, Program
 from metamodels.rasp.tables import Table
+from metamodels.transformer import forward
 from metamodels.transformer.compiled import CompiledModel, Value
 
 EXPLAINED = 0.9  # a variable explains a reader when its values account for this much of the reader's variance
@@ -116,24 +117,16 @@ def _n_values(var: _Variable) -> int:
 
 def _head_outputs(model: CompiledModel, probed: probing.Probe, layer: int, head: int) -> tuple[np.ndarray, np.ndarray]:
     """(what the head adds to the residual [P, D], its value vectors [P, K] at the real positions)."""
-    size = model.key_size
-    cols = slice(head * size, (head + 1) * size)
-    w = {k: model.layer(layer, f"attn/{k}/w")[:, cols] for k in ("query", "key", "value")}
-    b = {k: model.layer(layer, f"attn/{k}/b")[cols] for k in ("query", "key", "value")}
+    cols = slice(head * model.key_size, (head + 1) * model.key_size)
     w_o = model.layer(layer, "attn/linear/w")[cols]
     x, bos = probed.streams[2 * layer], probed.bos[2 * layer]
-    out = np.zeros_like(x)
+    out, values = np.zeros_like(x), np.zeros((len(x), model.key_size), dtype=x.dtype)
     starts = [p for p, (_, t) in enumerate(probed.where) if t == 0]
     for start, end in zip(starts, starts[1:] + [len(probed.where)]):
-        seq = np.concatenate([bos[start : start + 1], x[start:end]])  # [T + 1, D]
-        q, k, v = (seq @ w[n] + b[n] for n in ("query", "key", "value"))
-        logits = q @ k.T / np.sqrt(size)
-        if model.settings.causal:
-            logits = np.where(np.tril(np.ones_like(logits, dtype=bool)), logits, -1e30)
-        weights = np.exp(logits - logits.max(axis=1, keepdims=True))
-        weights /= weights.sum(axis=1, keepdims=True)
-        out[start:end] = (weights @ v)[1:] @ w_o
-    values = x @ w["value"] + b["value"]
+        seq = np.concatenate([bos[start : start + 1], x[start:end]])[None]  # [1, T + 1, D], BOS first
+        weights, v = forward.attention(model, layer, seq)  # [1, H, T+1, T+1], [1, T+1, H, K]
+        out[start:end] = (weights[0, head] @ v[0, :, head])[1:] @ w_o
+        values[start:end] = v[0, 1:, head]
     return out, values
 
 

@@ -112,18 +112,10 @@ def fidelity(model: CompiledModel, other: CompiledModel, inputs: Sequence[Sequen
         if model.output_encoding == "numerical":
             same = np.abs(a - b)[:, 1:, 0] <= 1e-3 * np.maximum(1.0, np.abs(a[:, 1:, 0]))
         else:
-            decided, clear = _margin(a) > 0.01, _margin(b) > 0.01
+            decided, clear = forward.margin(a) > forward.DECIDED, forward.margin(b) > forward.DECIDED
             same = ((a.argmax(-1) == b.argmax(-1)) & clear)[:, 1:] | ~decided[:, 1:]
         agree += int(same.all(axis=1).sum())
     return agree / len(inputs)
-
-
-def _margin(scores: np.ndarray) -> np.ndarray:
-    """Lead of the top read-out score over the second: [B, T, O] -> [B, T]."""
-    if scores.shape[-1] == 1:
-        return np.abs(scores[..., 0])
-    top2 = np.sort(scores, axis=-1)[..., -2:]
-    return top2[..., 1] - top2[..., 0]
 
 
 @dataclasses.dataclass(frozen=True)

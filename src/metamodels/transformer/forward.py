@@ -63,24 +63,31 @@ def _stream(model: CompiledModel, ids: np.ndarray):
     b, t = ids.shape
     x = model.params["token_embed/embeddings"][ids] + model.params["pos_embed/embeddings"][np.arange(t)][None]
     yield x
-    h, k = model.n_heads, model.key_size
-    mask = np.tril(np.ones((t, t), dtype=bool)) if model.settings.causal else np.ones((t, t), dtype=bool)
     for layer in range(model.n_layers):
         p = {key: model.layer(layer, key) for key in compiled.LAYER_KEYS}
-        q = (x @ p["attn/query/w"] + p["attn/query/b"]).reshape(b, t, h, k)
-        kk = (x @ p["attn/key/w"] + p["attn/key/b"]).reshape(b, t, h, k)
-        v = (x @ p["attn/value/w"] + p["attn/value/b"]).reshape(b, t, h, k)
-        logits = np.einsum("bthd,bThd->bhtT", q, kk) / np.sqrt(k).astype(np.float32)  # [B, H, T, T]
-        logits = np.where(mask, logits, np.float32(-1e30))
-        logits -= logits.max(axis=-1, keepdims=True)
-        weights = np.exp(logits)
-        weights /= weights.sum(axis=-1, keepdims=True)
-        attn = np.einsum("bhtT,bThd->bthd", weights, v).reshape(b, t, h * k)
+        weights, v = attention(model, layer, x)
+        attn = np.einsum("bhtT,bThd->bthd", weights, v).reshape(b, t, model.n_heads * model.key_size)
         x = x + attn @ p["attn/linear/w"] + p["attn/linear/b"]
         yield x
         hidden = np.maximum(x @ p["mlp/linear_1/w"] + p["mlp/linear_1/b"], 0)
         x = x + hidden @ p["mlp/linear_2/w"] + p["mlp/linear_2/b"]
         yield x
+
+
+def attention(model: CompiledModel, layer: int, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Layer ``layer``'s attention on the residual stream x [B, T, D] (BOS first): (weights [B, H, T, T], value
+    vectors [B, T, H, K]); causal models mask later keys."""
+    b, t, _ = x.shape
+    h, k = model.n_heads, model.key_size
+    q, kk, v = ((x @ model.layer(layer, f"attn/{n}/w") + model.layer(layer, f"attn/{n}/b")).reshape(b, t, h, k)
+                for n in ("query", "key", "value"))  # fmt: skip
+    logits = np.einsum("bthd,bThd->bhtT", q, kk) / np.sqrt(k).astype(np.float32)  # [B, H, T, T]
+    if model.settings.causal:
+        logits = np.where(np.tril(np.ones((t, t), dtype=bool)), logits, np.float32(-1e30))
+    logits -= logits.max(axis=-1, keepdims=True)
+    weights = np.exp(logits)
+    weights /= weights.sum(axis=-1, keepdims=True)
+    return weights, v
 
 
 def logits(model: CompiledModel, ids: np.ndarray) -> np.ndarray:
@@ -131,7 +138,7 @@ def run(model: CompiledModel | trained.TrainedModel, inputs: Sequence[Sequence[V
     """Decoded outputs of the model (compiled or trained) on each input sequence (no BOS), in input order."""
     if isinstance(model, trained.TrainedModel):
         return trained.run(model, inputs)
-    return _run(model, inputs, check=False)[0]  # type: ignore[no-any-return]
+    return _run(model, inputs, check=False)[0]
 
 
 DECIDED = 0.01  # a categorical read-out decides where its top score leads by this (as densification.fidelity counts)
@@ -143,12 +150,14 @@ def run_checked(
     """(decoded outputs, :func:`well_defined` per input, per position whether the read-out decides a value) in
     input order. Deciding needs no residual labels: a Tracr model's categorical read-out is one-hot where the output
     is defined and empty where it is not; a numerical read-out always gives a number."""
-    return _run(model, inputs, check=True)  # type: ignore[return-value]
+    return _run(model, inputs, check=True)
 
 
-def _run(model: CompiledModel, inputs: Sequence[Sequence[Value]], check: bool):
+def _run(
+    model: CompiledModel, inputs: Sequence[Sequence[Value]], check: bool
+) -> tuple[list[list[Value]], list[bool | None], list[list[bool]]]:
     """Batched by length, in chunks of :data:`CHUNK` sequences; ``check``: also :func:`well_defined` per input and
-    the read-out's decided positions."""
+    the read-out's decided positions (else None and empty lists)."""
     results: list[list[Value] | None] = [None] * len(inputs)
     defined: list[bool | None] = [None] * len(inputs)
     decided: list[list[bool]] = [[] for _ in inputs]
@@ -164,17 +173,19 @@ def _run(model: CompiledModel, inputs: Sequence[Sequence[Value]], check: bool):
                 raise InputError("the model's activations are not finite (NaN or infinity): its weights overflow")
             clean = well_defined(model, final) if check else None
             scores = final @ model.params["unembed"]
-            leads = _lead(scores)[:, 1:] > DECIDED if model.output_encoding == "categorical" else None
+            categorical = check and model.output_encoding == "categorical"
+            leads = margin(scores)[:, 1:] > DECIDED if categorical else None
             for j, (i, decoded) in enumerate(zip(indices, decode(model, scores))):
                 results[i], defined[i] = decoded, None if clean is None else bool(clean[j])
-                decided[i] = [True] * len(decoded) if leads is None else leads[j].tolist()
-    return (results, defined, decided) if check else (results, defined)
+                if check:
+                    decided[i] = [True] * len(decoded) if leads is None else leads[j].tolist()
+    return results, defined, decided  # type: ignore[return-value]
 
 
-def _lead(scores: np.ndarray) -> np.ndarray:
-    """Lead of the top read-out score over the second: [B, T, O] -> [B, T] (the top score itself when O = 1)."""
+def margin(scores: np.ndarray) -> np.ndarray:
+    """Lead of the top read-out score over the second: [B, T, O] -> [B, T] (its size when O = 1)."""
     if scores.shape[-1] == 1:
-        return scores[..., 0]
+        return np.abs(scores[..., 0])
     top2 = np.sort(scores, axis=-1)[..., -2:]
     return top2[..., 1] - top2[..., 0]
 
