@@ -37,12 +37,11 @@ def _judge(read, source, model, vocab, n, causal, seconds: float) -> dict:
     inputs = battery.make_battery(vocab, n, per_length=60, seed=7)
     got, want = oracle.outputs_of(read, inputs, causal), oracle.outputs_of(source, inputs, causal)
     exact = oracle.same_outputs(got, want)
-    fidelity = verification.compressed_fidelity(model)
-    if exact or got is None or want is None or fidelity is None:
+    if exact or got is None or want is None or verification.compressed_fidelity(model) is None:
         at_fidelity = exact
     else:
-        wrong = sum(not oracle.same_outputs([g], [w]) for g, w in zip(got, want))
-        at_fidelity = wrong <= verification.fidelity_allowance(fidelity, len(inputs))
+        wrong = [len(xs) for xs, g, w in zip(inputs, got, want) if not oracle.same_outputs([g], [w])]
+        at_fidelity = not verification.beyond_fidelity(model, map(len, inputs), wrong)
     held = verification.verify(read, model, weights=False, seconds=seconds).holds()
     return {"read": True, "verified": held, "exact": exact, "fidelity": at_fidelity}
 

@@ -17,7 +17,11 @@ Two independent verdicts:
    counted as outside the domain and gives no evidence either way. Likewise a
    position where the program is undefined (None) refutes it on an input where
    the model is well defined (a well-defined Tracr model has no None anywhere:
-   None is an empty categorical block).
+   None is an empty categorical block). On a model without residual labels a
+   None refutes where the model's read-out decides a value, unless RASP makes
+   it itself (an Aggregate that selects nothing: Tracr's model then decodes
+   something although its program is undefined); a table's empty entry is the
+   program's own claim and refutes.
    The verdict needs evidence: see :func:`verdict_of` (the README states the rule).
 2. **Weights.** Recompile the program with the model's settings and look for
    permutations of residual directions, MLP hidden units and heads (and any
@@ -29,9 +33,11 @@ Two independent verdicts:
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import time
+from collections.abc import Iterable, Mapping
 from typing import Literal
 
 import numpy as np
@@ -40,6 +46,7 @@ from tqdm import tqdm
 from metamodels import options
 from metamodels.errors import MetamodelsError
 from metamodels.rasp.program import Program
+from metamodels.rasp.tables import Table
 from metamodels.transformer import battery, compiler, forward, residual_basis
 from metamodels.transformer.compiled import CompiledModel, Value
 
@@ -107,6 +114,7 @@ class VerificationReport:
     shortfall: str = ""  # why the verdict is inconclusive ("" otherwise)
     wrong_inputs: int = 0  # inputs with a disagreement (or an evaluation failure, or refuted outside the domain)
     fidelity: float | None = None  # a compressed model's own fidelity to its source, when the verdict allowed for it
+    allowed_inputs: int = 0  # wrong inputs allowed for that fidelity, summed over lengths (see fidelity_allowance)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -129,7 +137,7 @@ class VerificationReport:
             lines.append(f"inconclusive: {self.shortfall}")
         if self.fidelity is not None:
             lines.append(f"compressed model (fidelity {self.fidelity:.4f} to its source): the program disagrees on "
-                         f"{self.wrong_inputs} of {self.n_inputs} inputs, allowed {fidelity_allowance(self.fidelity, self.n_inputs)}")
+                         f"{self.wrong_inputs} of {self.n_inputs} inputs, allowed {self.allowed_inputs} (at each length its own share)")
         return "\n".join(lines)
 
     def holds(self) -> bool:
@@ -195,9 +203,12 @@ def verify(
     bar = tqdm(total=len(inputs), disable=not progress, desc="verify", unit="input", leave=False)
     n = model.settings.max_seq_len
     agree, defined = np.zeros(n), np.zeros(n)
-    outside = undefined = disagreeing = refuted_outside = wrong_inputs = checked = 0
+    outside = undefined = disagreeing = refuted_outside = 0
     counterexamples: list[Counterexample] = []
     compared_lengths: set[int] = set()
+    checked_lengths: list[int] = []  # the length of every input compared
+    wrong_lengths: list[int] = []  # ... and of every input with a disagreement
+    filled = _with_filled_tables(program)
     per_length: dict[int, list[int]] = {}  # length -> [inputs checked, inputs inside the program's domain]
     for xs in inputs:
         per_length.setdefault(len(xs), [0, 0])[0] += 1
@@ -206,13 +217,13 @@ def verify(
             exhaustive = False  # cut short: the rest were not compared
             break
         bar.update(1)
-        checked += 1
+        checked_lengths.append(len(xs))
         seen = per_length[len(xs)]
         try:
             want, failures = compiler.evaluate_checked(program, xs, model.settings.causal)
         except EVALUATION_ERRORS as e:  # e.g. a numeric function applied to string values: a wrong program
             disagreeing += len(xs)
-            wrong_inputs += 1
+            wrong_lengths.append(len(xs))
             if len(counterexamples) < n_counterexamples:
                 counterexamples.append(Counterexample(tuple(xs), tuple(got), (f"error: {type(e).__name__}: {e}",)))
             continue
@@ -223,7 +234,7 @@ def verify(
             if clean and any(f.reason.startswith(compiler.AGGREGATION) for f in failures):
                 refuted_outside += 1  # the model is well defined here and the program is not: not its program
                 disagreeing += len(xs)
-                wrong_inputs += 1
+                wrong_lengths.append(len(xs))
                 if len(counterexamples) < n_counterexamples:
                     reason = (f"outside Tracr's domain: {failures[0]}",)
                     counterexamples.append(Counterexample(tuple(xs), tuple(got), reason))
@@ -232,10 +243,15 @@ def verify(
             continue
         seen[1] += 1
         wrong = False
+        own: list[bool] | None = None  # per position: a None of the program's own RASP semantics (computed on demand)
         for i, w in enumerate(want):
-            # The model's own program is defined everywhere here (or, where its variables cannot be read, at this
-            # position: its read-out decides a value): this one is not it.
-            if w is None and (clean or (clean is None and decided[i])):
+            # The model's own program is defined everywhere here: this one is not it. Where the model's variables
+            # cannot be read (clean is None), a None refutes where the read-out decides a value, unless RASP itself
+            # makes it (an Aggregate that selects nothing: Tracr's model decodes something there although its
+            # program is undefined); a None from a table's empty entry is the program's claim, and it is wrong.
+            if w is None and clean is None and decided[i]:
+                own = own if own is not None else _own_nones(filled, xs, model.settings.causal, len(want))
+            if w is None and (clean or (clean is None and decided[i] and not own[i])):  # type: ignore[index]
                 disagreeing += 1
                 wrong = True
                 continue
@@ -249,13 +265,15 @@ def verify(
             else:
                 disagreeing += 1
                 wrong = True
-        wrong_inputs += wrong
+        if wrong:
+            wrong_lengths.append(len(xs))
         if wrong and len(counterexamples) < n_counterexamples:
             counterexamples.append(Counterexample(tuple(xs), tuple(got), tuple(want)))
     bar.close()
     fidelity = compressed_fidelity(model)
-    allowed = 0 if fidelity is None else fidelity_allowance(fidelity, checked)
-    verdict, shortfall = verdict_of(disagreeing if wrong_inputs > allowed else 0, int(defined.sum()), undefined,
+    allowed = fidelity_allowance(rates, checked_lengths) if (rates := error_rates(model)) else {}
+    beyond = beyond_fidelity(model, checked_lengths, wrong_lengths)
+    verdict, shortfall = verdict_of(disagreeing if beyond else 0, int(defined.sum()), undefined,
                                     per_length, len(compared_lengths))  # fmt: skip
     if disagreeing and verdict in ("equivalent", "agrees_where_defined"):  # within the compressed model's allowance
         verdict = "agrees_at_fidelity"
@@ -274,9 +292,39 @@ def verify(
         compared_lengths=len(compared_lengths),
         refuted_outside_domain=refuted_outside,
         shortfall=shortfall,
-        wrong_inputs=wrong_inputs,
+        wrong_inputs=len(wrong_lengths),
         fidelity=fidelity,
+        allowed_inputs=sum(allowed.values()),
     )
+
+
+NO_VALUE = "<no value>"  # stands in for a table's empty output when telling where a program's None comes from
+
+
+def _with_filled_tables(program: object) -> Program | None:
+    """``program`` with every function table's empty (None) output replaced by :data:`NO_VALUE`, or None when no
+    table has one (a Tracr expression has no tables). A None that the filled program still gives is RASP's own (an
+    Aggregate that selects nothing)."""
+    if not isinstance(program, Program):
+        return None
+    ops, filled = [], False
+    for op in program.ops:
+        if isinstance(op.fn, Table) and any(v is None for _, v in op.fn.entries):
+            entries = tuple((k, NO_VALUE if v is None else v) for k, v in op.fn.entries)
+            op, filled = dataclasses.replace(op, fn=Table(entries, op.fn.arity)), True
+        ops.append(op)
+    return dataclasses.replace(program, ops=tuple(ops)) if filled else None
+
+
+def _own_nones(filled: Program | None, xs: tuple, causal: bool, n: int) -> list[bool]:
+    """Per position of ``xs`` (``n`` of them), whether the program's None there is RASP's own rather than a table's
+    (``filled``: :func:`_with_filled_tables`' program; a filled value that makes the program fail is a table's)."""
+    if filled is None:
+        return [True] * n
+    try:
+        return [v is None for v in compiler.evaluate_checked(filled, xs, causal)[0]]
+    except EVALUATION_ERRORS:
+        return [False] * n
 
 
 def compressed_fidelity(model: CompiledModel) -> float | None:
@@ -285,16 +333,41 @@ def compressed_fidelity(model: CompiledModel) -> float | None:
     return float(recorded) if recorded is not None and recorded < 1.0 else None
 
 
-def fidelity_allowance(fidelity: float, n_inputs: int) -> int:
-    """Inputs on which a program may disagree with a model compressed at ``fidelity`` and still agree at fidelity.
+def error_rates(model: CompiledModel) -> dict[int, float] | None:
+    """Per input length 1..max_seq_len, the share of inputs on which a compressed model decodes unlike its source,
+    as its file records it (per length where recorded, else its overall fidelity); None for an uncompressed model."""
+    fidelity = compressed_fidelity(model)
+    if fidelity is None:
+        return None
+    by_length = (model.densified or {}).get("fidelity_by_length") or {}
+    return {n: 1.0 - float(by_length.get(str(n), fidelity)) for n in range(1, model.settings.max_seq_len + 1)}
 
-    The model itself decodes like its source on ``fidelity`` of held-out inputs, so its source disagrees with it on
-    about (1 - fidelity) of random inputs: the allowance is that share of ``n_inputs`` plus three binomial standard
-    deviations. A program that differs from the source on more inputs than that is refuted; one that differs on
-    fewer cannot be told apart from the source by behaviour (the README states this rule).
+
+def beyond_fidelity(model: CompiledModel, lengths: Iterable[int], wrong: Iterable[int]) -> bool:
+    """Whether a program checked against ``model`` on inputs of these ``lengths`` (one per input) and wrong on inputs
+    of the lengths ``wrong`` (one per wrong input) is refuted: on a compressed model, when it is wrong on more inputs
+    of some length than :func:`fidelity_allowance` allows there; on any other model, when it is wrong anywhere."""
+    wrong_by_length = collections.Counter(wrong)
+    rates = error_rates(model)
+    if rates is None:
+        return bool(wrong_by_length)
+    allowed = fidelity_allowance(rates, lengths)
+    return any(count > allowed.get(n, 0) for n, count in wrong_by_length.items())
+
+
+def fidelity_allowance(rates: Mapping[int, float], lengths: Iterable[int]) -> dict[int, int]:
+    """Per input length, the inputs on which a program may disagree with a compressed model and still agree at
+    fidelity, when the inputs checked have these ``lengths`` (one per input) and the model decodes unlike its source
+    at ``rates`` by length.
+
+    At each length the model's source disagrees with the model on about E = rate x inputs of it: the allowance is E
+    plus three binomial standard deviations (at most sqrt(E); E floored at one input). A program that differs from
+    the model on more inputs of some length than that is refuted; one that differs on fewer cannot be told apart
+    from the source by behaviour (the README states this rule). By length, because a model's errors are: a short
+    input it gets right does not lend its allowance to the long ones it gets wrong.
     """
-    rate = 1.0 - fidelity
-    return int(np.floor(rate * n_inputs + 3.0 * np.sqrt(max(rate, 1.0 / max(n_inputs, 1)) * n_inputs)))
+    counts = collections.Counter(lengths)
+    return {n: int(np.floor(rates[n] * k + 3.0 * np.sqrt(max(rates[n] * k, 1.0)))) for n, k in counts.items()}
 
 
 def verdict_of(

@@ -32,7 +32,7 @@ def same_outputs(a: list[list] | None, b: list[list]) -> bool:
 def differs_from_truth(program: Program, row: store.Row, model: CompiledModel) -> bool:
     """Whether ``program`` differs from the row's true program: on every input when there are few enough to verify
     exhaustively, else on a larger random battery (another seed than verification's). On a compressed model, on more
-    inputs than verification allows the model's own fidelity (:func:`verification.fidelity_allowance`): the model
+    inputs of some length than verification allows the model's own fidelity (:func:`verification.beyond_fidelity`): the model
     itself differs from its source there, and a program equal to the model is its faithful description."""
     s = model.settings
     inputs, exhaustive = verification.verification_inputs(model)
@@ -41,9 +41,8 @@ def differs_from_truth(program: Program, row: store.Row, model: CompiledModel) -
     want = outputs_of(text.parse_program(row["program"]), inputs, s.causal)
     if want is None:
         return False
-    fidelity = verification.compressed_fidelity(model)
-    if fidelity is None:
+    if verification.compressed_fidelity(model) is None:
         return not same_outputs(outputs_of(program, inputs, s.causal), want)
     got = [outputs_of(program, [xs], s.causal) for xs in inputs]
-    wrong = sum(not same_outputs(g, [w]) for g, w in zip(got, want))
-    return wrong > verification.fidelity_allowance(fidelity, len(inputs))
+    wrong = [len(xs) for xs, g, w in zip(inputs, got, want) if not same_outputs(g, [w])]
+    return verification.beyond_fidelity(model, map(len, inputs), wrong)
