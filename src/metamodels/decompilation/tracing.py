@@ -231,12 +231,16 @@ def _linear_fit(matrix: np.ndarray, values: list) -> float:
     if any(v is None for v in values):
         return 0.0
     x = np.asarray(values, dtype=np.float64)[:, None]
-    design = np.concatenate([x, np.ones_like(x)], axis=1)
+    share = _least_squares_share(matrix, np.concatenate([x, np.ones_like(x)], axis=1))
+    return 0.0 if share is None else share
+
+
+def _least_squares_share(matrix: np.ndarray, design: np.ndarray) -> float | None:
+    """Share of the variance of ``matrix`` [P, n] that a least-squares fit on ``design`` [P, m] explains (None when
+    ``matrix`` does not vary)."""
     coef, *_ = np.linalg.lstsq(design, matrix.astype(np.float64), rcond=None)
     total = float(((matrix - matrix.mean(axis=0)) ** 2).sum())
-    if total <= 0:
-        return 0.0
-    return 1.0 - float(((matrix - design @ coef) ** 2).sum()) / total
+    return None if total <= 0 else 1.0 - float(((matrix - design @ coef) ** 2).sum()) / total
 
 
 # ----------------------------------------------------------------------------- MLP
@@ -301,10 +305,8 @@ def _absorb_pairs(by_args: dict[tuple[str, ...], list[int]], hidden: np.ndarray,
 def _additive(matrix: np.ndarray, a: list, b: list) -> float:
     """Share of the variance of ``matrix`` [P, n] that the main effects of ``a`` and ``b`` explain (a value of each
     adds its own vector; no interaction)."""
-    design = np.concatenate([_one_hot(a), _one_hot(b)], axis=1)
-    coef, *_ = np.linalg.lstsq(design, matrix.astype(np.float64), rcond=None)
-    total = float(((matrix - matrix.mean(axis=0)) ** 2).sum())
-    return 1.0 if total <= 0 else 1.0 - float(((matrix - design @ coef) ** 2).sum()) / total
+    share = _least_squares_share(matrix, np.concatenate([_one_hot(a), _one_hot(b)], axis=1))
+    return 1.0 if share is None else share
 
 
 def _one_hot(values: list) -> np.ndarray:

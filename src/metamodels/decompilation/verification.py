@@ -249,14 +249,17 @@ def verify(
             # cannot be read (clean is None), a None refutes where the read-out decides a value, unless RASP itself
             # makes it (an Aggregate that selects nothing: Tracr's model decodes something there although its
             # program is undefined); a None from a table's empty entry is the program's claim, and it is wrong.
-            if w is None and clean is None and decided[i]:
-                own = own if own is not None else _own_nones(filled, xs, model.settings.causal, len(want))
-            if w is None and (clean or (clean is None and decided[i] and not own[i])):  # type: ignore[index]
-                disagreeing += 1
-                wrong = True
-                continue
             if w is None:
-                undefined += 1
+                if clean is None and decided[i]:
+                    own = own if own is not None else _own_nones(filled, xs, model.settings.causal, len(want))
+                    refutes = not own[i]
+                else:
+                    refutes = bool(clean)
+                if refutes:
+                    disagreeing += 1
+                    wrong = True
+                else:
+                    undefined += 1
                 continue
             defined[i] += 1
             compared_lengths.add(len(xs))
@@ -271,10 +274,9 @@ def verify(
             counterexamples.append(Counterexample(tuple(xs), tuple(got), tuple(want)))
     bar.close()
     fidelity = compressed_fidelity(model)
-    allowed = fidelity_allowance(rates, checked_lengths) if (rates := error_rates(model)) else {}
-    beyond = beyond_fidelity(model, checked_lengths, wrong_lengths)
-    verdict, shortfall = verdict_of(disagreeing if beyond else 0, int(defined.sum()), undefined,
-                                    per_length, len(compared_lengths))  # fmt: skip
+    allowed = allowance_by_length(model, checked_lengths)
+    refuting = disagreeing if _exceeds(allowed, wrong_lengths) else 0
+    verdict, shortfall = verdict_of(refuting, int(defined.sum()), undefined, per_length, len(compared_lengths))
     if disagreeing and verdict in ("equivalent", "agrees_where_defined"):  # within the compressed model's allowance
         verdict = "agrees_at_fidelity"
     return VerificationReport(
@@ -347,12 +349,18 @@ def beyond_fidelity(model: CompiledModel, lengths: Iterable[int], wrong: Iterabl
     """Whether a program checked against ``model`` on inputs of these ``lengths`` (one per input) and wrong on inputs
     of the lengths ``wrong`` (one per wrong input) is refuted: on a compressed model, when it is wrong on more inputs
     of some length than :func:`fidelity_allowance` allows there; on any other model, when it is wrong anywhere."""
-    wrong_by_length = collections.Counter(wrong)
+    return _exceeds(allowance_by_length(model, lengths), wrong)
+
+
+def allowance_by_length(model: CompiledModel, lengths: Iterable[int]) -> dict[int, int]:
+    """:func:`fidelity_allowance` for ``model``'s recorded error rates; none at all ({}) on an uncompressed model."""
     rates = error_rates(model)
-    if rates is None:
-        return bool(wrong_by_length)
-    allowed = fidelity_allowance(rates, lengths)
-    return any(count > allowed.get(n, 0) for n, count in wrong_by_length.items())
+    return {} if rates is None else fidelity_allowance(rates, lengths)
+
+
+def _exceeds(allowed: Mapping[int, int], wrong: Iterable[int]) -> bool:
+    """Whether the wrong inputs (their lengths, one each) are more than ``allowed`` at some length (0 where absent)."""
+    return any(count > allowed.get(n, 0) for n, count in collections.Counter(wrong).items())
 
 
 def fidelity_allowance(rates: Mapping[int, float], lengths: Iterable[int]) -> dict[int, int]:

@@ -187,20 +187,24 @@ def densify(
             mid = (lo + hi) // 2
             lo, hi = (lo, mid) if worst_length(mid) >= target_fidelity else (mid + 1, hi)
         d_model = lo
-    kept = fidelity(model, dense(d_model), heldout)  # reported either way
+    final = dense(d_model)
+    held = agreement_by_length(model, final, heldout)
+    kept = sum(agree for agree, _ in held.values()) / len(heldout)  # reported either way
     # Per length, on the held-out and the fitting inputs together: the error rate varies with length, and where the
     # fitting set holds every input of a length (short ones) it is that length's exact rate. Verification allows
     # a compressed model its own errors at the lengths it checks (verification.fidelity_allowance).
-    by_length = agreement_by_length(model, dense(d_model), list(dict.fromkeys([*heldout, *fit])))
+    held_set = set(heldout)
+    on_fit = agreement_by_length(model, final, [xs for xs in dict.fromkeys(fit) if xs not in held_set])
+    by_length = {n: [sum(c) for c in zip(held.get(n, (0, 0)), on_fit.get(n, (0, 0)))] for n in {*held, *on_fit}}
     info = {
         "d_model": d_model,
         "original_d_model": model.d_model,
         "fidelity": kept,
         "heldout_inputs": len(heldout),
-        "fidelity_by_length": {str(n): agree / total for n, (agree, total) in by_length.items()},
+        "fidelity_by_length": {str(n): agree / total for n, (agree, total) in sorted(by_length.items())},
         "seed": seed,
     }
-    return Densified(dataclasses.replace(dense(d_model), densified=info), d_model, model.d_model, kept, seed)
+    return Densified(dataclasses.replace(final, densified=info), d_model, model.d_model, kept, seed)
 
 
 def permuted(model: CompiledModel, seed: int) -> CompiledModel:
