@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import scipy.stats
 import torch
 
 from metamodels.hparams import encoding
@@ -32,14 +33,37 @@ def test_neuron_tokens_hold_each_neurons_fan_in_and_bias():
     np.testing.assert_array_equal(tokens[7, : 6 * 5], fan_in)
     assert tokens[7, encoding.MAX_FAN_IN] == w["convs.1.bias"][1] and not tokens[7, 6 * 5 : encoding.MAX_FAN_IN].any()
     np.testing.assert_allclose(tokens[7, encoding.MAX_FAN_IN + 1 :],
-                               [fan_in.mean(), fan_in.std(), fan_in.min(), fan_in.max(), rms := np.sqrt((fan_in**2).mean()), np.log(rms)],
-                               rtol=1e-5)  # fmt: skip
+                               [fan_in.mean(), fan_in.std(), fan_in.min(), fan_in.max(), rms := np.sqrt((fan_in**2).mean()), np.log(rms),
+                                scipy.stats.skew(fan_in), scipy.stats.kurtosis(fan_in), np.abs(fan_in).mean() / rms],
+                               rtol=1e-4)  # fmt: skip
     np.testing.assert_array_equal(tokens[-1, :6], w["head.weight"][-1])
     summaries, layer_tags = encoding.layer_tokens(w)
     assert summaries.shape == (4, 2 * encoding.LAYER_STATS) and layer_tags.tolist() == [0, 1, 2, encoding.MAX_LAYERS]
     assert np.isclose(summaries[3, encoding.LAYER_STATS], w["head.bias"].mean())
     np.testing.assert_allclose(summaries[1, 3 : encoding.LAYER_STATS],
                                np.quantile(w["convs.1.weight"], encoding.STAT_QUANTILES), rtol=1e-5)  # fmt: skip
+
+
+def test_summary_tokens_add_shapes_and_row_geometry_to_statnns_statistics():
+    w = weights_of(SPEC)
+    summaries, tags = encoding.summary_tokens(w)
+    assert summaries.shape == (4, encoding.SUMMARY_FEATURES) and tags.tolist() == [0, 1, 2, encoding.MAX_LAYERS]
+    statnn, _ = encoding.layer_tokens(w)
+    n, s = encoding.LAYER_STATS, encoding.SHAPE_STATS
+    np.testing.assert_allclose(summaries[:, :n], statnn[:, :n])  # the weights' statistics
+    np.testing.assert_allclose(summaries[:, n + s : 2 * n + s], statnn[:, n:])  # the biases'
+    bias = w["convs.2.bias"]
+    np.testing.assert_allclose(summaries[2, 2 * n + s : 2 * n + 2 * s],
+                               [scipy.stats.skew(bias), scipy.stats.kurtosis(bias), np.abs(bias).mean() / np.sqrt((bias**2).mean())],
+                               rtol=1e-4)  # fmt: skip
+    rows = w["convs.1.weight"].reshape(6, -1)
+    norms = [np.linalg.norm(r) for r in rows]
+    cosines = [abs(a @ b) / np.linalg.norm(a) / np.linalg.norm(b) for i, a in enumerate(rows) for b in rows[i + 1 :]]
+    np.testing.assert_allclose(summaries[1, -3:], [np.log(np.mean(norms)), np.std(norms) / np.mean(norms), np.mean(cosines)],
+                               rtol=1e-4)  # fmt: skip
+    untrained = {k: v.detach().numpy() for k, v in cnn.build(SPEC, 10).state_dict().items()}
+    orthogonal = encoding.summary_tokens(untrained)[0]  # orthogonal initialisation: orthogonal rows
+    assert orthogonal[1, -1] < 1e-5 < summaries[1, -1]
 
 
 def test_channel_permutation_changes_weights_not_the_function():

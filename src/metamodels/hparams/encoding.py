@@ -12,7 +12,10 @@ import numpy as np
 MAX_FAN_IN = 256  # a neuron token holds this many incoming weights (a 32-channel, kernel-7 conv has 224), then bias
 MAX_LAYERS = 8  # layer tags 0..MAX_LAYERS-1 for convolutions; MAX_LAYERS is the head
 STAT_QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
-LAYER_STATS = 3 + len(STAT_QUANTILES)  # mean, std, log std, quantiles
+LAYER_STATS = 3 + len(STAT_QUANTILES)  # mean, std, log std, quantiles (StatNN's per-layer statistics)
+SHAPE_STATS = 3  # skewness, excess kurtosis, mean |x| / RMS: a distribution's shape, free of its scale
+ROW_STATS = 3  # a layer's fan-in rows: log mean norm, norms' coefficient of variation, mean |cosine| between rows
+SUMMARY_FEATURES = 2 * (LAYER_STATS + SHAPE_STATS) + ROW_STATS  # ours' layer summary: weights, biases, rows
 
 
 def layers(weights: dict[str, np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -22,14 +25,15 @@ def layers(weights: dict[str, np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]
     return [(weights[f"{n}.weight"].reshape(len(weights[f"{n}.bias"]), -1), weights[f"{n}.bias"]) for n in names]
 
 
-NEURON_FEATURES = MAX_FAN_IN + 1 + 6  # fan-in weights, bias, then the fan-in's mean, std, min, max, RMS, log RMS
+NEURON_FEATURES = MAX_FAN_IN + 1 + 6 + SHAPE_STATS  # fan-in weights, bias, the fan-in's mean, std, min, max, RMS,
+# log RMS and shape
 EPS = 1e-8
 
 
 def neuron_tokens(weights: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """One token per output channel or neuron: ``tokens [n_neurons, NEURON_FEATURES]`` (its fan-in weights, zero
     padded or truncated; its bias; the fan-in's mean, std, min, max, RMS and log RMS, so that scale, which
-    initialisation and optimizer set multiplicatively, is read directly) and
+    initialisation and optimizer set multiplicatively, is read directly; and the fan-in's shape, :func:`_shape`) and
     ``tags [n_neurons]`` (its layer; MAX_LAYERS for the head)."""
     rows, tags = [], []
     all_layers = layers(weights)
@@ -38,7 +42,9 @@ def neuron_tokens(weights: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarra
         fan_in = min(w.shape[1], MAX_FAN_IN)
         token[:, :fan_in], token[:, MAX_FAN_IN] = w[:, :fan_in], b
         rms = np.sqrt((w**2).mean(1))
-        token[:, MAX_FAN_IN + 1 :] = np.stack([w.mean(1), w.std(1), w.min(1), w.max(1), rms, np.log(rms + EPS)], 1)
+        token[:, MAX_FAN_IN + 1 : MAX_FAN_IN + 7] = np.stack([w.mean(1), w.std(1), w.min(1), w.max(1), rms,
+                                                                np.log(rms + EPS)], 1)  # fmt: skip
+        token[:, MAX_FAN_IN + 7 :] = _shape(w)
         rows.append(token)
         tags.append(np.full(w.shape[0], _slot(i, len(all_layers))))
     return np.concatenate(rows), np.concatenate(tags).astype(np.int64)
@@ -50,6 +56,34 @@ def layer_tokens(weights: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray
     all_layers = layers(weights)
     tokens = np.stack([np.concatenate([_stats(w.ravel()), _stats(b)]) for w, b in all_layers]).astype(np.float32)
     return tokens, np.array([_slot(i, len(all_layers)) for i in range(len(all_layers))], np.int64)
+
+
+def summary_tokens(weights: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Ours' summary token per layer: ``tokens [n_layers, SUMMARY_FEATURES]`` (StatNN's statistics and the shape of
+    the layer's weights, then of its biases, then its fan-in rows' norms and angles: biases start at zero, so their
+    shape is what training did; orthogonal rows are what orthogonal initialisation did) and ``tags [n_layers]``."""
+    all_layers = layers(weights)
+    tokens = np.stack([np.concatenate([_stats(w.ravel()), _shape(w.ravel()[None])[0], _stats(b), _shape(b[None])[0],
+                                       _rows(w)]) for w, b in all_layers]).astype(np.float32)  # fmt: skip
+    return tokens, np.array([_slot(i, len(all_layers)) for i in range(len(all_layers))], np.int64)
+
+
+def _shape(rows: np.ndarray) -> np.ndarray:
+    """Each row's skewness, excess kurtosis and mean |x| / RMS: ``rows [n, k] -> [n, SHAPE_STATS]`` (a constant row:
+    zeros and 1)."""
+    centred = rows - rows.mean(1, keepdims=True)
+    z = centred / (centred.std(1, keepdims=True) + EPS)
+    rms = np.sqrt((rows**2).mean(1))
+    return np.stack([(z**3).mean(1), (z**4).mean(1) - 3, np.abs(rows).mean(1) / (rms + EPS)], 1)
+
+
+def _rows(w: np.ndarray) -> np.ndarray:
+    """A layer's ``w [out, fan_in]`` rows: log mean norm, the norms' coefficient of variation, and the mean |cosine|
+    between distinct rows, ``[ROW_STATS]``."""
+    norms = np.linalg.norm(w, axis=1)
+    unit = w / (norms[:, None] + EPS)
+    cos = np.abs(unit @ unit.T)[~np.eye(len(w), dtype=bool)]
+    return np.array([np.log(norms.mean() + EPS), norms.std() / (norms.mean() + EPS), cos.mean() if cos.size else 0.0])
 
 
 def _slot(i: int, n_layers: int) -> int:

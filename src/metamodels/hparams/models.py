@@ -35,25 +35,28 @@ def _encoder(d: int, layers: int, heads: int, dropout: float) -> nn.TransformerE
 
 class NeuronTransformer(nn.Module):
     """Neuron tokens ``[batch, n, NEURON_FEATURES]`` with ``tags [batch, n]``, layer summary tokens
-    ``[batch, m, 2 * LAYER_STATS]`` with ``layer_tags [batch, m]`` (tags: the layer; -1 = padding) -> logits per label.
+    ``[batch, m, SUMMARY_FEATURES]`` with ``layer_tags [batch, m]`` (tags: the layer; -1 = padding) -> logits per label.
     """
 
-    neuron_mean: torch.Tensor  # buffers [NEURON_FEATURES] and [2 * LAYER_STATS]: the input standardisation
+    neuron_mean: torch.Tensor  # buffers [NEURON_FEATURES] and [SUMMARY_FEATURES]: the input standardisation
     neuron_std: torch.Tensor
     layer_mean: torch.Tensor
     layer_std: torch.Tensor
 
-    def __init__(self, classes: dict[str, int], d: int = 64, layers: int = 2, heads: int = 4, dropout: float = 0.0):
+    def __init__(self, classes: dict[str, int], d: int = 64, layers: int = 2, heads: int = 4, dropout: float = 0.0,
+                 wide: bool = True):  # fmt: skip
         super().__init__()
         self.embed = nn.Linear(encoding.NEURON_FEATURES, d)
-        self.summarise = nn.Linear(2 * encoding.LAYER_STATS, d)
+        # wide: every layer slot's summary, side by side, also sets the [CLS] token (as StatNN reads them)
+        self.wide = nn.Linear((encoding.MAX_LAYERS + 1) * encoding.SUMMARY_FEATURES, d) if wide else None
+        self.summarise = nn.Linear(encoding.SUMMARY_FEATURES, d)
         self.tag = nn.Embedding(encoding.MAX_LAYERS + 1, d)
         self.kind = nn.Parameter(torch.zeros(2, d))  # neuron token, layer summary token
         self.cls = nn.Parameter(torch.zeros(1, 1, d))
         self.encoder, self.norm, self.out = _encoder(d, layers, heads, dropout), nn.LayerNorm(d), _Heads(d, classes)
         # Feature standardisation, fitted on training data (fit_inputs) and saved with the weights: raw weights and
         # their statistics differ in scale by orders of magnitude.
-        for name, width in (("neuron", encoding.NEURON_FEATURES), ("layer", 2 * encoding.LAYER_STATS)):
+        for name, width in (("neuron", encoding.NEURON_FEATURES), ("layer", encoding.SUMMARY_FEATURES)):
             self.register_buffer(f"{name}_mean", torch.zeros(width))
             self.register_buffer(f"{name}_std", torch.ones(width))
 
@@ -71,7 +74,13 @@ class NeuronTransformer(nn.Module):
         summaries = (summaries - self.layer_mean) / self.layer_std
         neurons = self.embed(tokens) + self.tag(tags.clamp(min=0)) + self.kind[0]  # [batch, n, d]
         layer_sums = self.summarise(summaries) + self.tag(layer_tags.clamp(min=0)) + self.kind[1]  # [batch, m, d]
-        h = torch.cat([self.cls.expand(len(tokens), -1, -1), neurons, layer_sums], 1)  # [batch, 1 + n + m, d]
+        cls = self.cls.expand(len(tokens), -1, -1)  # [batch, 1, d]
+        if self.wide is not None:
+            slots = summaries.new_zeros(len(tokens), encoding.MAX_LAYERS + 1, summaries.shape[-1])
+            rows, cols = torch.nonzero(layer_tags >= 0, as_tuple=True)
+            slots[rows, layer_tags[rows, cols]] = summaries[rows, cols]  # [batch, slots, SUMMARY_FEATURES]
+            cls = cls + self.wide(slots.flatten(1))[:, None]
+        h = torch.cat([cls, neurons, layer_sums], 1)  # [batch, 1 + n + m, d]
         pad = torch.cat([torch.zeros_like(tags[:, :1], dtype=torch.bool), tags < 0, layer_tags < 0], 1)
         return self.out(self.norm(self.encoder(h, src_key_padding_mask=pad)[:, 0]))
 

@@ -47,6 +47,7 @@ class HparamsConfig:
     d_model: int = 64
     layers: int = 2
     heads: int = 4
+    wide: bool = True  # ours: the layer summaries also set [CLS] directly (models.NeuronTransformer)
     n_chunks: int = 64  # paper's input: n_chunks x chunk flat weights (paper 000: 256 x 3,125)
     chunk: int = 128
     slice_size: int = 5000  # EJR's slice
@@ -104,7 +105,7 @@ def load_split(zoo: Path, split: str, classes: dict[str, list[str]], runs: int |
 def build_model(cfg: HparamsConfig, classes: dict[str, list[str]]) -> torch.nn.Module:
     sizes = {label: len(cs) for label, cs in classes.items()}
     if cfg.model == "ours":
-        return models.NeuronTransformer(sizes, cfg.d_model, cfg.layers, cfg.heads)
+        return models.NeuronTransformer(sizes, cfg.d_model, cfg.layers, cfg.heads, wide=cfg.wide)
     if cfg.model == "paper":
         return models.ChunkTransformer(sizes, cfg.n_chunks, cfg.chunk, cfg.d_model, cfg.layers, cfg.heads)
     if cfg.model == "mlp":
@@ -116,7 +117,7 @@ def inputs(cfg: HparamsConfig, batch: Sequence[dict[str, np.ndarray]], rng: np.r
     """The model's input tensors for a batch of CNNs (``rng``: augmentation and EJR's slice offsets; None: none)."""
     if cfg.model == "ours":
         seen = [w if rng is None else encoding.permute_channels(w, rng) for w in batch]
-        return (*_padded([encoding.neuron_tokens(w) for w in seen]), *_padded([encoding.layer_tokens(w) for w in seen]))
+        return (*_padded([encoding.neuron_tokens(w) for w in seen]), *_padded([encoding.summary_tokens(w) for w in seen]))
     if cfg.model == "paper":
         return (torch.from_numpy(np.stack([encoding.chunks(w, cfg.n_chunks, cfg.chunk) for w in batch])),)
     if cfg.model == "mlp":
