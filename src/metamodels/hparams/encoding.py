@@ -42,9 +42,8 @@ def neuron_tokens(weights: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarra
         fan_in = min(w.shape[1], MAX_FAN_IN)
         token[:, :fan_in], token[:, MAX_FAN_IN] = w[:, :fan_in], b
         rms = np.sqrt((w**2).mean(1))
-        token[:, MAX_FAN_IN + 1 : MAX_FAN_IN + 7] = np.stack([w.mean(1), w.std(1), w.min(1), w.max(1), rms,
-                                                                np.log(rms + EPS)], 1)  # fmt: skip
-        token[:, MAX_FAN_IN + 7 :] = _shape(w)
+        scale = np.stack([w.mean(1), w.std(1), w.min(1), w.max(1), rms, np.log(rms + EPS)], 1)
+        token[:, MAX_FAN_IN + 1 :] = np.concatenate([scale, _shape(w)], 1)
         rows.append(token)
         tags.append(np.full(w.shape[0], _slot(i, len(all_layers))))
     return np.concatenate(rows), np.concatenate(tags).astype(np.int64)
@@ -62,10 +61,13 @@ def summary_tokens(weights: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarr
     """Ours' summary token per layer: ``tokens [n_layers, SUMMARY_FEATURES]`` (StatNN's statistics and the shape of
     the layer's weights, then of its biases, then its fan-in rows' norms and angles: biases start at zero, so their
     shape is what training did; orthogonal rows are what orthogonal initialisation did) and ``tags [n_layers]``."""
+    statnn, tags = layer_tokens(weights)  # [n_layers, 2 * LAYER_STATS]: weights' statistics, then biases'
     all_layers = layers(weights)
-    tokens = np.stack([np.concatenate([_stats(w.ravel()), _shape(w.ravel()[None])[0], _stats(b), _shape(b[None])[0],
-                                       _rows(w)]) for w, b in all_layers]).astype(np.float32)  # fmt: skip
-    return tokens, np.array([_slot(i, len(all_layers)) for i in range(len(all_layers))], np.int64)
+    shape_w = np.concatenate([_shape(w.ravel()[None]) for w, _ in all_layers])  # [n_layers, SHAPE_STATS]
+    shape_b = np.concatenate([_shape(b[None]) for _, b in all_layers])
+    rows = np.stack([_rows(w) for w, _ in all_layers])  # [n_layers, ROW_STATS]
+    tokens = np.concatenate([statnn[:, :LAYER_STATS], shape_w, statnn[:, LAYER_STATS:], shape_b, rows], 1)
+    return tokens.astype(np.float32), tags
 
 
 def _shape(rows: np.ndarray) -> np.ndarray:
