@@ -2,7 +2,8 @@
 
 1. encode the weights (:mod:`metamodels.meta.weight_encoding`),
 2. decode with the meta-model under the grammar (:mod:`metamodels.meta.decoding`):
-   greedy, or a beam of K candidates best-first,
+   greedy (guided by the data flow the weights show, :mod:`metamodels.decompilation.guide`,
+   unless ``wiring`` is off), or a beam of K candidates best-first,
 2b. (``readout``, on by default) read each candidate's functions and predicates
    from the weights (:mod:`metamodels.decompilation.readout`, by Tracr's residual labels) or, in
    a basis without them (dense), probed from the activations (:mod:`metamodels.decompilation.probing`);
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from metamodels import devices, options
-from metamodels.decompilation import probing, tracing, wiring
+from metamodels.decompilation import guide, probing, tracing, wiring
 from metamodels.errors import MetamodelsError
 from metamodels.meta import decoding, metamodel, weight_encoding
 from metamodels.rasp import functions, text
@@ -140,7 +141,8 @@ class DecompileConfig:
                                           "unverified (0: no limit)")  # fmt: skip
     greedy: bool = options.option(False, help="fast mode: greedy decoding, no verification (--beam 1 --no-verify)")
     wiring: bool = options.option(True, flag="--no-wiring", help="only the meta-model's candidates: do not first "
-                                  "read the whole program from the weights (models in Tracr's basis)")  # fmt: skip
+                                  "read the whole program from the weights, nor guide greedy decoding by the data "
+                                  "flow they show (models in Tracr's basis)")  # fmt: skip
 
     def __post_init__(self) -> None:
         for name, least in (("beam", 1), ("max_inputs", 1), ("repair", 0)):
@@ -231,7 +233,10 @@ def _decompile(model: CompiledModel, meta: metamodel.MetaModel, config: Decompil
     if too_large is not None:
         raise too_large
     assert weights is not None
-    found = decoding.greedy(meta, [weights]) if config.beam == 1 else decoding.beam_search(meta, weights, config.beam)
+    if config.beam == 1:  # greedy: one candidate, so decoded under the data flow the weights show (guide.py)
+        found = decoding.greedy(meta, [weights], [guide.guide_or_none(model) if config.wiring else None])
+    else:  # the meta-model's own candidates: alternatives to the program read whole from the weights
+        found = decoding.beam_search(meta, weights, config.beam)
     if config.read_tables:
         found = with_readout(found, model, probed)
     # Beam rank: decoded candidates before this one (a read-out variant precedes its own).

@@ -171,11 +171,14 @@ def _reads_fit(program: Program, op: Op, w: Writer, mapping: dict[str, str], wri
     return 0 if not found else 2 if any(queries in h.reads[0] and keys in h.reads[1] for h in found) else 1
 
 
-def read_tables(program: Program, model: CompiledModel, *, per_length: int = 30, seed: int = 0) -> Program:
+def read_tables(
+    program: Program, model: CompiledModel, *, per_length: int = 30, seed: int = 0, named: bool = True
+) -> Program:
     """``program`` with every Map/SequenceMap function and Select predicate read from ``model``'s weights.
 
     A read table that equals the decoded library function (or comparison) keeps
-    that name, else the first equal library one, else it stays a table. Value sets
+    that name, else the first equal library one, else it stays a table (``named``
+    False: every one stays a table). Value sets
     of numerical arguments come from evaluating the program so far on a battery
     of ``per_length`` inputs per length. ReadoutError if the structure does not fit.
     """
@@ -198,7 +201,7 @@ def read_tables(program: Program, model: CompiledModel, *, per_length: int = 30,
                 domains,
                 vars_[mapping[op.name]],
             )
-            ops[i] = dataclasses.replace(op, fn=named_table(op, table))
+            ops[i] = dataclasses.replace(op, fn=named_table(op, table) if named else table)
         elif op.kind in ("Aggregate", "SelectorWidth"):
             j = next(j for j, o in enumerate(ops) if o.name == op.args[0])
             select = ops[j]
@@ -207,7 +210,7 @@ def read_tables(program: Program, model: CompiledModel, *, per_length: int = 30,
                 w = next(written[n] for n in w.reads[0] if n in written and written[n].head is not None)
             keys, queries = (vars_[mapping[a]] for a in select.args)
             table = _attention_table(model, w.sublayer // 2, w.head, keys, queries)  # type: ignore[arg-type]
-            ops[j] = dataclasses.replace(select, predicate=named_table(select, table))
+            ops[j] = dataclasses.replace(select, predicate=named_table(select, table) if named else table)
     return Program(tuple(ops), program.output)
 
 

@@ -93,13 +93,15 @@ def _output(model: CompiledModel, vars_: dict[str, readout.Variable], names: dic
     return names[read[0]]
 
 
-def read_program(model: CompiledModel) -> Program:
+def read_program(model: CompiledModel, *, named: bool = True) -> Program:
     """The model's whole program read from its weights: structure, coefficients, tables (ReadoutError if not).
+
+    ``named``: a table equal to a library function or comparison is named by it (see ``readout.read_tables``).
 
     LinearSequenceMap coefficients are read before the tables: a table's domain is what the program so far
     computes, so a placeholder coefficient would hide values (a balance of -1 read as 1 + 1).
     """
-    return readout.read_tables(_with_coefficients(read_structure(model), model), model)
+    return readout.read_tables(_with_coefficients(read_structure(model), model), model, named=named)
 
 
 def _with_coefficients(program: Program, model: CompiledModel) -> Program:

@@ -3,7 +3,10 @@
 Metrics, overall and by number of ops:
 
 - ``exact``: autoregressive (greedy, grammar-constrained) decoding gives the true
-  program's canonical token sequence. The honest headline.
+  program's canonical token sequence. The honest headline. Unless ``--no-wiring``,
+  greedy is guided by the data flow read from the weights where the weights show
+  it (:mod:`metamodels.decompilation.guide`; ``guided``: how often); with it, the
+  meta-model alone.
 - ``functional``: the decoded program's RASP evaluation equals the stored outputs
   of the true program on the example's input battery (causal models compared
   prefix by prefix).
@@ -38,7 +41,7 @@ from tqdm import tqdm
 
 from metamodels import options
 from metamodels.dataset import lib, store, written
-from metamodels.decompilation import probing
+from metamodels.decompilation import guide, probing
 from metamodels.errors import MetamodelsError
 from metamodels.evaluation import metrics, oracle
 from metamodels.meta import batching, decoding, metamodel, weight_encoding
@@ -98,6 +101,7 @@ class Record(TypedDict, total=False):
     decoded_tokens: list[str]
     decoded: str | None
     read_out: bool
+    guided: bool  # greedy guided by the data flow read from the weights (decompilation.guide)
     exact: bool
     functional: bool
     functional_readout: bool
@@ -128,8 +132,9 @@ class EvaluateConfig:
         "inputs, randomly rotated, hidden units and heads permuted (seeded by --dense-seed and the example)",
     )  # fmt: skip
     dense_seed: int = options.option(1, help="seed of --dense")
-    wiring: bool = options.option(True, flag="--no-wiring", help="verified@k of the meta-model's candidates only: "
-                                  "without the program read whole from the weights first")  # fmt: skip
+    wiring: bool = options.option(True, flag="--no-wiring", help="the meta-model alone: greedy not guided by the "
+                                  "data flow read from the weights, and verified@k of its candidates only, without "
+                                  "the program read whole from the weights first")  # fmt: skip
     dense_heldout: int = DENSE_HELDOUT
     batch_size: int = 32
 
@@ -176,7 +181,7 @@ def evaluate(
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
         models = [shown(store.model_from_row(r), r["id"], permute_residual, dense) for r in chunk]
-        per_example += _evaluate_chunk(model, chunk, models)
+        per_example += _evaluate_chunk(model, chunk, models, config.wiring)
         densified += [m.densified for m in models if dense is not None and m.densified is not None]
         if verify_k and len(verify_models) < verify_limit:  # verified@k reuses the first models as shown
             verify_models += models[: verify_limit - len(verify_models)]
@@ -221,7 +226,9 @@ def _densified_summary(infos: list[dict]) -> dict:
     }
 
 
-def _evaluate_chunk(model: metamodel.MetaModel, rows: list[store.Row], models: list[CompiledModel]) -> list[Record]:
+def _evaluate_chunk(
+    model: metamodel.MetaModel, rows: list[store.Row], models: list[CompiledModel], wiring: bool
+) -> list[Record]:
     out, items, programs, kept = [], [], [], []
     for row, model_ in zip(rows, models):
         record: Record = {"id": row["id"], **metrics.groups_of(row), "truth": row["program"]}  # type: ignore[typeddict-item]
@@ -249,8 +256,10 @@ def _evaluate_chunk(model: metamodel.MetaModel, rows: list[store.Row], models: l
             else [],
         )
     )
-    decoded = decoding.greedy(model, items)
+    guides = [guide.guide_or_none(m) if wiring else None for _, _, m in kept]
+    decoded = decoding.greedy(model, items, guides)
     for i, ((record, row, model_), candidate, truth) in enumerate(zip(kept, decoded, programs)):
+        record["guided"] = guides[i] is not None
         hits, fields = teacher.get(i, (np.zeros(0, bool), np.zeros(0, int)))
         record["tf_hits"], record["tf_fields"], record["tokenized"] = hits.tolist(), fields.tolist(), truth is not None
         record["decoded_tokens"] = candidate.token_strings
@@ -295,6 +304,7 @@ def _rates(records: list[Record]) -> dict:
         "teacher_forced_token": float(np.mean(hits)) if hits else 0.0,
         "teacher_forced_program": sum(all(r["tf_hits"]) for r in supported) / n,
         "unsupported": sum(not r["supported"] for r in records),
+        "guided": sum(r.get("guided", False) for r in records) / n,
         "fields": {f: float(np.mean(v)) for f, v in sorted(fields.items())},
     }
 

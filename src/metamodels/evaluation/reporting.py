@@ -59,11 +59,12 @@ def format_table(report: dict) -> str:
     for group, title in (("n_ops", "ops"), ("vocab_kind", "vocab"), ("causal", "causal")):
         if f"by_{group}" not in report:
             continue
-        lines.append(f"{title:>8} {'n':>5} {'exact':>7} {'funct.':>7} {'+readout':>8} {'tf tok':>7} {'tf prog':>7}")
+        lines.append(f"{title:>8} {'n':>5} {'exact':>7} {'funct.':>7} {'+readout':>8} {'tf tok':>7} {'tf prog':>7} "
+                     f"{'guided':>7}")  # fmt: skip
         for k, r in [*report[f"by_{group}"].items(), ("all", report["overall"])]:
             lines.append(
                 f"{k!s:>8} {r['n']:>5} {r['exact']:>7.3f} {r['functional']:>7.3f} {r['functional_readout']:>8.3f} "
-                f"{r['teacher_forced_token']:>7.3f} {r['teacher_forced_program']:>7.3f}"
+                f"{r['teacher_forced_token']:>7.3f} {r['teacher_forced_program']:>7.3f} {r.get('guided', 0.0):>7.3f}"
             )
     lines.append(
         "fields (teacher-forced): " + ", ".join(f"{f} {a:.3f}" for f, a in report["overall"]["fields"].items())

@@ -4,13 +4,15 @@ At every step only tokens the :class:`~metamodels.rasp.tokens.Grammar` allows ar
 considered (defined variables, right arity and encodings, valid layer
 structure), so every complete candidate is a valid program. The weights are
 encoded once (``prefill``); each step feeds one token per sequence through the
-cached keys and values.
+cached keys and values. A :class:`Guide` (e.g. the wiring read from the weights,
+:mod:`metamodels.decompilation.guide`) narrows the grammar's tokens further.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 
@@ -39,16 +41,29 @@ class Candidate:
         return [tokens_mod.VOCAB.tokens[i] for i in self.tokens]
 
 
-def _allowed_mask(grammar: tokens_mod.Grammar, vocab_size: int) -> torch.Tensor:
+class Guide(Protocol):
+    """Knowledge beyond the grammar: which of the grammar's next tokens may come (a subset of ``grammar.allowed()``)."""
+
+    def allowed(self, grammar: tokens_mod.Grammar) -> set[str]: ...
+
+
+def _allowed_mask(grammar: tokens_mod.Grammar, vocab_size: int, guide: Guide | None = None) -> torch.Tensor:
+    """[vocab_size] 0 where allowed, -inf elsewhere; the grammar alone where the guide leaves nothing."""
+    allowed = (guide.allowed(grammar) if guide is not None else set()) or grammar.allowed()
     mask = torch.full((vocab_size,), _NEG)
-    mask[[tokens_mod.VOCAB.id(t) for t in grammar.allowed()]] = 0.0
+    mask[[tokens_mod.VOCAB.id(t) for t in allowed]] = 0.0
     return mask
 
 
 @torch.no_grad()
-def greedy(model: metamodel.MetaModel, items: Sequence[weight_encoding.WeightTokens]) -> list[Candidate]:
-    """The most likely valid next token at each step, for a batch of models at once."""
+def greedy(
+    model: metamodel.MetaModel,
+    items: Sequence[weight_encoding.WeightTokens],
+    guides: Sequence[Guide | None] | None = None,
+) -> list[Candidate]:
+    """The most likely valid next token at each step, for a batch of models at once (``guides[i]`` for item i)."""
     model.eval()
+    guides = list(guides) if guides is not None else [None] * len(items)
     values, tags, key_mask = batching.pad_weights(items)
     cache = model.prefill(values, tags, key_mask)
     n, v, bos = len(items), model.cfg.vocab_size, tokens_mod.VOCAB.id("BOS")
@@ -67,7 +82,7 @@ def greedy(model: metamodel.MetaModel, items: Sequence[weight_encoding.WeightTok
         logp = torch.log_softmax(logits.float(), dim=-1).cpu()  # the grammar's masks live on the CPU
         token = torch.zeros(n, dtype=torch.long)  # PAD for finished rows
         for i in live:
-            row = logp[i] + _allowed_mask(grammars[i], v)
+            row = logp[i] + _allowed_mask(grammars[i], v, guides[i])
             t = int(row.argmax())
             token[i] = t
             seqs[i].append(t)
@@ -77,8 +92,10 @@ def greedy(model: metamodel.MetaModel, items: Sequence[weight_encoding.WeightTok
 
 
 @torch.no_grad()
-def beam_search(model: metamodel.MetaModel, item: weight_encoding.WeightTokens, beam: int) -> list[Candidate]:
-    """Up to ``beam`` complete valid programs, best (highest log-probability) first."""
+def beam_search(
+    model: metamodel.MetaModel, item: weight_encoding.WeightTokens, beam: int, guide: Guide | None = None
+) -> list[Candidate]:
+    """Up to ``beam`` complete valid programs (the ``guide`` allowing), best (highest log-probability) first."""
     if beam < 1:
         raise MetamodelsError(f"beam must be at least 1, got {beam}")
     model.eval()
@@ -97,7 +114,7 @@ def beam_search(model: metamodel.MetaModel, item: weight_encoding.WeightTokens, 
         key_mask[:, : prefix_mask.shape[1]] = prefix_mask
         logits, cache = model.step(token, position, cache, key_mask)
         logp = torch.log_softmax(logits.float(), dim=-1).cpu()
-        totals = torch.stack([logp[b] + _allowed_mask(g, logp.shape[1]) + s for b, (_, s, g) in enumerate(alive)])
+        totals = torch.stack([logp[b] + _allowed_mask(g, logp.shape[1], guide) + s for b, (_, s, g) in enumerate(alive)])
         flat = totals.flatten()
         k = min(beam, int(torch.isfinite(flat).sum()))
         top = torch.topk(flat, k).indices.tolist()

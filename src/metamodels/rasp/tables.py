@@ -136,14 +136,18 @@ class Table:
         return self.text
 
 
-def agrees(fn: Callable[..., Value], table: Table) -> bool:
-    """True if ``fn`` gives the table's output on every input (errors count as disagreement)."""
+def agrees(fn: Callable[..., Value], table: Table, *, loose: bool = False) -> bool:
+    """True if ``fn`` gives the table's output on every input (errors count as disagreement).
+
+    A bool and a number differ unless ``loose``: a value set holds ``True`` or ``1``, not both, so a table read
+    from a model may show either for the other.
+    """
     for key, value in table.entries:
         try:
             out = fn(key) if table.arity == 1 else fn(*key)  # type: ignore[misc]
         except Exception:  # noqa: BLE001 - any library function failing on a value simply does not match
             return False
-        if out != value or isinstance(out, bool) != isinstance(value, bool):
+        if out != value or (not loose and isinstance(out, bool) != isinstance(value, bool)):
             return False
     return True
 

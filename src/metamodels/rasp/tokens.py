@@ -50,7 +50,7 @@ FN_TABLE, PREDICATE_TABLE = "fn:table", "TABLE"
 _ARITY = {"Map": 2, "SequenceMap": 3, "LinearSequenceMap": 4, "SelectAggregate": 4, "SelectorWidth": 3}
 
 
-def _coeff_token(c: float) -> str:
+def coeff_token(c: float) -> str:
     return f"c:{int(c) if float(c).is_integer() else c}"
 
 
@@ -95,7 +95,7 @@ def default_vocabulary() -> Vocabulary:
         + MLP_OPS
         + functions.PREDICATES
         + tuple(f"fn:{name}" for name in functions.FUNCTIONS)
-        + tuple(_coeff_token(c) for c in COEFFS)
+        + tuple(coeff_token(c) for c in COEFFS)
         + (FN_TABLE, PREDICATE_TABLE)
     )
 
@@ -146,7 +146,7 @@ def _op_tokens(program: Program, op: Op) -> list[str]:
             raise MetamodelsError(
                 f"{op.name}: LinearSequenceMap factor(s) {bad} have no token; representable: {COEFFS}"
             )
-        return head + ["LinearSequenceMap", *op.args, *(_coeff_token(c) for c in op.coeffs), "EOO"]  # type: ignore[list-item,union-attr]
+        return head + ["LinearSequenceMap", *op.args, *(coeff_token(c) for c in op.coeffs), "EOO"]  # type: ignore[list-item,union-attr]
     select = program.by_name[op.args[0]]
     fused = [*select.args, PREDICATE_TABLE if isinstance(select.predicate, Table) else select.predicate]
     if op.kind == "Aggregate":
@@ -287,7 +287,7 @@ class Grammar:
         if kind == "LinearSequenceMap":
             if encoding != "numerical":
                 return set()
-            return self._args(num) if i < 2 else {_coeff_token(c) for c in COEFFS}
+            return self._args(num) if i < 2 else {coeff_token(c) for c in COEFFS}
         if i < 2:
             return self._args(cat)
         if i == 2:
