@@ -15,3 +15,7 @@ $M dataset build data/ds20k --n 20000 --ops 1-9 --seed 0 --workers 1
 $M evaluate --data data/ds20k --split test --verify-k 32 --verify-limit 232 > docs/any-program/ds20k_wiring.txt 2>/dev/null
 $M evaluate --data data/ds20k --split test --verify-k 32 --verify-limit 232 --no-wiring > docs/any-program/ds20k_nowiring.txt 2>/dev/null  # after the verification fix (before: ds20k_nowiring_before_fix.txt)
 echo done > /tmp/measure.done
+# stop 36: greedy guided by the wiring (decompilation/guide.py) vs the meta-model alone; ds20k rebuilt as above
+$M evaluate --data data/ds20k --split test > docs/any-program/ds20k_greedy_guided.txt 2>/dev/null
+$M evaluate --data data/ds20k --split test --no-wiring > docs/any-program/ds20k_greedy_alone.txt 2>/dev/null
+$M evaluate --split written > docs/any-program/written113_greedy_guided.txt 2>/dev/null

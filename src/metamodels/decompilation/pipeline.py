@@ -139,7 +139,8 @@ class DecompileConfig:
     budget: float | None = options.option(20.0, parse=_budget, show=lambda s: f"{s:g} s", help="seconds spent "
                                           "verifying candidates and repairs; then the best candidate is returned "
                                           "unverified (0: no limit)")  # fmt: skip
-    greedy: bool = options.option(False, help="fast mode: greedy decoding, no verification (--beam 1 --no-verify)")
+    greedy: bool = options.option(False, help="fast mode: greedy decoding (guided by the data flow the weights "
+                                  "show), no verification (--beam 1 --no-verify)")  # fmt: skip
     wiring: bool = options.option(True, flag="--no-wiring", help="only the meta-model's candidates: do not first "
                                   "read the whole program from the weights, nor guide greedy decoding by the data "
                                   "flow they show (models in Tracr's basis)")  # fmt: skip

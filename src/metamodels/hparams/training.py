@@ -48,6 +48,7 @@ class HparamsConfig:
     layers: int = 2
     heads: int = 4
     wide: bool = True  # ours: the layer summaries also set [CLS] directly (models.NeuronTransformer)
+    dropout: float = 0.0  # ours: the encoder's dropout
     n_chunks: int = 64  # paper's input: n_chunks x chunk flat weights (paper 000: 256 x 3,125)
     chunk: int = 128
     slice_size: int = 5000  # EJR's slice
@@ -105,7 +106,7 @@ def load_split(zoo: Path, split: str, classes: dict[str, list[str]], runs: int |
 def build_model(cfg: HparamsConfig, classes: dict[str, list[str]]) -> torch.nn.Module:
     sizes = {label: len(cs) for label, cs in classes.items()}
     if cfg.model == "ours":
-        return models.NeuronTransformer(sizes, cfg.d_model, cfg.layers, cfg.heads, wide=cfg.wide)
+        return models.NeuronTransformer(sizes, cfg.d_model, cfg.layers, cfg.heads, cfg.dropout, cfg.wide)
     if cfg.model == "paper":
         return models.ChunkTransformer(sizes, cfg.n_chunks, cfg.chunk, cfg.d_model, cfg.layers, cfg.heads)
     if cfg.model == "mlp":
