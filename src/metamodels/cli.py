@@ -164,9 +164,14 @@ COMMANDS: dict[str, options.Command] = {
                 options.arg("checkpoint", type=Path, help="hparams checkpoint (.safetensors)"),
                 options.arg("zoo", type=Path, help="CNN zoo directory"), SPLIT, HPARAMS_JSON, DEVICE]),
             "baseline": ("fit and score a classical baseline on a CNN zoo", "majority: the train split's most common "
-                         "class; statnn: per-layer weight statistics into gradient boosting (scikit-learn).", [
+                         "class; statnn: per-layer weight statistics into gradient boosting (scikit-learn); "
+                         "ours+boost: an ours checkpoint's (--ours) class probabilities averaged with gradient "
+                         "boosting's over ours' layer summaries, fitted on the same training runs.", [
                 options.arg("zoo", type=Path, help="CNN zoo directory"),
-                options.arg("--method", choices=("majority", "statnn"), default="statnn", help="default statnn"),
+                options.arg("--method", choices=("majority", "statnn", "ours+boost"), default="statnn",
+                            help="default statnn"),
+                options.arg("--ours", type=Path, help="ours+boost: the ours checkpoint (hparams train, same "
+                            "--train-runs and --seed)"),
                 options.arg("--train-runs", type=int, help="fit on this many training runs only (default all)"),
                 options.arg("--seed", type=int, default=0, help="seed of the fit and the --train-runs subset (default 0)"),
                 SPLIT, HPARAMS_JSON]),
@@ -358,7 +363,7 @@ def _hparams(args: argparse.Namespace) -> int:
     if args.hparams_command == "baseline":
         from metamodels.hparams import baselines
 
-        summary = baselines.evaluate(args.zoo, args.method, args.split, args.train_runs, args.seed)
+        summary = baselines.evaluate(args.zoo, args.method, args.split, args.train_runs, args.seed, args.ours)
     else:
         summary = training.evaluate(args.checkpoint, args.zoo, args.split, args.device)
     print(f"{summary['method']} ({summary['train_runs']} training runs) on {summary['split']}: "

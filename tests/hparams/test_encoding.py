@@ -92,3 +92,12 @@ def test_flat_chunks_slices_and_statistics():
     assert np.isclose(stats[1, 0, 0], w["convs.1.weight"].mean()) and not stats[3:-1].any()
     deeper = encoding.statistics(weights_of(dataclasses.replace(SPEC, depth=4))).reshape(encoding.MAX_LAYERS + 1, 2, -1)
     assert deeper[3].any()
+
+
+def test_summaries_place_each_layers_summary_in_its_slot():
+    w = weights_of(SPEC)
+    tokens, tags = encoding.summary_tokens(w)
+    flat = encoding.summaries(w).reshape(encoding.MAX_LAYERS + 1, encoding.SUMMARY_FEATURES)
+    for token, tag in zip(tokens, tags):
+        np.testing.assert_array_equal(flat[tag], token)
+    assert not flat[sorted(set(range(encoding.MAX_LAYERS + 1)) - set(tags))].any()  # slots the CNN lacks: zeros

@@ -129,8 +129,16 @@ def random_slice(weights: dict[str, np.ndarray], size: int, rng: np.random.Gener
 def statistics(weights: dict[str, np.ndarray]) -> np.ndarray:
     """StatNN's features ``[(MAX_LAYERS + 1) * 2 * LAYER_STATS]``: per layer slot, :func:`layer_tokens`' summary
     (zeros for a slot the CNN does not have; convolutions past MAX_LAYERS - 1 share the last slot, the deepest wins)."""
-    out = np.zeros((MAX_LAYERS + 1, 2 * LAYER_STATS), np.float32)
-    tokens, tags = layer_tokens(weights)
+    return _slotted(*layer_tokens(weights))
+
+
+def summaries(weights: dict[str, np.ndarray]) -> np.ndarray:
+    """Ours' layer summaries side by side, ``[(MAX_LAYERS + 1) * SUMMARY_FEATURES]``, slotted as :func:`statistics`."""
+    return _slotted(*summary_tokens(weights))
+
+
+def _slotted(tokens: np.ndarray, tags: np.ndarray) -> np.ndarray:
+    out = np.zeros((MAX_LAYERS + 1, tokens.shape[1]), np.float32)
     out[tags] = tokens
     return out.ravel()
 

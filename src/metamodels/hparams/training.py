@@ -146,12 +146,18 @@ def _device_of(model: torch.nn.Module) -> torch.device:
 @torch.no_grad()
 def predict_split(model: torch.nn.Module, cfg: HparamsConfig, data: Split, batch: int = 256) -> np.ndarray:
     """Predicted class indices ``[n, n_labels]`` (labels in the heads' order), on the model's device."""
+    return np.stack([p.argmax(1) for p in probabilities_split(model, cfg, data, batch)], 1)
+
+
+def probabilities_split(model: torch.nn.Module, cfg: HparamsConfig, data: Split, batch: int = 256) -> list[np.ndarray]:
+    """Per label (the heads' order), the predicted class probabilities ``[n, classes of the label]``."""
     model.eval()
     dev, out = _device_of(model), []
-    for start in range(0, len(data.weights), batch):
-        logits = model(*_on(dev, inputs(cfg, data.weights[start : start + batch], None)))
-        out.append(np.stack([v.argmax(-1).cpu().numpy() for v in logits.values()], 1))
-    return np.concatenate(out)
+    with torch.no_grad():
+        for start in range(0, len(data.weights), batch):
+            logits = model(*_on(dev, inputs(cfg, data.weights[start : start + batch], None)))
+            out.append([torch.softmax(v.float(), -1).cpu().numpy() for v in logits.values()])
+    return [np.concatenate([o[j] for o in out]) for j in range(len(out[0]))]
 
 
 def accuracies(predicted: np.ndarray, data: Split, labels: Sequence[str]) -> dict[str, float]:
