@@ -227,9 +227,12 @@ def _predicate(logits: np.ndarray, to_bos: np.ndarray, key_groups: list[list[int
     """(selected [query value][key value], unexplained share of the variance), or None where the logits (relative to BOS) are not a function of the two
     values (the values explain less than EXPLAINED_LOGITS of their variance) or the head does not attend to BOS."""
     scale = max(np.abs(logits).max(initial=0.0), np.abs(to_bos).max(initial=0.0))
-    if scale <= 1e-6 or np.mean(to_bos > TOLERANCE * scale) < EXPLAINED_LOGITS:  # Tracr's heads all attend to BOS
+    # Tracr's heads all attend to BOS: +half a match's logit, or -half where BOS itself matches the query (a
+    # SelectorWidth's output is 0 at BOS, so a Select keyed by one matches a query 0 there); the size is what counts
+    bos = np.abs(to_bos)
+    if scale <= 1e-6 or np.mean(bos > TOLERANCE * scale) < EXPLAINED_LOGITS:
         return None
-    relative = logits / np.maximum(to_bos, TOLERANCE * scale)[:, None]  # Tracr: 0 or 2 (1 in a SelectorWidth)
+    relative = logits / np.maximum(bos, TOLERANCE * scale)[:, None]  # Tracr: 0 or 2 (1 in a SelectorWidth)
     k_index = {p: i for i, p in enumerate(kp)}
     q_index = {p: i for i, p in enumerate(qp)}
     out, within = [], 0.0
