@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from metamodels.dataset import lib, sampling
+from metamodels.dataset import lib, sampling, written
 from metamodels.decompilation import pipeline, probing, readout, tracing, verification
 from metamodels.evaluation import oracle
 from metamodels.rasp.program import Program
@@ -151,3 +151,15 @@ def test_decompile_traces_a_dense_model_and_verifies_it():
     assert result.status == "verified" and result.candidates[result.chosen].wiring and result.traced
     assert "traced from the activations" in result.describe()
     assert _same_behaviour(result.program, program, lib.LIB_VOCAB, lib.LIB_MAX_SEQ_LEN)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["histogram_of_sorted", "sort_by_remainder", "runs_in_sorted"])
+def test_programs_reading_a_sorted_sequence_are_traced_from_a_compressed_model(name):
+    """Sort aggregates the tokens (not the finer (token, index) pairs that fit as well), and what reads the sorted
+    sequence is traced after it (measured at stop 36: none of the three before)."""
+    program, vocab, n, causal = written.written_programs()[name]
+    dense = densification.densify(compiler.compile_program(program, vocab, n, causal=causal), seed=1).model
+    traced = tracing.read_program(dense)
+    assert _same_behaviour(traced, program, vocab, n, causal)
+    assert verification.verify(traced, dense, weights=False).holds()
