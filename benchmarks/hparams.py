@@ -64,7 +64,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     results = [run(args.zoo, args.out, m, args.steps, None, args.seed) for m in args.methods.split(",")]
     sizes = [int(s) for s in args.sizes.split(",") if s]
-    curve = {m: [run(args.zoo, args.out, m, args.steps, n, args.seed) for n in sizes] for m in args.curve.split(",")}
+    curve = {m: [run(args.zoo, args.out, m, args.steps, n, args.seed) for n in sizes] for m in args.curve.split(",") if m}
     labels = [k for k in results[0]["accuracy"] if k != "mean"]
     lines = [f"Test split: {results[0]['checkpoints']} checkpoints of {results[0]['runs']} held-out runs; "
              f"training on {results[0]['train_runs']} runs (all their checkpoints). Accuracy per label:", "",
