@@ -51,8 +51,9 @@ class _Shape:
     layouts: tuple[tuple[Slot, ...], ...]
 
 
-def _shape(by_name: dict[str, Op], op: Op, sublayer: int, read: dict[str, Op] | None = None) -> _Shape:
-    """``op``'s slots; variables as themselves, functions, predicates and factors from ``read`` (else any)."""
+def _shape(by_name: dict[str, Op], op: Op, sublayer: int, tables_read: bool) -> _Shape:
+    """``op``'s slots; variables as themselves, functions, predicates and factors from the read tables (else any)."""
+    read = by_name if tables_read else None
     var = lambda name: frozenset([name])  # noqa: E731
     kind = _KIND_TOKEN.get(op.kind, op.kind)
     if op.kind in ("Aggregate", "SelectorWidth"):
@@ -128,10 +129,12 @@ class WiringGuide:
     arguments through the assignment) and the one being decoded.
     """
 
-    def __init__(self, structure: Program, read: Program | None = None) -> None:
+    def __init__(self, structure: Program, tables_read: bool) -> None:
+        """``structure``: the model's program as read from its weights; ``tables_read``: its functions, predicates
+        and factors too (``wiring.read_program(model, named=False)``), else placeholders (``read_structure``)."""
         sublayer = layers.assign_sublayers(structure)
-        tables_ = read.by_name if read is not None else None
-        shapes = [_shape(structure.by_name, op, sublayer[op.name], tables_) for op in structure.ops if op.is_sop]
+        by_name = structure.by_name
+        shapes = [_shape(by_name, op, sublayer[op.name], tables_read) for op in structure.ops if op.is_sop]
         self.n_sublayers = 2 * layers.n_layers(structure)
         self.by_sublayer = {s: [sh for sh in shapes if sh.sublayer == s] for s in range(self.n_sublayers)}
 
@@ -145,9 +148,11 @@ class WiringGuide:
             decoded, wanted = grammar.ops_in_sublayer.get(here, 0), len(self.by_sublayer.get(here, []))
             keep = {"EOS"} if here >= self.n_sublayers else {"EOL"} if decoded == wanted else set()
             return {t for t in allowed if t in keep or (t.startswith("sop_") and decoded < wanted)}
-        by_name = {op.name: op for op in grammar.ops}
-        done = [_Decoded(op.name, grammar.vars[op.name].sublayer, str(op.encoding), *_slots(by_name, op))
-                for op in grammar.ops if op.is_sop]  # fmt: skip
+        done: list[_Decoded] = []
+        if grammar.ops:  # the program so far (its last op is a sequence op: a Select comes before its user)
+            so_far = Program(tuple(grammar.ops), grammar.ops[-1].name)
+            done = [_Decoded(op.name, grammar.vars[op.name].sublayer, *_head(tokens_mod.op_tokens(so_far, op)))
+                    for op in grammar.ops if op.is_sop]  # fmt: skip
         cur = grammar.current
 
         def fits(t: str) -> bool:
@@ -177,16 +182,10 @@ class WiringGuide:
         return False
 
 
-def _slots(by_name: dict[str, Op], op: Op) -> tuple[str, tuple[str, ...]]:
-    """A decoded operation's kind token and slot tokens, as :mod:`metamodels.rasp.tokens` writes them."""
-    kind = _KIND_TOKEN.get(op.kind, op.kind)
-    if op.kind in ("Aggregate", "SelectorWidth"):
-        select = by_name[op.args[0]]
-        predicate = tokens_mod.PREDICATE_TABLE if isinstance(select.predicate, Table) else str(select.predicate)
-        return kind, (*select.args, predicate, *op.args[1:])
-    if op.kind == "LinearSequenceMap":
-        return kind, (*op.args, *map(tokens_mod.coeff_token, op.coeffs or ()))
-    return kind, (tokens_mod.FN_TABLE if isinstance(op.fn, Table) else f"fn:{op.fn}", *op.args)
+def _head(tokens: list[str]) -> tuple[str, str, tuple[str, ...]]:
+    """(encoding, kind, slots) of one operation's tokens (name, encoding, kind, slots..., EOO)."""
+    _, encoding, kind, *slots, _ = tokens
+    return encoding, kind, tuple(slots)
 
 
 def guide_or_none(model: CompiledModel) -> WiringGuide | None:
@@ -197,12 +196,11 @@ def guide_or_none(model: CompiledModel) -> WiringGuide | None:
     whichever variables explain a reader, often not the source's, and guiding by it was measured to hurt
     (ds3k test, dense 0.99: greedy functional with readout 0.344 unguided, 0.250 guided by the traced structure).
     """
+    try:  # the structure with its tables, read once
+        return WiringGuide(wiring.read_program(model, named=False), tables_read=True)
+    except ReadoutError:
+        pass
     try:
-        structure = wiring.read_structure(model)
+        return WiringGuide(wiring.read_structure(model), tables_read=False)
     except ReadoutError:
         return None
-    try:
-        read = wiring.read_program(model, named=False)
-    except ReadoutError:
-        read = None
-    return WiringGuide(structure, read)

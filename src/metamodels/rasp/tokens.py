@@ -129,12 +129,13 @@ def tokenize_strings(program: Program) -> list[str]:
     for s in range(n_sublayers):
         for op in program.ops:
             if op.is_sop and sublayer[op.name] == s:
-                out += _op_tokens(program, op)
+                out += op_tokens(program, op)
         out.append("EOL")
     return out + ["EOS"]
 
 
-def _op_tokens(program: Program, op: Op) -> list[str]:
+def op_tokens(program: Program, op: Op) -> list[str]:
+    """One sequence operation's tokens: name, encoding, kind, argument slots, EOO (a Select fused into its user)."""
     head: list[str] = [op.name, str(op.encoding)]
     if op.kind == "Map":
         return head + ["Map", _fn_token(op), op.args[0], "EOO"]  # type: ignore[list-item]
