@@ -136,6 +136,11 @@ COMMANDS: dict[str, options.Command] = {
                 options.arg("--blind", action="store_true", help="zero every weight: what the decoder writes from its "
                             "prior alone (the random-weights baseline)"),
                 options.arg("--limit", type=int, help="evaluate at most this many models"),
+                options.arg("--beam", type=int, help="decode this many grammar-constrained candidates per model and "
+                            "score the one agreeing most with the model on --probes random inputs (default: paper "
+                            "002's greedy, unconstrained decoding)"),
+                options.arg("--probes", type=int, help="random inputs the choice by agreement runs (with --beam; "
+                            "default: as decompile)"),
                 options.arg("--json", type=Path, help="write the summary to this JSON file")]),
             "baseline": ("the black-box baseline: the pool program that best matches a model's behaviour", "For each "
                          "model of a split, run it on random probe inputs and answer the program of a seeded pool of "
@@ -398,7 +403,8 @@ def _mapping(args: argparse.Namespace) -> int:
 
         summary = blackbox.evaluate(args.zoo, args.split, args.pool, args.probes, args.seed, args.limit)
     else:
-        summary = training.evaluate(args.checkpoint, args.zoo, args.split, blind=args.blind, limit=args.limit)
+        summary = training.evaluate(args.checkpoint, args.zoo, args.split, blind=args.blind, limit=args.limit,
+                                    beam=args.beam, **({"probes": args.probes} if args.probes is not None else {}))
     print(training.describe(summary))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
@@ -468,7 +474,8 @@ def _decompile(args: argparse.Namespace) -> int:
     if isinstance(model, trained.TrainedModel):
         from metamodels.mapping import decompile as mapping
 
-        mapped = mapping.decompile(model, args.checkpoint, args.language)
+        config = options.config_from(args, pipeline.DecompileConfig)
+        mapped = mapping.decompile(model, args.checkpoint, args.language, beam=1 if config.greedy else config.beam)
         print(json.dumps(mapped.to_json(), indent=1, default=str) if args.json else mapped.describe())
         return 0 if mapped.text is not None else 1
     if args.language != "rasp":

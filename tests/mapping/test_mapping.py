@@ -4,27 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from metamodels import cli
-from metamodels.mapping import data, graph_t5, training
-from metamodels.zoo import build, stats, tasks
-from metamodels.zoo.trainer import TrainerConfig
-
-TINY = dict(n=6, shard_size=6, vocab_size=(3, 3), max_seq_len=(4, 4), d_model=(16, 16), layers=(2, 2), heads=(2, 2),
-            lr=(5e-3, 5e-3), trainer=TrainerConfig(slots=6, max_steps=1000), data=tasks.DataConfig(pool=256, heldout=64),
-            val_permille=0, test_permille=500)  # fmt: skip
-
-
-@pytest.fixture(scope="module", params=["rasp", "python"])
-def zoo(request, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp(f"zoo_{request.param}")
-    build.build_zoo(out, build.ZooConfig(language=request.param, seed=3, **TINY), workers=1)
-    return out
+from metamodels.mapping import data, decoding, graph_t5, training
+from metamodels.zoo import build, stats
 
 
 def test_a_vertex_is_its_layers_parameters_in_order_padded_or_truncated(zoo):
@@ -150,14 +137,6 @@ def test_the_true_program_scores_perfectly_and_agrees_as_the_model_was_measured(
         assert not cut["exact"] and not cut["parses"] and cut["token_accuracy"] < 1.0
 
 
-@pytest.fixture(scope="module", params=training.ARCHS)
-def checkpoint(zoo, request, tmp_path_factory) -> Path:
-    ckpt = tmp_path_factory.mktemp("mapping") / f"{request.param}.safetensors"
-    assert cli.main(["mapping", "train", str(zoo), "-o", str(ckpt), "--steps", "80", "--batch-size", "4",
-                     "--lr", "3e-3", "--arch", request.param]) == 0  # fmt: skip
-    return ckpt
-
-
 def test_training_fits_a_few_models_and_the_cli_evaluates(zoo, checkpoint, tmp_path, capsys):
     _, _, meta = training.load(checkpoint)
     config = training.MappingConfig(**meta["config"])
@@ -176,6 +155,15 @@ def test_training_fits_a_few_models_and_the_cli_evaluates(zoo, checkpoint, tmp_p
     summary = json.loads(report.read_text())
     assert summary["overall"]["models"] == sum(1 for _ in build.read_zoo(zoo, split="test"))
     assert cli.main(["mapping", "evaluate", str(checkpoint), str(zoo), "--blind"]) == 0
+    # --beam: grammar-constrained candidates, the one agreeing most with the model scored; every one parses
+    assert cli.main(["mapping", "evaluate", str(checkpoint), str(zoo), "--beam", "3", "--probes", "32",
+                     "--json", str(report)]) == 0  # fmt: skip
+    overall = json.loads(report.read_text())["overall"]
+    assert overall["parses"] == 1.0 and overall["functional"] <= overall["any_functional"]
+    assert overall["agrees_wrong"] <= overall["agrees"]
+    assert "beam 3 chosen by agreement" in capsys.readouterr().out
+    assert cli.main(["mapping", "evaluate", str(checkpoint), str(zoo), "--beam", "0"]) == 2
+    assert capsys.readouterr().err.startswith("error: --beam")
 
 
 def test_decompile_reads_an_exported_trained_model(zoo, checkpoint, tmp_path, capsys, monkeypatch):
@@ -193,7 +181,8 @@ def test_decompile_reads_an_exported_trained_model(zoo, checkpoint, tmp_path, ca
     # With the true program's tokens decoded, the measured agreement is the model's own accuracy on fresh inputs.
     vocab = data.vocabulary(language)
     truth = [vocab.ids[t] for t in data.target_strings(language, row["program"])]
-    monkeypatch.setattr(training, "greedy", lambda *a: [truth])
+    program = training.parse_decoded(vocab, data.decode_strings(vocab, truth))
+    monkeypatch.setattr(decoding, "beam_search", lambda *a: [decoding.Decoded(tuple(truth), 0.0, program)])
     mapped = decompile.decompile(stats.model_from_row(row), checkpoint, language)
     assert mapped.text is not None and mapped.agreement.rate >= 0.9 and mapped.agreement.compared > 0
     assert "agreement with the model" in mapped.describe()

@@ -5,6 +5,11 @@ program and the model run on ``probes`` seeded random inputs of the model's voca
 ``agreement`` is the fraction of (input, position) pairs where the program is defined and equals the model's output,
 with the first disagreements as counterexamples. ``agrees`` says whether that rate reaches ``bar`` (default 0.95, the
 zoo's training bar: a model counts as trained on a program when it matches it that often on held-out inputs).
+
+:func:`decompile` decodes a beam of programs and keeps the one agreeing with the model most on probes drawn with
+``seed`` (:func:`metamodels.mapping.decoding.choose`); the agreement it reports is measured on fresh probes (seed + 1),
+so choosing among many candidates does not inflate it (where a model has fewer distinct inputs than ``probes``, both
+are every input).
 """
 
 from __future__ import annotations
@@ -12,18 +17,14 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import numpy as np
-
 from metamodels.errors import MetamodelsError
-from metamodels.mapping import data, training
+from metamodels.mapping import data, decoding, training
 from metamodels.python import program as python_program
 from metamodels.python import tokens as python_tokens
 from metamodels.python.program import PyProgram
 from metamodels.rasp import text
 from metamodels.rasp.program import Program
-from metamodels.transformer import trained
 from metamodels.transformer.trained import TrainedModel
-from metamodels.zoo import programs, tasks
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints" / "mapping"
 LANGUAGES = ("rasp", "python")
@@ -35,10 +36,6 @@ def default_checkpoint(language: str) -> Path:
         raise MetamodelsError(f"no shipped mapping checkpoint for {language} ({path}); train one with "
                               f"`metamodels mapping train ZOO -o CKPT` and pass --checkpoint CKPT")  # fmt: skip
     return path
-
-
-PROBES = 256  # random inputs an agreement check runs
-BAR = 0.95  # agreement rate that counts as agreeing (the zoo's training bar)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,25 +61,15 @@ class Agreement:
         return "\n".join(lines)
 
 
-def agreement(program: Program | PyProgram, model: TrainedModel, probes: int = PROBES, seed: int = 0,
-              bar: float = BAR) -> Agreement:  # fmt: skip
+def _agreement(measured: decoding.Tally, probed: decoding.Probes, bar: float) -> Agreement:
+    return Agreement(measured.rate, measured.compared, measured.counterexamples, bar, len(probed.inputs), probed.seed)
+
+
+def agreement(program: Program | PyProgram, model: TrainedModel, probes: int = decoding.PROBES, seed: int = 0,
+              bar: float = decoding.BAR) -> Agreement:  # fmt: skip
     """Run ``program`` and ``model`` on ``probes`` seeded random inputs of the model's vocabulary and compare."""
-    cfg = model.config
-    made = programs.from_program(program, cfg.input_vocab, cfg.max_seq_len, cfg.causal)
-    inputs = tasks.input_pool(cfg.input_vocab, cfg.max_seq_len, probes, np.random.default_rng(seed))
-    right = compared = 0
-    counter: list[tuple[tuple, tuple, tuple]] = []
-    for xs, want in zip(inputs, trained.run(model, inputs)):
-        try:
-            got = list(made.evaluate(xs))
-        except Exception:  # noqa: BLE001 - a decoded program may fail on an input: every position disagrees
-            got = ["<error>"] * len(xs)
-        pairs = [(g, m) for g, m in zip(got, want) if g is not None]
-        compared += len(pairs)
-        right += sum(g == m for g, m in pairs)
-        if any(g != m for g, m in pairs) and len(counter) < 3:
-            counter.append((tuple(xs), tuple(want), tuple(got)))
-    return Agreement(right / max(1, compared), compared, tuple(counter), bar, len(inputs), seed)
+    probed = decoding.probe(model, probes, seed)
+    return _agreement(decoding.tally(program, model, probed), probed, bar)
 
 
 def read_program(path: Path) -> Program | PyProgram:
@@ -101,27 +88,35 @@ def read_program(path: Path) -> Program | PyProgram:
 
 @dataclasses.dataclass(frozen=True)
 class MappingResult:
-    """A decoded program (None if the tokens are not one) and its measured agreement with the model."""
+    """The chosen program (None if no candidate finished) and its measured agreement with the model.
+
+    ``candidates``: how many programs the beam decoded; ``rank``: the chosen one's place among them by likelihood.
+    """
 
     language: str
     tokens: tuple[str, ...]
     text: str | None
     agreement: Agreement | None
     checkpoint: str
+    candidates: int = 0
+    rank: int = 0
 
     def describe(self) -> str:
         if self.text is None or self.agreement is None:
-            return f"no {self.language} program: the meta-model wrote {' '.join(self.tokens)}"
-        return "\n".join([self.text.rstrip(), "", self.agreement.describe()])
+            return f"no {self.language} program: the meta-model finished none within {len(self.tokens)} tokens"
+        chosen = (f"chosen by agreement among {self.candidates} decoded candidates (likelihood rank {self.rank + 1})"
+                  if self.candidates > 1 else "the most likely decoded program")  # fmt: skip
+        return "\n".join([self.text.rstrip(), "", chosen, self.agreement.describe()])
 
     def to_json(self) -> dict:
         agrees = self.agreement is not None and self.agreement.agrees
         return dataclasses.asdict(self) | {"agrees": agrees}
 
 
-def decompile(model: TrainedModel, checkpoint: Path | None = None, language: str = "rasp", probes: int = PROBES,
-              seed: int = 0, bar: float = BAR) -> MappingResult:  # fmt: skip
-    """Decode ``model``'s program with the mapping checkpoint (default: the shipped one for ``language``)."""
+def decompile(model: TrainedModel, checkpoint: Path | None = None, language: str = "rasp", probes: int = decoding.PROBES,
+              seed: int = 0, bar: float = decoding.BAR, beam: int = decoding.BEAM) -> MappingResult:  # fmt: skip
+    """Decode ``beam`` programs for ``model`` with the mapping checkpoint (default: the shipped one for ``language``)
+    and return the one that agrees with the model most on ``probes`` seeded random inputs."""
     if language not in LANGUAGES:
         raise MetamodelsError(f"unknown language {language!r} (rasp or python)")
     path = Path(checkpoint) if checkpoint is not None else default_checkpoint(language)
@@ -131,9 +126,13 @@ def decompile(model: TrainedModel, checkpoint: Path | None = None, language: str
     config = training.MappingConfig(**meta["config"])
     example = data.Example("", "", "", "", 0, model.n_params, config.featurize(model), (1, 2))
     inputs, _ = training.collate(config, [example])
-    strings = data.decode_strings(vocab, training.greedy(meta_model, inputs, meta["max_len"])[0])
-    program = training.parse_decoded(vocab, strings)
-    if program is None:
-        return MappingResult(language, tuple(strings), None, None, str(path))
+    candidates = decoding.beam_search(meta_model, inputs, vocab, meta["max_len"], beam)
+    if not candidates:
+        return MappingResult(language, (), None, None, str(path))
+    best, _ = decoding.choose(candidates, model, decoding.probe(model, probes, seed))
+    program = candidates[best].program
+    fresh = decoding.probe(model, probes, seed + 1)
     shown = text.format_program(program) if isinstance(program, Program) else python_program.format_program(program)
-    return MappingResult(language, tuple(strings), shown, agreement(program, model, probes, seed, bar), str(path))
+    strings = tuple(data.decode_strings(vocab, candidates[best].ids))
+    return MappingResult(language, strings, shown, _agreement(decoding.tally(program, model, fresh), fresh, bar), str(path), len(candidates),
+                         best)  # fmt: skip

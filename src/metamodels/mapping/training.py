@@ -3,7 +3,8 @@ float32) with the config, vocabulary, training log and provenance as JSON metada
 
 Training reads the zoo's ``train`` split (every view of a program: the paper's augmentation), evaluation its
 ``test`` split (program- and behaviour-disjoint from train: the zoo splits by behaviour fingerprint, never by view).
-Decoding is greedy and unconstrained, as in the paper. Metrics per model:
+Decoding is greedy and unconstrained, as in the paper, or (``beam``) grammar-constrained candidates chosen by their
+agreement with the model (:mod:`metamodels.mapping.decoding`). Metrics per model:
 
 - **token accuracy** (paper 002 §4.1): the fraction of target positions (after BOS, EOS included) whose token the
   decoded sequence has at the same position;
@@ -35,7 +36,7 @@ from tqdm import tqdm
 from metamodels import artifacts, devices, options
 from metamodels.dataset import store
 from metamodels.errors import MetamodelsError
-from metamodels.mapping import circuits, data, graph_t5
+from metamodels.mapping import circuits, data, decoding, graph_t5
 from metamodels.python import tokens as python_tokens
 from metamodels.rasp import tokens as rasp_tokens
 from metamodels.transformer import trained
@@ -221,8 +222,18 @@ def score(vocab: data.Vocabulary, decoded: list[int], row: dict, target: Sequenc
 
 
 def evaluate(checkpoint: Path, zoo: Path, split: str = "test", blind: bool = False, limit: int | None = None,
-             batch_size: int = 64, progress: bool = True) -> dict:  # fmt: skip
-    """Metrics of a checkpoint on a zoo split: overall, by program size and by base-model size (log10 params)."""
+             batch_size: int = 64, progress: bool = True, beam: int | None = None,
+             probes: int = decoding.PROBES) -> dict:  # fmt: skip
+    """Metrics of a checkpoint on a zoo split: overall, by program size and by base-model size (log10 params).
+
+    ``beam=None``: paper 002's greedy, unconstrained decoding. ``beam=k``: k grammar-constrained candidates, the one
+    agreeing most with the model on ``probes`` random inputs scored (:func:`metamodels.mapping.decoding.choose`),
+    with three more metrics: ``agrees`` (its probe agreement reaches the bar), ``agrees_wrong`` (it does, yet the
+    program is not functional: the check's false acceptances) and ``any_functional`` (some candidate is: the ceiling
+    of choosing).
+    """
+    if beam is not None and (beam < 1 or probes < 1):
+        raise MetamodelsError(f"--beam and --probes must be at least 1, got {beam} and {probes}")
     model, vocab, meta = load(checkpoint)
     config = MappingConfig(**meta["config"])
     manifest = store.read_manifest(Path(zoo))
@@ -242,10 +253,17 @@ def evaluate(checkpoint: Path, zoo: Path, split: str = "test", blind: bool = Fal
                                  tuple(ids[t] for t in data.target_strings(r["language"], r["program"])))
                     for r in rows]  # fmt: skip
         inputs, _ = collate(config, examples, blind)
-        for r, e, decoded in zip(rows, examples, greedy(model, inputs, meta["max_len"])):
-            results.append(
-                {"id": r["id"], "size": r["size"], "n_params": r["n_params"], **score(vocab, decoded, r, e.target)}
-            )
+        if beam is None:
+            for r, e, decoded in zip(rows, examples, greedy(model, inputs, meta["max_len"])):
+                results.append(
+                    {"id": r["id"], "size": r["size"], "n_params": r["n_params"], **score(vocab, decoded, r, e.target)}
+                )
+        else:
+            for b, (r, e) in enumerate(zip(rows, examples)):
+                one = {k: v[b : b + 1] for k, v in inputs.items()}
+                found = decoding.beam_search(model, one, vocab, meta["max_len"], beam)
+                results.append({"id": r["id"], "size": r["size"], "n_params": r["n_params"],
+                                **_chosen(vocab, found, r, e.target, probes)})  # fmt: skip
         rows.clear()
 
     with tqdm(desc=f"evaluating {split}", unit="model", disable=not progress) as bar:
@@ -261,15 +279,34 @@ def evaluate(checkpoint: Path, zoo: Path, split: str = "test", blind: bool = Fal
             flush()
     if not results:
         raise MetamodelsError(f"{zoo}: no models in the {split} split")
-    return summarize(results) | {"checkpoint": str(checkpoint), "zoo": str(zoo), "split": split, "blind": blind}
+    return summarize(results) | {"checkpoint": str(checkpoint), "zoo": str(zoo), "split": split, "blind": blind,
+                                 "beam": beam, "probes": probes if beam else None}  # fmt: skip
+
+
+def _chosen(vocab: data.Vocabulary, found: list[decoding.Decoded], row: dict, target: Sequence[int],
+            probes: int) -> dict:  # fmt: skip
+    """The metrics of the candidate :func:`decoding.choose` picks, and the three beam metrics."""
+    if not found:
+        return score(vocab, [1], row, target) | {"agrees": False, "agrees_wrong": False, "any_functional": False}
+    model = stats.model_from_row(row)
+    best, tallies = decoding.choose(found, model, decoding.probe(model, probes))
+    out = score(vocab, list(found[best].ids), row, target)
+    agrees = tallies[best].compared > 0 and tallies[best].rate >= decoding.BAR
+    any_functional = out["functional"] or any(
+        score(vocab, list(d.ids), row, target)["functional"] for i, d in enumerate(found) if i != best
+    )
+    return out | {"agrees": agrees, "agrees_wrong": agrees and not out["functional"], "any_functional": any_functional}
 
 
 METRICS = ("token_accuracy", "exact", "parses", "functional", "agreement")
+BEAM_METRICS = ("agrees", "agrees_wrong", "any_functional")
 
 
 def summarize(results: list[dict]) -> dict:
+    metrics = [m for m in (*METRICS, *BEAM_METRICS) if m in results[0]]
+
     def mean(rs: list[dict]) -> dict:
-        return {"models": len(rs), **{m: round(float(np.mean([r[m] for r in rs])), 4) for m in METRICS}}
+        return {"models": len(rs), **{m: round(float(np.mean([r[m] for r in rs])), 4) for m in metrics}}
 
     by_size: dict = collections.defaultdict(list)
     by_params: dict = collections.defaultdict(list)
@@ -281,11 +318,13 @@ def summarize(results: list[dict]) -> dict:
 
 
 def describe(summary: dict) -> str:
-    head = f"{'':>12} {'models':>7} " + " ".join(f"{m:>15}" for m in METRICS)
-    lines = [f"{summary['zoo']} ({summary['split']} split{', blind' if summary['blind'] else ''})", head]
+    metrics = [m for m in (*METRICS, *BEAM_METRICS) if m in summary["overall"]]
+    head = f"{'':>12} {'models':>7} " + " ".join(f"{m:>15}" for m in metrics)
+    how = f", beam {summary['beam']} chosen by agreement" if summary.get("beam") else ""
+    lines = [f"{summary['zoo']} ({summary['split']} split{', blind' if summary['blind'] else ''}{how})", head]
 
     def line(name: str, s: dict) -> str:
-        return f"{name:>12} {s['models']:>7} " + " ".join(f"{s[m]:>15.3f}" for m in METRICS)
+        return f"{name:>12} {s['models']:>7} " + " ".join(f"{s[m]:>15.3f}" for m in metrics)
 
     lines.append(line("overall", summary["overall"]))
     lines += [line(f"size {k}", v) for k, v in summary["by_size"].items()]
