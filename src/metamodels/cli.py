@@ -137,10 +137,15 @@ COMMANDS: dict[str, options.Command] = {
                             "prior alone (the random-weights baseline)"),
                 options.arg("--limit", type=int, help="evaluate at most this many models"),
                 options.arg("--beam", type=int, help="decode this many grammar-constrained candidates per model and "
-                            "score the one agreeing most with the model on --probes random inputs (default: paper "
-                            "002's greedy, unconstrained decoding)"),
+                            "score the one agreeing most with the model on --probes random inputs, searched with the "
+                            "--pool and one-substitution neighbours (0: the pool alone, no weights read; default: "
+                            "paper 002's greedy, unconstrained decoding)"),
                 options.arg("--probes", type=int, help="random inputs the choice by agreement runs (with --beam; "
                             "default: as decompile)"),
+                options.arg("--pool", type=int, default=0, help="with --beam: also search this many train-split "
+                            "programs (the black box's pool; default 0)"),
+                options.arg("--no-expand", dest="expand", action="store_false", help="with --beam: do not also try "
+                            "the best candidates' one-substitution neighbours"),
                 options.arg("--json", type=Path, help="write the summary to this JSON file")]),
             "baseline": ("the black-box baseline: the pool program that best matches a model's behaviour", "For each "
                          "model of a split, run it on random probe inputs and answer the program of a seeded pool of "
@@ -404,7 +409,8 @@ def _mapping(args: argparse.Namespace) -> int:
         summary = blackbox.evaluate(args.zoo, args.split, args.pool, args.probes, args.seed, args.limit)
     else:
         summary = training.evaluate(args.checkpoint, args.zoo, args.split, blind=args.blind, limit=args.limit,
-                                    beam=args.beam, **({"probes": args.probes} if args.probes is not None else {}))
+                                    beam=args.beam, pool=args.pool, expand=args.expand,
+                                    **({"probes": args.probes} if args.probes is not None else {}))
     print(training.describe(summary))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))

@@ -13,6 +13,7 @@ from metamodels.dataset import store
 from metamodels.decompilation import pipeline
 from metamodels.evaluation import oracle
 from metamodels.meta import decoding, metamodel, weight_encoding
+from metamodels.rasp import program as program_mod
 from metamodels.rasp import tokens as tokens_mod
 from metamodels.transformer import battery, densification, forward, modelfile
 from metamodels.transformer.compiled import CompiledModel
@@ -86,7 +87,7 @@ def test_repair_recovers_a_program_with_one_wrong_function(trained):
     wrong = dataclasses.replace(
         truth, ops=truth.ops[:i] + (dataclasses.replace(truth.ops[i], fn="double"),) + truth.ops[i + 1 :]
     )
-    assert sum(1 for _ in pipeline.neighbours(wrong)) >= 32
+    assert sum(1 for _ in program_mod.neighbours(wrong)) >= 32
     assert not pipeline.check(wrong, model).holds()
     found = [decoding.Candidate(tuple(tokens_mod.tokenize(wrong)), -1.0, wrong)]
     weights = weight_encoding.encode(model.params, meta.cfg.encoding)

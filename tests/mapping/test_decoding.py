@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from metamodels.mapping import data, decoding, training
+from metamodels.python import tokens as python_tokens
+from metamodels.rasp import program as rasp_program
 from metamodels.zoo import build, stats
 
 
@@ -19,7 +21,7 @@ def _inputs(checkpoint, row):
 
 
 def test_beam_candidates_parse_are_distinct_and_scored_by_the_models_own_log_probability(zoo, checkpoint):
-    for row in list(build.read_zoo(zoo, split="test"))[:2]:
+    for row in list(build.read_zoo(zoo, split="test"))[:1]:
         model, vocab, meta, inputs = _inputs(checkpoint, row)
         found = decoding.beam_search(model, inputs, vocab, meta["max_len"], beam=4)
         assert 1 <= len(found) <= 4
@@ -51,19 +53,42 @@ def test_an_untrained_decoder_still_writes_programs_under_the_grammar(zoo):
         decoding.beam_search(model, inputs, vocab, 120, beam=0)
 
 
-def test_choosing_by_agreement_finds_the_program_the_model_was_trained_on(zoo):
+def _decoded(vocab, language: str, text: str) -> decoding.Decoded:
+    ids = tuple(vocab.ids[t] for t in data.target_strings(language, text))
+    return decoding.Decoded(ids, 0.0, training.parse_decoded(vocab, data.decode_strings(vocab, ids)))
+
+
+def test_search_finds_the_program_the_model_was_trained_on_in_the_prior_or_one_substitution_away(zoo):
     rows = list(build.read_zoo(zoo))
-    vocab = data.vocabulary(rows[0]["language"])
-
-    def decoded(text: str) -> decoding.Decoded:
-        ids = tuple(vocab.ids[t] for t in data.target_strings(rows[0]["language"], text))
-        return decoding.Decoded(ids, 0.0, training.parse_decoded(vocab, data.decode_strings(vocab, ids)))
-
+    language = rows[0]["language"]
+    vocab = data.vocabulary(language)
+    neighbours = rasp_program.neighbours if language == "rasp" else python_tokens.neighbours
     for row in rows[:3]:
         model = stats.model_from_row(row)
+        truth = data.parse_program(language, row["program"])
         other = next(r for r in rows if r["fingerprint"] != row["fingerprint"])  # another behaviour
-        probed = decoding.probe(model, 64, seed=5)
-        best, tallies = decoding.choose([decoded(other["program"]), decoded(row["program"])], model, probed)
-        assert best == 1 and tallies[1].rate >= 0.9 and tallies[1].right > tallies[0].right
-        same = decoding.choose([decoded(row["program"]), decoded(row["program"])], model, probed)[0]
-        assert same == 0  # ties go to the more likely (earlier) candidate
+        beam = [_decoded(vocab, language, other["program"])]
+        kept = decoding.search(beam, [truth], model, probes=64, expand=False)
+        assert [k.origin for k in kept] == ["prior", "beam"] and kept[0].program == truth
+        assert kept[0].tally.rate >= 0.9 and kept[0].tally.right > kept[1].tally.right
+        # a wrong program one substitution from the truth: the search's neighbours find a program as good as it
+        own = decoding.tally(truth, model, decoding.probe(model, 64))
+        wrong = next(
+            n for n in neighbours(truth) if decoding.tally(n, model, decoding.probe(model, 64)).right < own.right
+        )
+        wrong_ids = tuple(vocab.ids[t] for t in data.program_strings(wrong))
+        kept = decoding.search([decoding.Decoded(wrong_ids, 0.0, wrong)], [], model, probes=64)
+        assert kept[0].origin == "neighbour" and kept[0].tally.right >= own.right
+        # the same program twice is searched once; ties keep the search order
+        twice = decoding.search([beam[0], beam[0]], [], model, probes=64, expand=False)
+        assert len(twice) == 1 and twice[0].origin == "beam"
+
+
+def test_the_python_prefix_accepts_exactly_the_grammars_next_tokens(zoo):
+    rows = [r for r in build.read_zoo(zoo) if r["language"] == "python"][:3]
+    for row in rows:
+        tokens = python_tokens.tokenize(row["program"])
+        for cut in range(0, len(tokens), 7):
+            prefix = decoding._PythonPrefix(tuple(tokens[:cut]))
+            # oracle: the parser's own next-token set, each token tried by a full parse
+            assert {t for t in python_tokens.VOCAB if prefix.accepts(t)} == set(python_tokens.allowed_next(tokens[:cut]))

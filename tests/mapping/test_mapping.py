@@ -157,13 +157,18 @@ def test_training_fits_a_few_models_and_the_cli_evaluates(zoo, checkpoint, tmp_p
     assert cli.main(["mapping", "evaluate", str(checkpoint), str(zoo), "--blind"]) == 0
     # --beam: grammar-constrained candidates, the one agreeing most with the model scored; every one parses
     assert cli.main(["mapping", "evaluate", str(checkpoint), str(zoo), "--beam", "3", "--probes", "32",
-                     "--json", str(report)]) == 0  # fmt: skip
+                     "--limit", "4", "--json", str(report)]) == 0  # fmt: skip
     overall = json.loads(report.read_text())["overall"]
     assert overall["parses"] == 1.0 and overall["functional"] <= overall["any_functional"]
     assert overall["agrees_wrong"] <= overall["agrees"]
-    assert "beam 3 chosen by agreement" in capsys.readouterr().out
-    assert cli.main(["mapping", "evaluate", str(checkpoint), str(zoo), "--beam", "0"]) == 2
+    assert "beam 3 and pool 0 searched" in capsys.readouterr().out
+    assert cli.main(["mapping", "evaluate", str(checkpoint), str(zoo), "--beam", "0"]) == 2  # nothing to search
     assert capsys.readouterr().err.startswith("error: --beam")
+    # --beam 0 --pool N: the prior pool and its neighbours alone; what the first came from is counted
+    assert cli.main(["mapping", "evaluate", str(checkpoint), str(zoo), "--beam", "0", "--pool", "5", "--probes", "32",
+                     "--limit", "4", "--json", str(report)]) == 0  # fmt: skip
+    overall = json.loads(report.read_text())["overall"]
+    assert overall["from_beam"] == 0.0 and overall["from_prior"] + overall["from_neighbour"] == 1.0
 
 
 def test_decompile_reads_an_exported_trained_model(zoo, checkpoint, tmp_path, capsys, monkeypatch):
@@ -174,7 +179,8 @@ def test_decompile_reads_an_exported_trained_model(zoo, checkpoint, tmp_path, ca
     assert cli.main(["zoo", "export", str(zoo), row["id"], "-o", str(model_file)]) == 0
     capsys.readouterr()
     language = row["language"]
-    code = cli.main(["decompile", str(model_file), "--checkpoint", str(checkpoint), "--language", language, "--json"])
+    code = cli.main(["decompile", str(model_file), "--checkpoint", str(checkpoint), "--language", language, "--beam", "4",
+                     "--json"])  # fmt: skip
     result = json.loads(capsys.readouterr().out)
     assert code == (0 if result["text"] is not None else 1)
     assert result["agreement"] is None or 0.0 <= result["agreement"]["rate"] <= 1.0

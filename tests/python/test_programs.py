@@ -1,6 +1,7 @@
 """Python programs: the interpreter against Python itself, text and token round trips, grammar, generator."""
 
 import random
+import re
 
 import numpy as np
 import pytest
@@ -41,6 +42,21 @@ def test_text_and_tokens_round_trip():
         ids = tokens.token_ids(toks)
         assert tokens.parse([tokens.VOCAB[i] for i in ids]) == s.program  # with <EOS>
         assert program.format_program(tokens.parse_text(text)) == text
+
+
+def test_neighbours_are_programs_one_line_and_one_number_or_comparison_away():
+    for s in SAMPLES[:20]:
+        text = program.format_program(s.program).splitlines()
+        found = tokens.neighbours(s.program)
+        assert found and len({program.format_program(n) for n in found}) == len(found)
+        for n in found:
+            other = program.format_program(n).splitlines()
+            assert tokens.parse_text("\n".join(other) + "\n") == n  # a program of the language
+            changed = [(a, b) for a, b in zip(text, other) if a != b]
+            assert len(other) == len(text) and len(changed) == 1
+            # only numbers and comparisons change: the line with them blanked out is the same
+            blank = [re.sub(r"==|!=|[<>]", "#", re.sub(r"\d+", "#", re.sub(r"\s*[-+]\s*\d+", "", line))) for line in changed[0]]
+            assert blank[0] == blank[1], changed[0]
 
 
 def test_the_tokens_are_pythons_own():

@@ -30,7 +30,8 @@ from metamodels import devices, options
 from metamodels.decompilation import guide, probing, tracing, wiring
 from metamodels.errors import MetamodelsError
 from metamodels.meta import decoding, metamodel, weight_encoding
-from metamodels.rasp import functions, text
+from metamodels.rasp import program as program_mod
+from metamodels.rasp import text
 from metamodels.rasp import tokens as tokens_mod
 from metamodels.rasp.program import Program
 from metamodels.transformer import battery
@@ -320,21 +321,6 @@ def _read_out(c: decoding.Candidate, model: CompiledModel, probed: probing.Probe
     return dataclasses.replace(c, program=read, read_out=True) if read is not None else None
 
 
-def neighbours(program: Program) -> list[Program]:
-    """Programs differing from ``program`` in one library function or one predicate."""
-    out = []
-    for i, op in enumerate(program.ops):
-        if op.fn is not None:
-            pool = functions.MAP_FUNCTIONS if op.kind == "Map" else functions.SEQUENCE_MAP_FUNCTIONS
-            changes = [dataclasses.replace(op, fn=f.name) for f in pool if f.name != op.fn]
-        elif op.predicate is not None:
-            changes = [dataclasses.replace(op, predicate=p) for p in functions.PREDICATES if p != op.predicate]
-        else:
-            continue
-        out += [dataclasses.replace(program, ops=program.ops[:i] + (new,) + program.ops[i + 1 :]) for new in changes]
-    return out
-
-
 def repair_candidates(
     meta: metamodel.MetaModel,
     weights: weight_encoding.WeightTokens,
@@ -351,7 +337,7 @@ def repair_candidates(
     seen = {c.tokens for c in found}
     pool: dict[tuple[int, ...], Program] = {}
     for c in found[:top]:
-        for p in neighbours(c.program) if c.program is not None else []:
+        for p in program_mod.neighbours(c.program) if c.program is not None else []:
             try:
                 ids = tuple(tokens_mod.tokenize(p))
             except ValueError:

@@ -24,15 +24,6 @@ from metamodels.mapping import data, training
 from metamodels.transformer import trained
 from metamodels.zoo import build, programs, stats, tasks
 
-COLUMNS = ["program_id", "program", "language", "view"]
-
-
-def candidate_pool(zoo: Path, pool: int, seed: int) -> list[str]:
-    """Up to ``pool`` distinct program texts of the train split, in a seeded random order."""
-    texts = sorted({r["program"] for r in build.read_zoo(zoo, "train", COLUMNS) if r["view"] == 0})
-    order = np.random.default_rng(seed).permutation(len(texts))[:pool]
-    return [texts[i] for i in order]
-
 
 def evaluate(zoo: Path, split: str = "test", pool: int = 500, probes: int = 16, seed: int = 0,
              limit: int | None = None, progress: bool = True) -> dict:  # fmt: skip
@@ -41,7 +32,7 @@ def evaluate(zoo: Path, split: str = "test", pool: int = 500, probes: int = 16, 
     if manifest is None:
         raise store.StoreError(f"{zoo}: no {store.MANIFEST}; not a zoo directory")
     vocab = data.vocabulary(manifest["config"]["language"])
-    texts = candidate_pool(zoo, pool, seed)
+    texts = data.prior_texts(zoo, pool, seed)
     if not texts:
         raise MetamodelsError(f"{zoo}: no programs in the train split")
     cache: dict[tuple, tuple[list[tuple], list[list | None]]] = {}

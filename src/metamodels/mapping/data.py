@@ -24,9 +24,12 @@ from tqdm import tqdm
 
 from metamodels.dataset import store
 from metamodels.errors import MetamodelsError
+from metamodels.python import program as python_program
 from metamodels.python import tokens as python_tokens
+from metamodels.python.program import PyProgram
 from metamodels.rasp import text
 from metamodels.rasp import tokens as rasp_tokens
+from metamodels.rasp.program import Program
 from metamodels.transformer.trained import TrainedModel
 from metamodels.zoo import build, stats
 
@@ -65,6 +68,30 @@ def target_strings(language: str, program_text: str) -> list[str]:
     if language == "rasp":
         return rasp_tokens.tokenize_strings(text.parse_program(program_text))
     return ["BOS", *python_tokens.tokenize(program_text), python_tokens.EOS]
+
+
+def program_strings(program: Program | PyProgram) -> list[str]:
+    """A program's target tokens (as :func:`target_strings` of its text)."""
+    if isinstance(program, Program):
+        return rasp_tokens.tokenize_strings(program)
+    return target_strings("python", python_program.format_program(program))
+
+
+def prior(directory: Path, pool: int, seed: int = 0) -> list[Program | PyProgram]:
+    """Up to ``pool`` distinct programs of the zoo's train split, in a seeded random order (a search's prior)."""
+    language = store.read_manifest(Path(directory))["config"]["language"]  # type: ignore[index]
+    return [parse_program(language, t) for t in prior_texts(directory, pool, seed)]
+
+
+def prior_texts(directory: Path, pool: int, seed: int = 0) -> list[str]:
+    """The texts of :func:`prior`."""
+    texts = sorted({r["program"] for r in build.read_zoo(directory, "train", ["program", "view"]) if r["view"] == 0})
+    order = np.random.default_rng(seed).permutation(len(texts))[:pool]
+    return [texts[i] for i in order]
+
+
+def parse_program(language: str, program_text: str) -> Program | PyProgram:
+    return text.parse_program(program_text) if language == "rasp" else python_tokens.parse_text(program_text)
 
 
 def vertex_features(model: TrainedModel, features: int = FEATURES) -> np.ndarray:

@@ -3,13 +3,14 @@ with the trained model.
 
 Paper 002 decodes greedily and unconstrained (:func:`metamodels.mapping.training.greedy`, kept for its token
 accuracy). Here every step keeps only the tokens that leave the prefix a prefix of some program of the language
-(RASP: :class:`metamodels.rasp.tokens.Grammar`; Python: :func:`metamodels.python.tokens.allowed_next`), so every
+(RASP: :class:`metamodels.rasp.tokens.Grammar`; Python: :func:`metamodels.python.tokens.viable`), so every
 finished candidate parses, and a beam keeps the ``beam`` most likely ones.
 
-:func:`choose` then reads the model's *behaviour* to pick among what its *weights* suggested: each candidate and the
-model run on the same seeded probe inputs, and the candidate agreeing with the model on the most (input, position)
-pairs wins (ties: the more likely one). The probes are drawn from the model's own vocabulary and lengths, never from
-the true program, so choosing needs nothing but the model file.
+:func:`search` then reads the model's *behaviour* to pick among what its *weights* suggested (and a prior pool of
+programs, and their one-substitution neighbours): each candidate and the model run on the same seeded probe inputs,
+and the candidate agreeing with the model on the most (input, position) pairs wins (ties: the more likely one). The
+probes are drawn from the model's own vocabulary and lengths, never from the true program, so searching needs
+nothing but the model file.
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ import torch
 
 from metamodels.errors import MetamodelsError
 from metamodels.mapping import data, graph_t5
+from metamodels.python import program as python_program
 from metamodels.python import tokens as python_tokens
 from metamodels.python.program import PyProgram
+from metamodels.rasp import program as rasp_program
+from metamodels.rasp import text as rasp_text
 from metamodels.rasp import tokens as rasp_tokens
 from metamodels.rasp.program import Program
 from metamodels.transformer import trained
@@ -40,7 +44,7 @@ class _Prefix(Protocol):
 
     done: bool
 
-    def allowed(self) -> set[str]: ...
+    def accepts(self, token: str) -> bool: ...
 
     def step(self, token: str) -> None: ...
 
@@ -52,17 +56,21 @@ class _RaspPrefix:
         self.grammar = rasp_tokens.Grammar()
         self.grammar.step("BOS")
         self.done = False
+        self._allowed: set[str] | None = None
 
-    def allowed(self) -> set[str]:
-        return self.grammar.allowed()
+    def accepts(self, token: str) -> bool:
+        if self._allowed is None:
+            self._allowed = self.grammar.allowed()
+        return token in self._allowed
 
     def step(self, token: str) -> None:
         self.grammar.step(token)
         self.done = self.grammar.done
+        self._allowed = None
 
     def copy(self) -> _RaspPrefix:
         other = _RaspPrefix.__new__(_RaspPrefix)
-        other.grammar, other.done = self.grammar.copy(), self.done
+        other.grammar, other.done, other._allowed = self.grammar.copy(), self.done, self._allowed
         return other
 
 
@@ -70,16 +78,28 @@ class _PythonPrefix:
     def __init__(self, tokens: tuple[str, ...] = ()) -> None:
         self.tokens = tokens
         self.done = bool(tokens) and tokens[-1] == python_tokens.EOS
+        self._accepts: dict[str, bool] = {}
 
-    def allowed(self) -> set[str]:
-        return set(python_tokens.allowed_next(self.tokens))
+    def accepts(self, token: str) -> bool:
+        # The numbers 2..MAX_NUMBER are interchangeable in the grammar (only 0 and 1 are refused anywhere).
+        key = "2" if token.isdigit() and int(token) >= 2 else token
+        if key not in self._accepts:
+            self._accepts[key] = python_tokens.viable([*self.tokens, key])
+        return self._accepts[key]
 
     def step(self, token: str) -> None:
         self.tokens = (*self.tokens, token)
         self.done = token == python_tokens.EOS
+        self._accepts = {}
 
     def copy(self) -> _PythonPrefix:
         return _PythonPrefix(self.tokens)
+
+
+# Past the decoding length, a prefix takes the first of these its grammar accepts (close a body, return, stop), so
+# a program whose grammar has no length bound (Python's) still finishes; RASP's grammar bounds its programs itself.
+CLOSING = (python_tokens.DEDENT, "return", python_tokens.EOS)
+RESERVE = 64  # tokens a prefix may take past the decoding length to close (Python: a statement, three bodies, return)
 
 
 def _start(language: str) -> _Prefix:
@@ -99,9 +119,9 @@ def beam_search(model: graph_t5.GraphT5, inputs: dict[str, torch.Tensor], vocab:
                 beam: int = BEAM) -> list[Decoded]:  # fmt: skip
     """Up to ``beam`` distinct programs for one model (``inputs``: the encoder's batch of one), most likely first.
 
-    The beam's finished programs, joined by the grammar-constrained greedy one: a wide beam can fill with
-    hypotheses that go on writing (Python's grammar has no length bound) and finish none. Empty only when no program
-    finishes within ``max_len`` tokens.
+    The beam's finished programs, joined by the grammar-constrained greedy one. A hypothesis still writing at
+    ``max_len`` tokens is closed (:data:`CLOSING`, within :data:`RESERVE` more tokens): Python's grammar has no length
+    bound, and a wide beam could otherwise fill with hypotheses that finish none. Empty only when none finishes.
     """
     if beam < 1:
         raise MetamodelsError(f"--beam must be at least 1, got {beam}")
@@ -113,10 +133,9 @@ def beam_search(model: graph_t5.GraphT5, inputs: dict[str, torch.Tensor], vocab:
 
 def _search(model: graph_t5.GraphT5, memory: torch.Tensor, mask: torch.Tensor, vocab: data.Vocabulary, max_len: int,
             beam: int) -> list[Decoded]:  # fmt: skip
-    ids = vocab.ids
     alive: list[tuple[list[int], float, _Prefix]] = [([1], 0.0, _start(vocab.language))]
     finished: list[Decoded] = []
-    for _ in range(max_len - 1):
+    for _ in range(max_len - 1 + RESERVE):
         if not alive:
             break
         n = len(alive)
@@ -124,9 +143,9 @@ def _search(model: graph_t5.GraphT5, memory: torch.Tensor, mask: torch.Tensor, v
         logits = model.decode(memory.expand(n, -1, -1), mask.expand(n, -1), seqs)[:, -1]
         logp = torch.log_softmax(logits.float(), -1)
         totals = torch.full_like(logp, float("-inf"))
-        for b, (_, s, prefix) in enumerate(alive):
-            allowed = [ids[t] for t in prefix.allowed() if t in ids]
-            totals[b, allowed] = logp[b, allowed] + s
+        for b, (seq, s, prefix) in enumerate(alive):
+            chosen = _next_tokens(vocab, prefix, logp[b], beam, closing=len(seq) >= max_len)
+            totals[b, chosen] = logp[b, chosen] + s
         flat = totals.flatten()
         top = torch.topk(flat, min(beam, int(torch.isfinite(flat).sum()))).indices.tolist()
         survivors = []
@@ -146,6 +165,30 @@ def _search(model: graph_t5.GraphT5, memory: torch.Tensor, mask: torch.Tensor, v
         # Scores only fall as sequences grow: a full finished list beats every live sequence below its worst.
         alive = [e for e in survivors if len(finished) < beam or e[1] > finished[-1].score]
     return finished
+
+
+TAIL = 1e-6  # probability mass of unlikely next tokens not offered to the grammar while a likelier one is accepted
+
+
+def _next_tokens(vocab: data.Vocabulary, prefix: _Prefix, logp: torch.Tensor, beam: int, closing: bool) -> list[int]:
+    """The ids of the (at most ``beam``) most likely tokens the grammar accepts after ``prefix`` (``logp``: [V]),
+    tried most likely first until the untried ones hold under :data:`TAIL` of the probability and one is accepted
+    (the grammar check is the slow part, and most positions admit one token); when ``closing``, only the first
+    :data:`CLOSING` token the grammar accepts, if any."""
+    if closing:
+        ids = vocab.ids
+        for token in CLOSING:
+            if token in ids and prefix.accepts(token):
+                return [ids[token]]
+    order = torch.argsort(logp, descending=True)
+    left = (1.0 - torch.cumsum(logp[order].exp(), 0)).tolist()  # probability of the tokens after each
+    out: list[int] = []
+    for t, rest in zip(order.tolist(), left):
+        if t > 1 and prefix.accepts(vocab.tokens[t]):  # ids 0, 1: PAD and BOS, never next
+            out.append(t)
+        if len(out) == beam or out and rest < TAIL:
+            break
+    return out
 
 
 def _program(vocab: data.Vocabulary, ids: list[int]) -> Program | PyProgram | None:
@@ -205,11 +248,80 @@ def tally(program: Program | PyProgram, model: TrainedModel, probed: Probes) -> 
     return Tally(right, compared, tuple(counter))
 
 
-def choose(candidates: list[Decoded], model: TrainedModel, probed: Probes) -> tuple[int, list[Tally]]:
-    """The index of the candidate agreeing with the model on the most probe pairs (ties: the earlier, i.e. more
-    likely, one), and every candidate's tally."""
-    if not candidates:
-        raise MetamodelsError("no candidates to choose from")
-    tallies = [tally(c.program, model, probed) for c in candidates]
-    best = max(range(len(candidates)), key=lambda i: (tallies[i].right, -i))
-    return best, tallies
+SCREEN = 16  # probe inputs every candidate of a search runs first
+KEEP = 8  # candidates kept after screening (expanded to their neighbours, then checked on every probe)
+ROUNDS = 2  # times the kept candidates are expanded to their neighbours (a short hill climb)
+ORIGINS = ("beam", "prior", "neighbour")
+
+
+@dataclasses.dataclass(frozen=True)
+class Found:
+    """A program a search considered: where it came from (``beam``, ``prior`` or ``neighbour``), its place in the
+    search order (beam candidates first, most likely first), and its tally on the full probes."""
+
+    program: Program | PyProgram
+    origin: str
+    order: int
+    tally: Tally
+
+
+def search(beam: list[Decoded], prior: list[Program | PyProgram], model: TrainedModel, probes: int = PROBES,
+           seed: int = 0, expand: bool = True, screen: int = SCREEN, keep: int = KEEP,
+           rounds: int = ROUNDS) -> list[Found]:  # fmt: skip
+    """Weights propose, behaviour decides: the ``beam``'s programs and a ``prior`` pool (e.g. the programs the
+    meta-model was trained on) run on ``screen`` probe inputs and the ``keep`` agreeing most are kept; with
+    ``expand``, ``rounds`` times, the kept ones' one-substitution neighbours (another library function or comparison;
+    a Python offset, bound or constant moved by one) are screened the same way and compete for the places. The kept
+    ones run on all ``probes``. Returns the survivors, best first (most agreeing
+    pairs; ties: earlier in the search order). Empty only when there is nothing to search."""
+    seen: dict[str, None] = {}
+    pool: list[tuple[Program | PyProgram, str]] = []
+
+    def add(program: Program | PyProgram, origin: str) -> None:
+        key = _text(program)
+        if key is not None and key not in seen:
+            seen[key] = None
+            pool.append((program, origin))
+
+    for d in beam:
+        add(d.program, "beam")
+    for p in prior:
+        add(p, "prior")
+    quick = probe(model, screen, seed)
+
+    def best(indices: list[int]) -> list[int]:
+        rights = {i: tally(pool[i][0], model, quick).right for i in indices}
+        return sorted(indices, key=lambda i: (-rights[i], i))[:keep]
+
+    top = best(list(range(len(pool))))
+    expanded: set[int] = set()
+    for _ in range(rounds if expand else 0):
+        start = len(pool)
+        for i in set(top) - expanded:
+            for n in _neighbours(pool[i][0]):
+                add(n, "neighbour")
+        expanded.update(top)
+        if len(pool) == start:
+            break
+        top = best(top + list(range(start, len(pool))))
+    full = probe(model, probes, seed)
+    found = [Found(pool[i][0], pool[i][1], i, tally(pool[i][0], model, full)) for i in top]
+    return sorted(found, key=lambda f: (-f.tally.right, f.order))
+
+
+def _text(program: Program | PyProgram) -> str | None:
+    """The program's canonical text, or None when it is not one of its language (a Python neighbour whose text does
+    not read back, e.g. a negative loop bound)."""
+    try:
+        if isinstance(program, Program):
+            return rasp_text.format_program(program)
+        shown = python_program.format_program(program)
+        return shown if python_tokens.parse_text(shown) == program else None
+    except (MetamodelsError, ValueError, KeyError, IndexError, SyntaxError):
+        return None
+
+
+def _neighbours(program: Program | PyProgram) -> list[Program | PyProgram]:
+    if isinstance(program, Program):
+        return list(rasp_program.neighbours(program))
+    return list(python_tokens.neighbours(program))

@@ -7,9 +7,10 @@ with the first disagreements as counterexamples. ``agrees`` says whether that ra
 zoo's training bar: a model counts as trained on a program when it matches it that often on held-out inputs).
 
 :func:`decompile` decodes a beam of programs and keeps the one agreeing with the model most on probes drawn with
-``seed`` (:func:`metamodels.mapping.decoding.choose`); the agreement it reports is measured on fresh probes (seed + 1),
-so choosing among many candidates does not inflate it (where a model has fewer distinct inputs than ``probes``, both
-are every input).
+``seed`` (:func:`metamodels.mapping.decoding.search`, which also tries the programs the meta-model was trained on,
+stored in its checkpoint, and one-substitution neighbours); the agreement it reports is measured on fresh probes
+(seed + 1), so choosing among many candidates does not inflate it (where a model has fewer distinct inputs than
+``probes``, both are every input).
 """
 
 from __future__ import annotations
@@ -88,9 +89,10 @@ def read_program(path: Path) -> Program | PyProgram:
 
 @dataclasses.dataclass(frozen=True)
 class MappingResult:
-    """The chosen program (None if no candidate finished) and its measured agreement with the model.
+    """The program the search put first (None if there was nothing to search) and its agreement with the model.
 
-    ``candidates``: how many programs the beam decoded; ``rank``: the chosen one's place among them by likelihood.
+    ``origin``: where it came from (the meta-model's ``beam``, the checkpoint's ``prior`` programs, or a
+    ``neighbour`` of one of those); ``beam`` and ``prior``: how many programs each offered.
     """
 
     language: str
@@ -98,14 +100,17 @@ class MappingResult:
     text: str | None
     agreement: Agreement | None
     checkpoint: str
-    candidates: int = 0
-    rank: int = 0
+    origin: str = ""
+    beam: int = 0
+    prior: int = 0
 
     def describe(self) -> str:
         if self.text is None or self.agreement is None:
-            return f"no {self.language} program: the meta-model finished none within {len(self.tokens)} tokens"
-        chosen = (f"chosen by agreement among {self.candidates} decoded candidates (likelihood rank {self.rank + 1})"
-                  if self.candidates > 1 else "the most likely decoded program")  # fmt: skip
+            return f"no {self.language} program: the meta-model finished none and its checkpoint holds no prior"
+        how = {"beam": "decoded from the weights", "prior": "a program the meta-model was trained on",
+               "neighbour": "one substitution away from a decoded or prior program"}[self.origin]  # fmt: skip
+        chosen = (f"chosen by agreement with the model among {self.beam} decoded and {self.prior} prior programs "
+                  f"and their neighbours: {how}")  # fmt: skip
         return "\n".join([self.text.rstrip(), "", chosen, self.agreement.describe()])
 
     def to_json(self) -> dict:
@@ -115,8 +120,10 @@ class MappingResult:
 
 def decompile(model: TrainedModel, checkpoint: Path | None = None, language: str = "rasp", probes: int = decoding.PROBES,
               seed: int = 0, bar: float = decoding.BAR, beam: int = decoding.BEAM) -> MappingResult:  # fmt: skip
-    """Decode ``beam`` programs for ``model`` with the mapping checkpoint (default: the shipped one for ``language``)
-    and return the one that agrees with the model most on ``probes`` seeded random inputs."""
+    """Decode ``beam`` programs for ``model`` with the mapping checkpoint (default: the shipped one for ``language``),
+    search them, the checkpoint's prior programs and their neighbours by agreement with the model on probes drawn
+    with ``seed`` (:func:`metamodels.mapping.decoding.search`), and return the first with its agreement on fresh
+    probes."""
     if language not in LANGUAGES:
         raise MetamodelsError(f"unknown language {language!r} (rasp or python)")
     path = Path(checkpoint) if checkpoint is not None else default_checkpoint(language)
@@ -127,12 +134,13 @@ def decompile(model: TrainedModel, checkpoint: Path | None = None, language: str
     example = data.Example("", "", "", "", 0, model.n_params, config.featurize(model), (1, 2))
     inputs, _ = training.collate(config, [example])
     candidates = decoding.beam_search(meta_model, inputs, vocab, meta["max_len"], beam)
-    if not candidates:
+    prior = [data.parse_program(language, t) for t in meta.get("prior", [])]
+    kept = decoding.search(candidates, prior, model, probes, seed)
+    if not kept:
         return MappingResult(language, (), None, None, str(path))
-    best, _ = decoding.choose(candidates, model, decoding.probe(model, probes, seed))
-    program = candidates[best].program
-    fresh = decoding.probe(model, probes, seed + 1)
+    program = kept[0].program
     shown = text.format_program(program) if isinstance(program, Program) else python_program.format_program(program)
-    strings = tuple(data.decode_strings(vocab, candidates[best].ids))
-    return MappingResult(language, strings, shown, _agreement(decoding.tally(program, model, fresh), fresh, bar), str(path), len(candidates),
-                         best)  # fmt: skip
+    fresh = decoding.probe(model, probes, seed + 1)
+    return MappingResult(language, tuple(data.program_strings(program)[1:]), shown,
+                         _agreement(decoding.tally(program, model, fresh), fresh, bar), str(path), kept[0].origin,
+                         len(candidates), len(prior))  # fmt: skip

@@ -140,6 +140,7 @@ def train(zoo: Path, out: Path, config: MappingConfig, progress: bool = True) ->
     meta = {"format": FORMAT, "language": vocab.language, "vocab": list(vocab.tokens), "max_len": max_len,
             "config": dataclasses.asdict(config), "zoo": str(zoo), "train_models": len(examples),
             "train_programs": len({e.program_id for e in examples}), "log": log,
+            "prior": sorted({e.program for e in examples}),
             "provenance": artifacts.provenance()}  # fmt: skip
     state = {k: (v.detach().half() if v.is_floating_point() else v).cpu().contiguous()
              for k, v in model.state_dict().items()}  # fmt: skip
@@ -222,18 +223,20 @@ def score(vocab: data.Vocabulary, decoded: list[int], row: dict, target: Sequenc
 
 
 def evaluate(checkpoint: Path, zoo: Path, split: str = "test", blind: bool = False, limit: int | None = None,
-             batch_size: int = 64, progress: bool = True, beam: int | None = None,
-             probes: int = decoding.PROBES) -> dict:  # fmt: skip
+             batch_size: int = 64, progress: bool = True, beam: int | None = None, probes: int = decoding.PROBES,
+             pool: int = 0, expand: bool = True) -> dict:  # fmt: skip
     """Metrics of a checkpoint on a zoo split: overall, by program size and by base-model size (log10 params).
 
-    ``beam=None``: paper 002's greedy, unconstrained decoding. ``beam=k``: k grammar-constrained candidates, the one
-    agreeing most with the model on ``probes`` random inputs scored (:func:`metamodels.mapping.decoding.choose`),
-    with three more metrics: ``agrees`` (its probe agreement reaches the bar), ``agrees_wrong`` (it does, yet the
-    program is not functional: the check's false acceptances) and ``any_functional`` (some candidate is: the ceiling
-    of choosing).
+    ``beam=None``: paper 002's greedy, unconstrained decoding. ``beam=k``: k grammar-constrained candidates, with
+    ``pool`` programs of the zoo's train split as a prior (seed 0, as the black box draws them), searched by agreement
+    with the model (:func:`metamodels.mapping.decoding.search`; ``expand``: with one-substitution neighbours), the
+    first scored, with more metrics: ``agrees`` (its probe agreement reaches the bar), ``agrees_wrong`` (it does, yet
+    the program is not functional: the check's false acceptances), ``any_functional`` (some kept candidate is: the
+    ceiling of choosing) and ``from_beam`` / ``from_prior`` / ``from_neighbour`` (where the first came from).
     """
-    if beam is not None and (beam < 1 or probes < 1):
-        raise MetamodelsError(f"--beam and --probes must be at least 1, got {beam} and {probes}")
+    if beam is not None and (beam < 0 or probes < 1 or beam == 0 and pool < 1):
+        raise MetamodelsError(f"--beam must be at least 0 (0 with a --pool), --probes at least 1; got --beam {beam}, "
+                              f"--probes {probes}, --pool {pool}")  # fmt: skip
     model, vocab, meta = load(checkpoint)
     config = MappingConfig(**meta["config"])
     manifest = store.read_manifest(Path(zoo))
@@ -246,6 +249,7 @@ def evaluate(checkpoint: Path, zoo: Path, split: str = "test", blind: bool = Fal
     rows: list[dict] = []
     results: list[dict] = []
     ids = vocab.ids
+    prior = data.prior(zoo, pool) if beam is not None and pool else []
 
     def flush() -> None:
         examples = [data.Example(r["id"], r["program_id"], r["program"], r["split"], r["size"], r["n_params"],
@@ -261,9 +265,9 @@ def evaluate(checkpoint: Path, zoo: Path, split: str = "test", blind: bool = Fal
         else:
             for b, (r, e) in enumerate(zip(rows, examples)):
                 one = {k: v[b : b + 1] for k, v in inputs.items()}
-                found = decoding.beam_search(model, one, vocab, meta["max_len"], beam)
+                found = decoding.beam_search(model, one, vocab, meta["max_len"], beam) if beam else []
                 results.append({"id": r["id"], "size": r["size"], "n_params": r["n_params"],
-                                **_chosen(vocab, found, r, e.target, probes)})  # fmt: skip
+                                **_chosen(vocab, found, prior, r, e.target, probes, expand)})  # fmt: skip
         rows.clear()
 
     with tqdm(desc=f"evaluating {split}", unit="model", disable=not progress) as bar:
@@ -280,30 +284,33 @@ def evaluate(checkpoint: Path, zoo: Path, split: str = "test", blind: bool = Fal
     if not results:
         raise MetamodelsError(f"{zoo}: no models in the {split} split")
     return summarize(results) | {"checkpoint": str(checkpoint), "zoo": str(zoo), "split": split, "blind": blind,
-                                 "beam": beam, "probes": probes if beam else None}  # fmt: skip
+                                 "beam": beam, "probes": probes if beam else None, "pool": len(prior),
+                                 "expand": expand if beam else None}  # fmt: skip
 
 
-def _chosen(vocab: data.Vocabulary, found: list[decoding.Decoded], row: dict, target: Sequence[int],
-            probes: int) -> dict:  # fmt: skip
-    """The metrics of the candidate :func:`decoding.choose` picks, and the three beam metrics."""
-    if not found:
-        return score(vocab, [1], row, target) | {"agrees": False, "agrees_wrong": False, "any_functional": False}
+def _chosen(vocab: data.Vocabulary, found: list[decoding.Decoded], prior: list, row: dict, target: Sequence[int],
+            probes: int, expand: bool) -> dict:  # fmt: skip
+    """The metrics of the program :func:`decoding.search` puts first, and the search metrics."""
     model = stats.model_from_row(row)
-    best, tallies = decoding.choose(found, model, decoding.probe(model, probes))
-    out = score(vocab, list(found[best].ids), row, target)
-    agrees = tallies[best].compared > 0 and tallies[best].rate >= decoding.BAR
+    kept = decoding.search(found, prior, model, probes, expand=expand)
+    if not kept:
+        return score(vocab, [1], row, target) | dict.fromkeys(SEARCH_METRICS, False)
+    ids = [vocab.ids[t] for t in data.program_strings(kept[0].program)]
+    out = score(vocab, ids, row, target)
+    agrees = kept[0].tally.compared > 0 and kept[0].tally.rate >= decoding.BAR
     any_functional = out["functional"] or any(
-        score(vocab, list(d.ids), row, target)["functional"] for i, d in enumerate(found) if i != best
+        score(vocab, [vocab.ids[t] for t in data.program_strings(k.program)], row, target)["functional"] for k in kept[1:]
     )
-    return out | {"agrees": agrees, "agrees_wrong": agrees and not out["functional"], "any_functional": any_functional}
+    return out | {"agrees": agrees, "agrees_wrong": agrees and not out["functional"], "any_functional": any_functional,
+                  **{f"from_{o}": kept[0].origin == o for o in decoding.ORIGINS}}  # fmt: skip
 
 
 METRICS = ("token_accuracy", "exact", "parses", "functional", "agreement")
-BEAM_METRICS = ("agrees", "agrees_wrong", "any_functional")
+SEARCH_METRICS = ("agrees", "agrees_wrong", "any_functional", *(f"from_{o}" for o in decoding.ORIGINS))
 
 
 def summarize(results: list[dict]) -> dict:
-    metrics = [m for m in (*METRICS, *BEAM_METRICS) if m in results[0]]
+    metrics = [m for m in (*METRICS, *SEARCH_METRICS) if m in results[0]]
 
     def mean(rs: list[dict]) -> dict:
         return {"models": len(rs), **{m: round(float(np.mean([r[m] for r in rs])), 4) for m in metrics}}
@@ -318,9 +325,9 @@ def summarize(results: list[dict]) -> dict:
 
 
 def describe(summary: dict) -> str:
-    metrics = [m for m in (*METRICS, *BEAM_METRICS) if m in summary["overall"]]
+    metrics = [m for m in (*METRICS, *SEARCH_METRICS) if m in summary["overall"]]
     head = f"{'':>12} {'models':>7} " + " ".join(f"{m:>15}" for m in metrics)
-    how = f", beam {summary['beam']} chosen by agreement" if summary.get("beam") else ""
+    how = f", beam {summary['beam']} and pool {summary['pool']} searched" if summary.get("beam") is not None else ""
     lines = [f"{summary['zoo']} ({summary['split']} split{', blind' if summary['blind'] else ''}{how})", head]
 
     def line(name: str, s: dict) -> str:

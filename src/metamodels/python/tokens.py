@@ -10,10 +10,12 @@ grammar; the same parser, run on a prefix, is the grammar for constrained decodi
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import tokenize as std_tokenize
 from collections.abc import Sequence
 
+from metamodels.errors import MetamodelsError
 from metamodels.python.program import (
     Assign,
     Bound,
@@ -25,6 +27,7 @@ from metamodels.python.program import (
     PyProgram,
     PythonProgramError,
     Statement,
+    format_program,
 )
 
 NEWLINE, INDENT, DEDENT, EOS = "<NEWLINE>", "<INDENT>", "<DEDENT>", "<EOS>"
@@ -233,3 +236,46 @@ def _condition(r: _Reader, depth: int) -> Condition:
         return Condition(index, op, r.number(), modulus)  # type: ignore[arg-type]
     op = r.take(">", "<")
     return Condition(index, op, r.number())  # type: ignore[arg-type]
+
+
+COMPARISONS = ("==", "!=", ">", "<")
+
+
+def neighbours(program: PyProgram) -> list[PyProgram]:
+    """Programs of the language differing from ``program`` in one integer (an offset, bound, constant or modulus, by
+    one) or one comparison; distinct (by text), ``program`` itself excluded."""
+    out: dict[str, PyProgram] = {}
+    for p in _variants(program):
+        if not isinstance(p, PyProgram) or p == program:
+            continue
+        try:
+            shown = format_program(p)
+            if parse_text(shown) == p:
+                out.setdefault(shown, p)
+        except (MetamodelsError, ValueError, IndexError, SyntaxError):
+            continue  # not a program of the language (e.g. a negative loop start)
+    return list(out.values())
+
+
+def _variants(node: object) -> list:
+    """``node`` (a frozen dataclass) with one field changed, recursing into nested nodes and tuples of them."""
+    out = []
+    for f in dataclasses.fields(node):  # type: ignore[arg-type]
+        value = getattr(node, f.name)
+        options: list = []
+        if isinstance(value, bool) or isinstance(value, str) and f.name != "op":
+            continue
+        if isinstance(value, int):
+            options = [value - 1, value + 1]
+        elif f.name == "op":
+            options = [c for c in COMPARISONS if c != value]
+        elif dataclasses.is_dataclass(value):
+            options = _variants(value)
+        elif isinstance(value, tuple):
+            options = [value[:i] + (v,) + value[i + 1 :] for i, item in enumerate(value) for v in _variants(item)]
+        for option in options:
+            try:
+                out.append(dataclasses.replace(node, **{f.name: option}))  # type: ignore[type-var]
+            except (ValueError, MetamodelsError):
+                continue  # a value the node refuses (e.g. a negative modulus)
+    return out

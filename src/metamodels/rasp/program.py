@@ -317,3 +317,18 @@ def _function_name(expr: rasp.Map | rasp.SequenceMap) -> str | Table | None:
         return library_function(expr.f) or expr.f
     found = functions.by_code(expr.f)
     return found.name if found is not None else None
+
+
+def neighbours(program: Program) -> list[Program]:
+    """Programs differing from ``program`` in one library function or one predicate."""
+    out = []
+    for i, op in enumerate(program.ops):
+        if op.fn is not None:
+            pool = functions.MAP_FUNCTIONS if op.kind == "Map" else functions.SEQUENCE_MAP_FUNCTIONS
+            changes = [dataclasses.replace(op, fn=f.name) for f in pool if f.name != op.fn]
+        elif op.predicate is not None:
+            changes = [dataclasses.replace(op, predicate=p) for p in functions.PREDICATES if p != op.predicate]
+        else:
+            continue
+        out += [dataclasses.replace(program, ops=program.ops[:i] + (new,) + program.ops[i + 1 :]) for new in changes]
+    return out
