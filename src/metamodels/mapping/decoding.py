@@ -270,10 +270,10 @@ def search(beam: list[Decoded], prior: list[Program | PyProgram], model: Trained
            rounds: int = ROUNDS) -> list[Found]:  # fmt: skip
     """Weights propose, behaviour decides: the ``beam``'s programs and a ``prior`` pool (e.g. the programs the
     meta-model was trained on) run on ``screen`` probe inputs and the ``keep`` agreeing most are kept; with
-    ``expand``, ``rounds`` times, the kept ones' one-substitution neighbours (another library function or comparison;
-    a Python offset, bound or constant moved by one) are screened the same way and compete for the places. The kept
-    ones run on all ``probes``. Returns the survivors, best first (most agreeing
-    pairs; ties: earlier in the search order). Empty only when there is nothing to search."""
+    ``expand``, ``rounds`` times, the kept ones' one-substitution neighbours (RASP: another library function or
+    comparison; Python: an offset, bound or constant moved by one, or another comparison) are
+    screened the same way and compete for the places. The kept ones run on all ``probes``. Returns the survivors,
+    best first (most agreeing pairs; ties: earlier in the search order). Empty only when there is nothing to search."""
     seen: dict[str, None] = {}
     pool: list[tuple[Program | PyProgram, str]] = []
 
