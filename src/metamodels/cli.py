@@ -217,7 +217,9 @@ COMMANDS: dict[str, options.Command] = {
                   "trained meta-model and print the program it implements: a beam of candidates (grammar-constrained), "
                   "checked against the model in order of score; the first that verifies is returned. --greedy: fast. "
                   "A trained transformer (a zoo model, an imported GPT-2) is read by the model-mapping meta-model "
-                  "(--checkpoint: a mapping checkpoint file) and its program's agreement with the model is measured.",
+                  "(--checkpoint: a mapping checkpoint file): a beam of --beam programs (default 8) and the programs the "
+                  "meta-model was trained on, with their one-substitution neighbours, are searched by agreement with "
+                  "the model, and the best one's agreement is measured on fresh inputs.",
                   [MODEL, CHECKPOINT, _config("decompilation.pipeline:DecompileConfig"), JSON, DEVICE,
                    options.arg("--verify", dest="verify", action="store_const", const=True,
                                help="verify candidates (the default since 0.6; kept for older scripts)"),
@@ -478,10 +480,12 @@ def _decompile(args: argparse.Namespace) -> int:
 
     model = modelfile.load_any(args.model)
     if isinstance(model, trained.TrainedModel):
+        from metamodels.mapping import decoding
         from metamodels.mapping import decompile as mapping
 
         config = options.config_from(args, pipeline.DecompileConfig)
-        mapped = mapping.decompile(model, args.checkpoint, args.language, beam=1 if config.greedy else config.beam)
+        beam = 1 if config.greedy else decoding.BEAM if args.beam is None else config.beam  # a trained model's default
+        mapped = mapping.decompile(model, args.checkpoint, args.language, beam=beam)
         print(json.dumps(mapped.to_json(), indent=1, default=str) if args.json else mapped.describe())
         return 0 if mapped.text is not None else 1
     if args.language != "rasp":

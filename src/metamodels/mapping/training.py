@@ -230,9 +230,9 @@ def evaluate(checkpoint: Path, zoo: Path, split: str = "test", blind: bool = Fal
     ``beam=None``: paper 002's greedy, unconstrained decoding. ``beam=k``: k grammar-constrained candidates, with
     ``pool`` programs of the zoo's train split as a prior (seed 0, as the black box draws them), searched by agreement
     with the model (:func:`metamodels.mapping.decoding.search`; ``expand``: with one-substitution neighbours), the
-    first scored, with more metrics: ``agrees`` (its probe agreement reaches the bar), ``agrees_wrong`` (it does, yet
-    the program is not functional: the check's false acceptances), ``any_functional`` (some kept candidate is: the
-    ceiling of choosing) and ``from_beam`` / ``from_prior`` / ``from_neighbour`` (where the first came from).
+    first scored, with more metrics: ``agrees`` (its agreement on fresh probes, as ``decompile`` measures it, reaches
+    the bar), ``agrees_wrong`` (it does, yet the program is not functional: the check's false acceptances),
+    ``any_functional`` (some kept candidate is: the ceiling of choosing) and ``from_beam`` / ``from_prior`` / ``from_neighbour`` (where the first came from).
     """
     if beam is not None and (beam < 0 or probes < 1 or beam == 0 and pool < 1):
         raise MetamodelsError(f"--beam must be at least 0 (0 with a --pool), --probes at least 1; got --beam {beam}, "
@@ -297,7 +297,8 @@ def _chosen(vocab: data.Vocabulary, found: list[decoding.Decoded], prior: list, 
         return score(vocab, [1], row, target) | dict.fromkeys(SEARCH_METRICS, False)
     ids = [vocab.ids[t] for t in data.program_strings(kept[0].program)]
     out = score(vocab, ids, row, target)
-    agrees = kept[0].tally.compared > 0 and kept[0].tally.rate >= decoding.BAR
+    fresh = decoding.tally(kept[0].program, model, decoding.probe(model, probes, seed=1))  # not the probes it won on
+    agrees = fresh.compared > 0 and fresh.rate >= decoding.BAR
     any_functional = out["functional"] or any(
         score(vocab, [vocab.ids[t] for t in data.program_strings(k.program)], row, target)["functional"] for k in kept[1:]
     )
