@@ -144,6 +144,8 @@ COMMANDS: dict[str, options.Command] = {
                             "default: as decompile)"),
                 options.arg("--pool", type=int, default=0, help="with --beam: also search this many train-split "
                             "programs (the black box's pool; default 0)"),
+                options.arg("--rank", type=int, default=0, help="with --pool: search only the pool's N programs the "
+                            "meta-model finds most likely for each model's weights (default 0: the whole pool)"),
                 options.arg("--no-expand", dest="expand", action="store_false", help="with --beam: do not also try "
                             "the best candidates' one-substitution neighbours"),
                 options.arg("--json", type=Path, help="write the summary to this JSON file")]),
@@ -411,7 +413,7 @@ def _mapping(args: argparse.Namespace) -> int:
         summary = blackbox.evaluate(args.zoo, args.split, args.pool, args.probes, args.seed, args.limit)
     else:
         summary = training.evaluate(args.checkpoint, args.zoo, args.split, blind=args.blind, limit=args.limit,
-                                    beam=args.beam, pool=args.pool, expand=args.expand,
+                                    beam=args.beam, pool=args.pool, expand=args.expand, rank=args.rank,
                                     **({"probes": args.probes} if args.probes is not None else {}))
     print(training.describe(summary))
     if args.json:

@@ -92,3 +92,19 @@ def test_the_python_prefix_accepts_exactly_the_grammars_next_tokens(zoo):
             prefix = decoding._PythonPrefix(tuple(tokens[:cut]))
             # oracle: the parser's own next-token set, each token tried by a full parse
             assert {t for t in python_tokens.VOCAB if prefix.accepts(t)} == set(python_tokens.allowed_next(tokens[:cut]))
+
+
+def test_most_likely_ranks_programs_by_the_models_teacher_forced_log_probability(zoo, checkpoint):
+    row = next(build.read_zoo(zoo, split="test"))
+    model, vocab, meta, inputs = _inputs(checkpoint, row)
+    programs = [data.parse_program(row["language"], r["program"]) for r in list(build.read_zoo(zoo))[:6]]
+    ranked = decoding.most_likely(model, inputs, vocab, programs, k=3, chunk=4)  # two chunks: padding across them
+
+    def logp(p) -> float:  # oracle: one program at a time, no padding
+        ids = torch.tensor([[vocab.ids[t] for t in data.program_strings(p)]])
+        with torch.no_grad():
+            out = torch.log_softmax(model(inputs, ids[:, :-1]).float(), -1)
+        return float(out[0].gather(-1, ids[0, 1:, None]).sum())
+
+    expected = sorted(programs, key=logp, reverse=True)[:3]
+    assert [logp(p) for p in ranked] == pytest.approx([logp(p) for p in expected], abs=1e-4)

@@ -191,6 +191,27 @@ def _next_tokens(vocab: data.Vocabulary, prefix: _Prefix, logp: torch.Tensor, be
     return out
 
 
+def most_likely(model: graph_t5.GraphT5, inputs: dict[str, torch.Tensor], vocab: data.Vocabulary,
+                programs: list[Program | PyProgram], k: int, chunk: int = 128) -> list[Program | PyProgram]:  # fmt: skip
+    """The ``k`` of ``programs`` the meta-model finds most likely for one model's weights (``inputs``: the encoder's
+    batch of one): each program's tokens teacher-forced, log-probabilities summed. Ties keep the given order."""
+    seqs = [[vocab.ids[t] for t in data.program_strings(p)] for p in programs]
+    scores: list[float] = []
+    with torch.no_grad():
+        memory, mask = model.encode(inputs)
+        for start in range(0, len(seqs), chunk):
+            part = seqs[start : start + chunk]
+            ids = torch.zeros(len(part), max(map(len, part)), dtype=torch.long)  # [n, T], PAD-filled
+            for b, seq in enumerate(part):
+                ids[b, : len(seq)] = torch.tensor(seq)
+            n = len(part)
+            logp = torch.log_softmax(model.decode(memory.expand(n, -1, -1), mask.expand(n, -1), ids[:, :-1]).float(), -1)
+            picked = logp.gather(-1, ids[:, 1:, None])[..., 0] * (ids[:, 1:] != 0)  # [n, T-1], PAD positions 0
+            scores += picked.sum(-1).tolist()
+    order = sorted(range(len(programs)), key=lambda i: (-scores[i], i))
+    return [programs[i] for i in order[:k]]
+
+
 def _program(vocab: data.Vocabulary, ids: list[int]) -> Program | PyProgram | None:
     strings = data.decode_strings(vocab, ids)
     try:

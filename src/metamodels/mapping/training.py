@@ -224,7 +224,7 @@ def score(vocab: data.Vocabulary, decoded: list[int], row: dict, target: Sequenc
 
 def evaluate(checkpoint: Path, zoo: Path, split: str = "test", blind: bool = False, limit: int | None = None,
              batch_size: int = 64, progress: bool = True, beam: int | None = None, probes: int = decoding.PROBES,
-             pool: int = 0, expand: bool = True) -> dict:  # fmt: skip
+             pool: int = 0, expand: bool = True, rank: int = 0) -> dict:  # fmt: skip
     """Metrics of a checkpoint on a zoo split: overall, by program size and by base-model size (log10 params).
 
     ``beam=None``: paper 002's greedy, unconstrained decoding. ``beam=k``: k grammar-constrained candidates, with
@@ -232,11 +232,13 @@ def evaluate(checkpoint: Path, zoo: Path, split: str = "test", blind: bool = Fal
     with the model (:func:`metamodels.mapping.decoding.search`; ``expand``: with one-substitution neighbours), the
     first scored, with more metrics: ``agrees`` (its agreement on fresh probes, as ``decompile`` measures it, reaches
     the bar), ``agrees_wrong`` (it does, yet the program is not functional: the check's false acceptances),
-    ``any_functional`` (some kept candidate is: the ceiling of choosing) and ``from_beam`` / ``from_prior`` / ``from_neighbour`` (where the first came from).
+    ``any_functional`` (some kept candidate is: the ceiling of choosing) and ``from_beam`` / ``from_prior`` /
+    ``from_neighbour`` (where the first came from). ``rank=k``: of the pool, only the k programs the meta-model finds
+    most likely for each model's weights are searched (:func:`metamodels.mapping.decoding.most_likely`; 0: the whole pool).
     """
-    if beam is not None and (beam < 0 or probes < 1 or beam == 0 and pool < 1):
+    if beam is not None and (beam < 0 or probes < 1 or beam == 0 and pool < 1) or rank < 0:
         raise MetamodelsError(f"--beam must be at least 0 (0 with a --pool), --probes at least 1; got --beam {beam}, "
-                              f"--probes {probes}, --pool {pool}")  # fmt: skip
+                              f"--probes {probes}, --pool {pool}; --rank at least 0, got {rank}")  # fmt: skip
     model, vocab, meta = load(checkpoint)
     config = MappingConfig(**meta["config"])
     manifest = store.read_manifest(Path(zoo))
@@ -266,8 +268,9 @@ def evaluate(checkpoint: Path, zoo: Path, split: str = "test", blind: bool = Fal
             for b, (r, e) in enumerate(zip(rows, examples)):
                 one = {k: v[b : b + 1] for k, v in inputs.items()}
                 found = decoding.beam_search(model, one, vocab, meta["max_len"], beam) if beam else []
+                own = decoding.most_likely(model, one, vocab, prior, rank) if rank else prior
                 results.append({"id": r["id"], "size": r["size"], "n_params": r["n_params"],
-                                **_chosen(vocab, found, prior, r, e.target, probes, expand)})  # fmt: skip
+                                **_chosen(vocab, found, own, r, e.target, probes, expand)})  # fmt: skip
         rows.clear()
 
     with tqdm(desc=f"evaluating {split}", unit="model", disable=not progress) as bar:
@@ -285,7 +288,7 @@ def evaluate(checkpoint: Path, zoo: Path, split: str = "test", blind: bool = Fal
         raise MetamodelsError(f"{zoo}: no models in the {split} split")
     return summarize(results) | {"checkpoint": str(checkpoint), "zoo": str(zoo), "split": split, "blind": blind,
                                  "beam": beam, "probes": probes if beam else None, "pool": len(prior),
-                                 "expand": expand if beam else None}  # fmt: skip
+                                 "rank": rank or None, "expand": expand if beam else None}  # fmt: skip
 
 
 def _chosen(vocab: data.Vocabulary, found: list[decoding.Decoded], prior: list, row: dict, target: Sequence[int],
