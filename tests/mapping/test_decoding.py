@@ -28,7 +28,7 @@ def test_beam_candidates_parse_are_distinct_and_scored_by_the_models_own_log_pro
         assert len({d.ids for d in found}) == len(found)
         assert [d.score for d in found] == sorted((d.score for d in found), reverse=True)
         for d in found:
-            assert training.parse_decoded(vocab, data.decode_strings(vocab, d.ids)) is not None
+            assert data.parse_decoded(vocab, data.decode_strings(vocab, d.ids)) is not None
             # oracle: teacher forcing the finished sequence through the model gives the same summed log-probability
             ids = torch.tensor([d.ids])
             with torch.no_grad():
@@ -46,16 +46,16 @@ def test_an_untrained_decoder_still_writes_programs_under_the_grammar(zoo):
     example = data.Example("", "", "", "", 0, 0, config.featurize(stats.model_from_row(row)), (1, 2))
     inputs = training.collate(config, [example])[0]
     unconstrained = data.decode_strings(vocab, training.greedy(model, inputs, 120)[0])
-    assert training.parse_decoded(vocab, unconstrained) is None  # random weights write no program unaided
+    assert data.parse_decoded(vocab, unconstrained) is None  # random weights write no program unaided
     found = decoding.beam_search(model, inputs, vocab, 120, beam=2)
-    assert found and all(training.parse_decoded(vocab, data.decode_strings(vocab, d.ids)) for d in found)
+    assert found and all(data.parse_decoded(vocab, data.decode_strings(vocab, d.ids)) for d in found)
     with pytest.raises(Exception, match="--beam must be at least 1"):
         decoding.beam_search(model, inputs, vocab, 120, beam=0)
 
 
 def _decoded(vocab, language: str, text: str) -> decoding.Decoded:
     ids = tuple(vocab.ids[t] for t in data.target_strings(language, text))
-    return decoding.Decoded(ids, 0.0, training.parse_decoded(vocab, data.decode_strings(vocab, ids)))
+    return decoding.Decoded(ids, 0.0, data.parse_decoded(vocab, data.decode_strings(vocab, ids)))
 
 
 def test_search_finds_the_program_the_model_was_trained_on_in_the_prior_or_one_substitution_away(zoo):

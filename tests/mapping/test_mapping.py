@@ -123,7 +123,7 @@ def test_targets_round_trip_through_the_vocabulary(zoo):
     assert examples and all(e.target[0] == 1 and e.target[-1] == 2 for e in examples)
     for e in examples:
         strings = data.decode_strings(vocab, list(e.target))
-        assert training.parse_decoded(vocab, strings) is not None
+        assert data.parse_decoded(vocab, strings) is not None
 
 
 def test_the_true_program_scores_perfectly_and_agrees_as_the_model_was_measured(zoo):
@@ -187,7 +187,7 @@ def test_decompile_reads_an_exported_trained_model(zoo, checkpoint, tmp_path, ca
     # With the true program's tokens decoded, the measured agreement is the model's own accuracy on fresh inputs.
     vocab = data.vocabulary(language)
     truth = [vocab.ids[t] for t in data.target_strings(language, row["program"])]
-    program = training.parse_decoded(vocab, data.decode_strings(vocab, truth))
+    program = data.parse_decoded(vocab, data.decode_strings(vocab, truth))
     monkeypatch.setattr(decoding, "beam_search", lambda *a: [decoding.Decoded(tuple(truth), 0.0, program)])
     mapped = decompile.decompile(stats.model_from_row(row), checkpoint, language)
     assert mapped.text is not None and mapped.agreement.rate >= 0.9 and mapped.agreement.compared > 0
@@ -243,3 +243,13 @@ def test_mapping_plot_draws_summaries_side_by_side_and_refuses_other_json(tmp_pa
     (tmp_path / "b.json").write_text("{}")
     assert cli.main(["mapping", "plot", str(tmp_path / "b.json"), "-o", str(tmp_path / "q.png")]) == 2
     assert "not a mapping evaluation summary" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("language", ["rasp", "python"])
+def test_the_shipped_checkpoints_load_with_their_language_and_a_prior_that_parses(language):
+    from metamodels.mapping import decompile
+
+    model, vocab, meta = training.load(decompile.default_checkpoint(language))
+    assert vocab.language == meta["language"] == language and meta["train_programs"] > 0
+    prior = [data.parse_program(language, t) for t in meta["prior"]]
+    assert 0 < len(prior) <= meta["train_programs"] and len(set(meta["prior"])) == len(prior)

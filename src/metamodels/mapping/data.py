@@ -94,6 +94,16 @@ def parse_program(language: str, program_text: str) -> Program | PyProgram:
     return text.parse_program(program_text) if language == "rasp" else python_tokens.parse_text(program_text)
 
 
+def parse_decoded(vocab: Vocabulary, strings: list[str]) -> Program | PyProgram | None:
+    """The program decoded token strings spell (as :func:`decode_strings` gives them), or None when they spell none."""
+    try:
+        if vocab.language == "rasp":
+            return rasp_tokens.detokenize([rasp_tokens.VOCAB.id(t) for t in ["BOS", *strings]])
+        return python_tokens.parse(strings)
+    except (MetamodelsError, KeyError, ValueError, IndexError):
+        return None
+
+
 def vertex_features(model: TrainedModel, features: int = FEATURES) -> np.ndarray:
     """The model's graph: one vertex per layer, its parameters concatenated and padded/truncated.
 

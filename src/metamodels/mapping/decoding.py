@@ -158,7 +158,7 @@ def _search(model: graph_t5.GraphT5, memory: torch.Tensor, mask: torch.Tensor, v
             if not prefix.done:
                 survivors.append(entry)
                 continue
-            program = _program(vocab, entry[0])
+            program = data.parse_decoded(vocab, data.decode_strings(vocab, entry[0]))
             if program is not None:
                 finished.append(Decoded(tuple(entry[0]), entry[1], program))
         finished = sorted(finished, key=lambda d: -d.score)[:beam]
@@ -210,16 +210,6 @@ def most_likely(model: graph_t5.GraphT5, inputs: dict[str, torch.Tensor], vocab:
             scores += picked.sum(-1).tolist()
     order = sorted(range(len(programs)), key=lambda i: (-scores[i], i))
     return [programs[i] for i in order[:k]]
-
-
-def _program(vocab: data.Vocabulary, ids: list[int]) -> Program | PyProgram | None:
-    strings = data.decode_strings(vocab, ids)
-    try:
-        if vocab.language == "rasp":
-            return rasp_tokens.detokenize([rasp_tokens.VOCAB.id(t) for t in ["BOS", *strings]])
-        return python_tokens.parse(strings)
-    except (MetamodelsError, KeyError, ValueError, IndexError):
-        return None
 
 
 @dataclasses.dataclass(frozen=True)

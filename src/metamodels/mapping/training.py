@@ -37,8 +37,6 @@ from metamodels import artifacts, devices, options
 from metamodels.dataset import store
 from metamodels.errors import MetamodelsError
 from metamodels.mapping import circuits, data, decoding, graph_t5
-from metamodels.python import tokens as python_tokens
-from metamodels.rasp import tokens as rasp_tokens
 from metamodels.transformer import trained
 from metamodels.zoo import build, programs, stats
 
@@ -181,16 +179,6 @@ def greedy(model: graph_t5.GraphT5, inputs: dict[str, torch.Tensor], max_len: in
     return [[int(i) for i in row if i != 0] for row in seq]
 
 
-def parse_decoded(vocab: data.Vocabulary, strings: list[str]):
-    """The decoded program, or None when the tokens are not one."""
-    try:
-        if vocab.language == "rasp":
-            return rasp_tokens.detokenize([rasp_tokens.VOCAB.id(t) for t in ["BOS", *strings]])
-        return python_tokens.parse(strings)
-    except (MetamodelsError, KeyError, ValueError, IndexError):
-        return None
-
-
 def _outputs(candidate: programs.Candidate, inputs: list[tuple]) -> list | None:
     try:
         return [list(candidate.evaluate(xs)) for xs in inputs]
@@ -204,7 +192,7 @@ def score(vocab: data.Vocabulary, decoded: list[int], row: dict, target: Sequenc
     strings = data.decode_strings(vocab, decoded)
     out = {"token_accuracy": right / (len(target) - 1), "exact": list(decoded) == list(target), "parses": False,
            "functional": False, "agreement": 0.0}  # fmt: skip
-    program = parse_decoded(vocab, strings)
+    program = data.parse_decoded(vocab, strings)
     if program is None:
         return out
     out["parses"] = True
