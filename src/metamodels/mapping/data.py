@@ -15,6 +15,7 @@ Targets are the program's tokens: RASP in the project's layer-structured program
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -43,7 +44,7 @@ class Vocabulary:
     language: str
     tokens: tuple[str, ...]
 
-    @property
+    @functools.cached_property
     def ids(self) -> dict[str, int]:
         return {t: i for i, t in enumerate(self.tokens)}
 

@@ -192,7 +192,8 @@ def _next_tokens(vocab: data.Vocabulary, prefix: _Prefix, logp: torch.Tensor, be
 
 
 def most_likely(model: graph_t5.GraphT5, inputs: dict[str, torch.Tensor], vocab: data.Vocabulary,
-                programs: list[Program | PyProgram], k: int, chunk: int = 128) -> list[Program | PyProgram]:  # fmt: skip
+                programs: list[Program | PyProgram], k: int,
+                chunk: int = 128) -> list[Program | PyProgram]:  # fmt: skip
     """The ``k`` of ``programs`` the meta-model finds most likely for one model's weights (``inputs``: the encoder's
     batch of one): each program's tokens teacher-forced, log-probabilities summed. Ties keep the given order."""
     seqs = [[vocab.ids[t] for t in data.program_strings(p)] for p in programs]
@@ -205,7 +206,8 @@ def most_likely(model: graph_t5.GraphT5, inputs: dict[str, torch.Tensor], vocab:
             for b, seq in enumerate(part):
                 ids[b, : len(seq)] = torch.tensor(seq)
             n = len(part)
-            logp = torch.log_softmax(model.decode(memory.expand(n, -1, -1), mask.expand(n, -1), ids[:, :-1]).float(), -1)
+            logits = model.decode(memory.expand(n, -1, -1), mask.expand(n, -1), ids[:, :-1])
+            logp = torch.log_softmax(logits.float(), -1)
             picked = logp.gather(-1, ids[:, 1:, None])[..., 0] * (ids[:, 1:] != 0)  # [n, T-1], PAD positions 0
             scores += picked.sum(-1).tolist()
     order = sorted(range(len(programs)), key=lambda i: (-scores[i], i))

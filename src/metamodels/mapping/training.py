@@ -222,7 +222,8 @@ def evaluate(checkpoint: Path, zoo: Path, split: str = "test", blind: bool = Fal
     the bar), ``agrees_wrong`` (it does, yet the program is not functional: the check's false acceptances),
     ``any_functional`` (some kept candidate is: the ceiling of choosing) and ``from_beam`` / ``from_prior`` /
     ``from_neighbour`` (where the first came from). ``rank=k``: of the pool, only the k programs the meta-model finds
-    most likely for each model's weights are searched (:func:`metamodels.mapping.decoding.most_likely`; 0: the whole pool).
+    most likely for each model's weights are searched (:func:`metamodels.mapping.decoding.most_likely`; 0: the whole
+    pool).
     """
     if beam is not None and (beam < 0 or probes < 1 or beam == 0 and pool < 1) or rank < 0:
         raise MetamodelsError(f"--beam must be at least 0 (0 with a --pool), --probes at least 1; got --beam {beam}, "
@@ -275,8 +276,8 @@ def evaluate(checkpoint: Path, zoo: Path, split: str = "test", blind: bool = Fal
     if not results:
         raise MetamodelsError(f"{zoo}: no models in the {split} split")
     return summarize(results) | {"checkpoint": str(checkpoint), "zoo": str(zoo), "split": split, "blind": blind,
-                                 "beam": beam, "probes": probes if beam else None, "pool": len(prior),
-                                 "rank": rank or None, "expand": expand if beam else None}  # fmt: skip
+                                 "beam": beam, "probes": None if beam is None else probes, "pool": len(prior),
+                                 "rank": rank or None, "expand": None if beam is None else expand}  # fmt: skip
 
 
 def _chosen(vocab: data.Vocabulary, found: list[decoding.Decoded], prior: list, row: dict, target: Sequence[int],
@@ -291,7 +292,8 @@ def _chosen(vocab: data.Vocabulary, found: list[decoding.Decoded], prior: list, 
     fresh = decoding.tally(kept[0].program, model, decoding.probe(model, probes, seed=1))  # not the probes it won on
     agrees = fresh.compared > 0 and fresh.rate >= decoding.BAR
     any_functional = out["functional"] or any(
-        score(vocab, [vocab.ids[t] for t in data.program_strings(k.program)], row, target)["functional"] for k in kept[1:]
+        score(vocab, [vocab.ids[t] for t in data.program_strings(k.program)], row, target)["functional"]
+        for k in kept[1:]
     )
     return out | {"agrees": agrees, "agrees_wrong": agrees and not out["functional"], "any_functional": any_functional,
                   **{f"from_{o}": kept[0].origin == o for o in decoding.ORIGINS}}  # fmt: skip
