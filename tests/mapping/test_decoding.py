@@ -85,7 +85,9 @@ def test_search_finds_the_program_the_model_was_trained_on_in_the_prior_or_one_s
 
 
 def test_the_python_prefix_accepts_exactly_the_grammars_next_tokens(zoo):
-    rows = [r for r in build.read_zoo(zoo) if r["language"] == "python"][:3]
+    rows = list(build.read_zoo(zoo))[:3]
+    if rows[0]["language"] != "python":
+        pytest.skip("a Python zoo's test")
     for row in rows:
         tokens = python_tokens.tokenize(row["program"])
         for cut in range(0, len(tokens), 7):
