@@ -110,3 +110,24 @@ def test_most_likely_ranks_programs_by_the_models_teacher_forced_log_probability
 
     expected = sorted(programs, key=logp, reverse=True)[:3]
     assert [logp(p) for p in ranked] == pytest.approx([logp(p) for p in expected], abs=1e-4)
+
+
+def test_screening_probes_are_short_and_counterexamples_are_the_shortest(zoo):
+    row = next(build.read_zoo(zoo))
+    model = stats.model_from_row(row)
+    short = decoding.probe(model, 32, seed=0, longest=2)
+    assert short.inputs and max(map(len, short.inputs)) <= 2
+    probed = decoding.probe(model, 64, seed=0)
+    wrong = data.parse_program(row["language"], next(r for r in build.read_zoo(zoo) if r["fingerprint"] !=
+                                                     row["fingerprint"])["program"])  # fmt: skip
+    counter = decoding.tally(wrong, model, probed).counterexamples
+    disagreeing = [xs for xs, want in zip(probed.inputs, probed.outputs)
+                   if any(g is not None and g != m for g, m in zip(_run(wrong, model, xs), want))]  # fmt: skip
+    assert counter and [len(c[0]) for c in counter] == sorted(map(len, disagreeing))[: len(counter)]
+
+
+def _run(program, model, xs):
+    from metamodels.zoo import programs
+
+    cfg = model.config
+    return list(programs.from_program(program, cfg.input_vocab, cfg.max_seq_len, cfg.causal).evaluate(xs))

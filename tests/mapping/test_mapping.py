@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from metamodels import cli
+from metamodels.errors import MetamodelsError
 from metamodels.mapping import data, decoding, graph_t5, training
 from metamodels.zoo import build, stats
 
@@ -61,7 +63,6 @@ def test_decoding_cannot_see_later_tokens():
 
 def _permuted(model, rng):
     """The same function with heads permuted within each layer and MLP units permuted."""
-    import dataclasses
 
     params = dict(model.params)
     for layer in range(model.config.n_layers):
@@ -253,3 +254,81 @@ def test_the_shipped_checkpoints_load_with_their_language_and_a_prior_that_parse
     assert vocab.language == meta["language"] == language and meta["train_programs"] > 0
     prior = [data.parse_program(language, t) for t in meta["prior"]]
     assert 0 < len(prior) <= meta["train_programs"] and len(set(meta["prior"])) == len(prior)
+
+
+def _random_model(input_vocab, output_vocab, max_seq_len, seed=0):
+    from metamodels.transformer import trained
+
+    config = trained.GPTConfig(d_model=16, n_layers=2, n_heads=2, d_mlp=8, norm="layernorm", activation="gelu",
+                               input_vocab=tuple(input_vocab), output_vocab=tuple(output_vocab),
+                               max_seq_len=max_seq_len, causal=True)  # fmt: skip
+    rng = np.random.default_rng(seed)
+    params = {n: rng.normal(size=s).astype(np.float32) for n, s in config.shapes().items()}
+    return trained.TrainedModel(config, params)
+
+
+def test_a_model_wider_than_the_circuit_grid_is_read_on_an_evenly_spaced_subset_of_its_rows():
+    from metamodels.mapping import circuits
+    from metamodels.transformer import trained
+
+    big = _random_model(range(40), range(-5, 45), 30)  # 40 values, length 30, 50 outputs: over every limit
+    tokens = circuits.grid(41, circuits.TOKENS, first=1)
+    positions = circuits.grid(31, circuits.POSITIONS, first=1)
+    outputs = circuits.kept_outputs(big.config)
+    assert tokens[0] == 0 and tokens[1] == 1 and tokens[-1] == 40 and len(set(tokens)) == circuits.TOKENS
+    assert positions[-1] == 30 and len(set(positions)) == circuits.POSITIONS and list(positions) == sorted(positions)
+    kept_values = [big.config.input_vocab[r - 1] for r in tokens[1:]]
+    out_values = [big.config.output_vocab[c] for c in outputs]
+    assert len(outputs) == circuits.OUTPUTS and set(kept_values) <= set(out_values)  # a next-token head's own values
+    # the oracle: the same model cut down to the kept rows by hand reads the same circuits
+    p = big.params
+    small_params = dict(p) | {"embed.W_E": p["embed.W_E"][tokens], "pos_embed.W_pos": p["pos_embed.W_pos"][positions],
+                              "unembed.W_U": p["unembed.W_U"][:, outputs], "unembed.b_U": p["unembed.b_U"][outputs]}  # fmt: skip
+    small_config = dataclasses.replace(big.config, input_vocab=tuple(kept_values), output_vocab=tuple(out_values),
+                                       max_seq_len=len(positions) - 1)  # fmt: skip
+    small = trained.TrainedModel(small_config, small_params)
+    f, g = circuits.features(big), circuits.features(small)
+    for key in f:
+        np.testing.assert_array_equal(f[key], g[key])
+    with pytest.raises(MetamodelsError, match="up to 8 layers"):
+        circuits.features(_too_deep())
+
+
+def _too_deep():
+    from metamodels.transformer import trained
+
+    config = trained.GPTConfig(d_model=8, n_layers=9, n_heads=1, d_mlp=4, input_vocab=(0, 1), output_vocab=(0, 1),
+                               max_seq_len=4)  # fmt: skip
+    return trained.TrainedModel(config, {n: np.zeros(s, np.float32) for n, s in config.shapes().items()})
+
+
+def test_decompile_reads_a_gpt2_checkpoint_with_a_150_token_vocabulary_and_context(tmp_path, capsys):
+    """A GPT-2 (Hugging Face layout) over 150 tokens and 150 positions that outputs each token mod 3 (written by
+    hand: blocks zero, one-hot embeddings, the head reading x's row into column x mod 3) decompiles with the shipped
+    checkpoint to a program that computes x mod 3 on every probe."""
+    from safetensors.numpy import save_file
+
+    V, D = 150, 160
+    e = np.eye(V, D, dtype=np.float32)
+    state = {"wte.weight": e, "wpe.weight": np.zeros((V, D), np.float32), "ln_f.weight": np.ones(D, np.float32),
+             "ln_f.bias": np.zeros(D, np.float32), "lm_head.weight": np.stack([e[np.arange(V) % 3 == y].sum(0)
+                                                                               for y in range(V)])}  # fmt: skip
+    shapes = {"attn.c_attn.weight": (D, 3 * D), "attn.c_attn.bias": (3 * D,), "attn.c_proj.weight": (D, D),
+              "attn.c_proj.bias": (D,), "mlp.c_fc.weight": (D, 4 * D), "mlp.c_fc.bias": (4 * D,),
+              "mlp.c_proj.weight": (4 * D, D), "mlp.c_proj.bias": (D,), "ln_1.bias": (D,), "ln_2.bias": (D,)}  # fmt: skip
+    state |= {f"h.0.{n}": np.zeros(s, np.float32) for n, s in shapes.items()}
+    state |= {f"h.0.ln_{i}.weight": np.ones(D, np.float32) for i in (1, 2)}
+    directory = tmp_path / "gpt2"
+    directory.mkdir()
+    save_file(state, str(directory / "model.safetensors"))
+    (directory / "config.json").write_text(json.dumps({"model_type": "gpt2", "vocab_size": V, "n_positions": V,
+                                                       "n_embd": D, "n_head": 4, "n_layer": 1}))  # fmt: skip
+    model_file = tmp_path / "gpt2.safetensors"
+    assert cli.main(["import", str(directory), "-o", str(model_file)]) == 0
+    capsys.readouterr()
+    assert cli.main(["decompile", str(model_file), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["agrees"] and result["agreement"]["rate"] == 1.0 and not result["agreement"]["counterexamples"]
+    program = data.parse_program("rasp", result["text"])
+    xs = list(range(0, V, 7))
+    assert list(program.evaluate(xs)) == [x % 3 for x in xs]

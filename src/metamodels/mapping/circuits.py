@@ -19,6 +19,10 @@ kept as a feature). Tokens carry layer and kind embeddings but no order among he
 them (2 layers) is permutation-equivariant; the decoder is the same T5-style decoder as the graph-T5 baseline.
 
 Shapes: inputs are padded to ``SOURCES`` sources (16 token rows + 16 position rows) and ``OUTPUTS`` output values.
+A model with more input values, positions or output values than that (a GPT-2 with a 150-token vocabulary and
+context, say) is read on an evenly spaced subset of them (:func:`grid`; BOS always kept; output values the kept
+input values share first): the circuits between the kept rows are the same numbers, only fewer of them, so the
+encoder sees a coarser picture of the same model rather than refusing it.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from torch import nn
 
 from metamodels.errors import MetamodelsError
 from metamodels.mapping import graph_t5
-from metamodels.transformer.trained import LN_EPS, TrainedModel
+from metamodels.transformer.trained import LN_EPS, GPTConfig, TrainedModel, value_key
 
 TOKENS, POSITIONS, OUTPUTS = 16, 16, 32
 SOURCES = TOKENS + POSITIONS
@@ -46,13 +50,37 @@ def _ln_rows(s: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (s - mu) / np.sqrt(((s - mu) ** 2).mean(-1, keepdims=True) + LN_EPS) * w + b
 
 
+def grid(n: int, keep: int, first: int = 0) -> np.ndarray:
+    """Indices of ``keep`` of ``n`` rows: all when ``n <= keep``, else rows ``0..first-1`` (e.g. BOS) and the rest
+    evenly spaced, the last included. ``[min(n, keep)]``, increasing."""
+    if n <= keep:
+        return np.arange(n)
+    rest = first + np.round(np.linspace(0, n - 1 - first, keep - first)).astype(int)
+    return np.concatenate([np.arange(first), rest])
+
+
+def kept_outputs(config: GPTConfig) -> np.ndarray:
+    """The classifier columns read (``[min(V_out, OUTPUTS)]``, increasing): all when they fit; else the columns of
+    the kept input values (a next-token head's vocabulary is its input's), then evenly spaced others."""
+    n = len(config.output_vocab)
+    if n <= OUTPUTS:
+        return np.arange(n)
+    column = {value_key(v): i for i, v in enumerate(config.output_vocab)}
+    bos = int(config.prepend_bos)
+    rows = grid(len(config.input_vocab) + bos, TOKENS, bos)[bos:] - bos
+    shared = [column[k] for k in (value_key(config.input_vocab[r]) for r in rows) if k in column]
+    others = np.setdiff1d(np.arange(n), shared)
+    fill = others[grid(len(others), OUTPUTS - len(shared))]
+    return np.sort(np.concatenate([np.asarray(shared, int), fill]))
+
+
 def _sources(model: TrainedModel) -> tuple[np.ndarray, np.ndarray]:
-    """Embedding rows ``[SOURCES, d]`` (zero where padded) and which rows exist ``[SOURCES]``."""
+    """Embedding rows ``[SOURCES, d]`` (zero where padded) and which rows exist ``[SOURCES]``: the kept token rows
+    (:func:`grid`) then the kept position rows."""
     c, p = model.config, model.params
-    e, pos = p["embed.W_E"], p["pos_embed.W_pos"]
-    if e.shape[0] > TOKENS or pos.shape[0] > POSITIONS:
-        raise MetamodelsError(f"the circuits encoder reads up to {TOKENS - 1} input values and length "
-                              f"{POSITIONS - 1}; this model has {e.shape[0]} token and {pos.shape[0]} position rows")  # fmt: skip
+    bos = int(c.prepend_bos)
+    e = p["embed.W_E"][grid(p["embed.W_E"].shape[0], TOKENS, bos)]
+    pos = p["pos_embed.W_pos"][grid(p["pos_embed.W_pos"].shape[0], POSITIONS, bos)]
     s = np.zeros((SOURCES, c.d_model), np.float32)
     present = np.zeros(SOURCES, bool)
     s[: e.shape[0]], present[: e.shape[0]] = e, True
@@ -71,11 +99,11 @@ def features(model: TrainedModel) -> dict[str, np.ndarray]:
     """``heads [n_layers * n_heads, HEAD]``, ``head_layer [n_heads_total]``, ``units [n_layers, d_mlp, UNIT]``,
     ``direct [DIRECT]`` (float16 arrays, int8 layer ids)."""
     c, p = model.config, model.params
-    if c.n_layers > MAX_LAYERS or len(c.output_vocab) > OUTPUTS:
-        raise MetamodelsError(f"the circuits encoder reads up to {MAX_LAYERS} layers and {OUTPUTS} output values")
+    if c.n_layers > MAX_LAYERS:
+        raise MetamodelsError(f"the circuits encoder reads up to {MAX_LAYERS} layers; this model has {c.n_layers}")
     s, present = _sources(model)
     ln = c.norm == "layernorm"
-    u = p["unembed.W_U"] * (p["ln_final.w"][:, None] if ln else 1.0)
+    u = (p["unembed.W_U"] * (p["ln_final.w"][:, None] if ln else 1.0))[:, kept_outputs(c)]
     u_pad = np.zeros((c.d_model, OUTPUTS), np.float32)
     u_pad[:, : u.shape[1]] = u
     width = max(SOURCES, OUTPUTS)

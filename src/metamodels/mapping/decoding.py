@@ -223,9 +223,12 @@ class Probes:
     seed: int
 
 
-def probe(model: TrainedModel, probes: int = PROBES, seed: int = 0) -> Probes:
+def probe(model: TrainedModel, probes: int = PROBES, seed: int = 0, longest: int | None = None) -> Probes:
+    """``probes`` distinct random inputs of lengths 1..``max_seq_len`` (at most ``longest``) and the model's
+    outputs on them."""
     cfg = model.config
-    inputs = tasks.input_pool(cfg.input_vocab, cfg.max_seq_len, probes, np.random.default_rng(seed))
+    length = cfg.max_seq_len if longest is None else min(longest, cfg.max_seq_len)
+    inputs = tasks.input_pool(cfg.input_vocab, length, probes, np.random.default_rng(seed))
     return Probes(inputs, trained.run(model, inputs), seed)
 
 
@@ -235,7 +238,7 @@ class Tally:
 
     right: int  # (input, position) pairs where the program is defined and equals the model
     compared: int  # pairs where the program is defined
-    counterexamples: tuple[tuple[tuple, tuple, tuple], ...]  # up to 3 (input, model output, program output)
+    counterexamples: tuple[tuple[tuple, tuple, tuple], ...]  # the 3 shortest (input, model output, program output)
 
     @property
     def rate(self) -> float:
@@ -256,14 +259,16 @@ def tally(program: Program | PyProgram, model: TrainedModel, probed: Probes) -> 
         pairs = [(g, m) for g, m in zip(got, want) if g is not None]
         compared += len(pairs)
         right += sum(g == m for g, m in pairs)
-        if any(g != m for g, m in pairs) and len(counter) < 3:
+        if any(g != m for g, m in pairs):
             counter.append((tuple(xs), tuple(want), tuple(got)))
-    return Tally(right, compared, tuple(counter))
+    shortest = sorted(counter, key=lambda c: len(c[0]))[:3]  # stable: probe order among equal lengths
+    return Tally(right, compared, tuple(shortest))
 
 
 SCREEN = 16  # probe inputs every candidate of a search runs first
 KEEP = 8  # candidates kept after screening (expanded to their neighbours, then checked on every probe)
 ROUNDS = 2  # times the kept candidates are expanded to their neighbours (a short hill climb)
+SCREEN_LENGTH = 16  # longest screening input (a RASP Select costs length^2: a 150-token model screens on short inputs)
 ORIGINS = ("beam", "prior", "neighbour")
 
 
@@ -282,7 +287,7 @@ def search(beam: list[Decoded], prior: list[Program | PyProgram], model: Trained
            seed: int = 0, expand: bool = True, screen: int = SCREEN, keep: int = KEEP,
            rounds: int = ROUNDS) -> list[Found]:  # fmt: skip
     """Weights propose, behaviour decides: the ``beam``'s programs and a ``prior`` pool (e.g. the programs the
-    meta-model was trained on) run on ``screen`` probe inputs and the ``keep`` agreeing most are kept; with
+    meta-model was trained on) run on ``screen`` probe inputs (at most ``SCREEN_LENGTH`` long) and the ``keep`` agreeing most are kept; with
     ``expand``, ``rounds`` times, the kept ones' one-substitution neighbours (RASP: another library function or
     comparison; Python: an offset, bound or constant moved by one, or another comparison) are
     screened the same way and compete for the places. The kept ones run on all ``probes``. Returns the survivors,
@@ -300,7 +305,7 @@ def search(beam: list[Decoded], prior: list[Program | PyProgram], model: Trained
         add(d.program, "beam")
     for p in prior:
         add(p, "prior")
-    quick = probe(model, screen, seed)
+    quick = probe(model, screen, seed, SCREEN_LENGTH)
 
     def best(indices: list[int]) -> list[int]:
         rights = {i: tally(pool[i][0], model, quick).right for i in indices}

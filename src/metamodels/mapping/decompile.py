@@ -3,7 +3,7 @@
 A trained model is only approximately its program, so the check is a measured rate, not a proof: the decoded
 program and the model run on ``probes`` seeded random inputs of the model's vocabulary (lengths 1..max_seq_len);
 ``agreement`` is the fraction of (input, position) pairs where the program is defined and equals the model's output,
-with the first disagreements as counterexamples. ``agrees`` says whether that rate reaches ``bar`` (default 0.95, the
+with the shortest disagreeing inputs as counterexamples. ``agrees`` says whether that rate reaches ``bar`` (default 0.95, the
 zoo's training bar: a model counts as trained on a program when it matches it that often on held-out inputs).
 
 :func:`decompile` decodes a beam of programs and keeps the one agreeing with the model most on probes drawn with
@@ -58,8 +58,18 @@ class Agreement:
         lines = [f"agreement with the model: {self.rate:.3f} of {self.compared} (input, position) pairs on {self.probes} "
                  f"random inputs (seed {self.seed}): {'at or above' if self.agrees else 'below'} the bar {self.bar}"]  # fmt: skip
         for xs, want, got in self.counterexamples:
-            lines.append(f"  input {list(xs)}: model {list(want)}, program {list(got)}")
+            lines.append(f"  input {_shown(xs)}: model {_shown(want)}, program {_shown(got)}")
         return "\n".join(lines)
+
+
+SHOWN = 20  # values of a counterexample printed before eliding the rest
+
+
+def _shown(values: tuple) -> str:
+    """``values`` as a list, the part past ``SHOWN`` elided with a count."""
+    if len(values) <= SHOWN:
+        return str(list(values))
+    return f"{str(list(values[:SHOWN]))[:-1]}, ... ({len(values) - SHOWN} more)]"
 
 
 def _agreement(measured: decoding.Tally, probed: decoding.Probes, bar: float) -> Agreement:
