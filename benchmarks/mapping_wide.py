@@ -6,7 +6,7 @@ and longer inputs (the shipped checkpoints were trained on 3-6 values and length
         --max-seq-len 16-48 --causal-share 1 --shard-size 40 --workers 1
     python benchmarks/mapping_wide.py zoos/wide [--limit N] [--json wide.json]
 
-Per model: whether the decompiled program is functionally the true one (on the model's held-out inputs, as
+One model per program (its first view). Per model: whether the decompiled program is functionally the true one (on the model's held-out inputs, as
 ``mapping evaluate`` scores it), whether it agrees with the model (>= 0.95 of (input, position) pairs on fresh
 probes, as ``decompile`` reports), whether the true program is among the checkpoint's prior programs (then the
 search could pick it without reading anything new), and the seconds taken. Summaries by vocabulary size.
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=None, help="mapping checkpoint (default: the shipped one)")
     parser.add_argument("--json", type=Path, default=None, help="write every model's record here")
     args = parser.parse_args()
-    rows = list(build.read_zoo(args.zoo))[: args.limit]
+    rows = [r for r in build.read_zoo(args.zoo) if r["view"] == 0][: args.limit]  # one model per program
     language = rows[0]["language"]
     checkpoint = args.checkpoint or decompile.default_checkpoint(language)
     _, _, meta = training.load(checkpoint)

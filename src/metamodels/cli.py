@@ -17,9 +17,14 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from metamodels import options
 from metamodels.errors import MetamodelsError
+
+if TYPE_CHECKING:  # the CLI imports its commands' modules only when they run
+    from metamodels.transformer.compiled import CompiledModel
+    from metamodels.transformer.trained import TrainedModel
 
 
 def _config(where: str, only: tuple[str, ...] | None = None) -> options.Argument:
@@ -29,7 +34,8 @@ def _config(where: str, only: tuple[str, ...] | None = None) -> options.Argument
 
 
 # fmt: off
-MODEL = options.arg("model", type=Path, help="model file (.safetensors), e.g. src/metamodels/examples/sort.safetensors")
+MODEL = options.arg("model", type=Path, help="model file (.safetensors), e.g. src/metamodels/examples/sort.safetensors, "
+                    "or a directory `metamodels import` reads (a Hugging Face GPT-2 checkpoint: token ids as values)")
 PROGRAM = options.arg("program", type=Path, help="program file in readable form (see src/metamodels/examples/)")
 OUT = options.arg("-o", "--out", type=Path, required=True, help="output model file (.safetensors)")
 JSON = options.arg("--json", action="store_true", help="print the result as JSON")
@@ -148,6 +154,9 @@ COMMANDS: dict[str, options.Command] = {
                             "meta-model finds most likely for each model's weights (default 0: the whole pool)"),
                 options.arg("--no-expand", dest="expand", action="store_false", help="with --beam: do not also try "
                             "the best candidates' one-substitution neighbours"),
+                options.arg("--widen", type=int, default=None, help="with --beam: screen the best 8 x N again on "
+                            "16 x N other inputs before keeping 8 (1: one screen, as before stop 38; default: as "
+                            "decompile)"),
                 options.arg("--json", type=Path, help="write the summary to this JSON file")]),
             "baseline": ("the black-box baseline: the pool program that best matches a model's behaviour", "For each "
                          "model of a split, run it on random probe inputs and answer the program of a seeded pool of "
@@ -226,7 +235,10 @@ COMMANDS: dict[str, options.Command] = {
                    options.arg("--verify", dest="verify", action="store_const", const=True,
                                help="verify candidates (the default since 0.6; kept for older scripts)"),
                    options.arg("--language", choices=("rasp", "python"), default="rasp", help="trained models only: "
-                               "the language to write (default rasp); compiled models are always RASP")]),
+                               "the language to write (default rasp); compiled models are always RASP"),
+                   options.arg("--max-length", type=int, default=None, help="trained models only: probe inputs at "
+                               "most this long (default: the model's context, at most 128; set it to the lengths the "
+                               "model was trained on when its context is longer)")]),
     "train": ("train a meta-model on a dataset", "Train a meta-model (weights -> program tokens) on the train split with "
               "validation, early stopping, loss curves and the best checkpoint in OUT/checkpoint. Rerun to resume.",
               [_config("meta.training:TrainConfig")]),
@@ -414,7 +426,8 @@ def _mapping(args: argparse.Namespace) -> int:
     else:
         summary = training.evaluate(args.checkpoint, args.zoo, args.split, blind=args.blind, limit=args.limit,
                                     beam=args.beam, pool=args.pool, expand=args.expand, rank=args.rank,
-                                    **({"probes": args.probes} if args.probes is not None else {}))
+                                    **({"probes": args.probes} if args.probes is not None else {}),
+                                    **({"widen": args.widen} if args.widen is not None else {}))
     print(training.describe(summary))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
@@ -422,24 +435,35 @@ def _mapping(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from metamodels.transformer import lens, modelfile
+    from metamodels.transformer import lens
 
-    out = lens.export(modelfile.load_any(args.model), args.out)
+    out = lens.export(_load_model(args.model), args.out)
     print(f"{out}: TransformerLens state dict ({lens.WEIGHTS}) and config ({lens.CONFIG})")
     return 0
 
 
-def _import(args: argparse.Namespace) -> int:
-    from metamodels.transformer import huggingface, lens, modelfile
+def _read_directory(directory: Path, vocab: Path | None = None) -> CompiledModel | TrainedModel:
+    """A Hugging Face GPT-2 checkpoint (``vocab``: its token list file) or a TransformerLens export directory."""
+    from metamodels.transformer import huggingface, lens
 
-    model: lens.Model
-    if huggingface.is_checkpoint(args.directory):
-        vocab = huggingface.read_vocab(args.vocab) if args.vocab else None
-        model = huggingface.load_gpt2(args.directory, vocab)
-    elif args.vocab:
+    if huggingface.is_checkpoint(directory):
+        return huggingface.load_gpt2(directory, huggingface.read_vocab(vocab) if vocab else None)
+    if vocab:
         raise MetamodelsError("--vocab applies to Hugging Face GPT-2 checkpoints; a TransformerLens export has its own")
-    else:
-        model = lens.read_export(args.directory)
+    return lens.read_export(directory)
+
+
+def _load_model(path: Path) -> CompiledModel | TrainedModel:
+    """A model file, or a directory `metamodels import` reads (read the same way, token ids as a GPT-2's values)."""
+    from metamodels.transformer import modelfile
+
+    return _read_directory(path) if Path(path).is_dir() else modelfile.load_any(path)
+
+
+def _import(args: argparse.Namespace) -> int:
+    from metamodels.transformer import modelfile
+
+    model = _read_directory(args.directory, args.vocab)
     modelfile.save(model, args.out)
     print(f"{args.out}: {model.n_params} parameters from {args.directory}")
     return 0
@@ -448,9 +472,9 @@ def _import(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from metamodels.decompilation import verification
     from metamodels.rasp import text
-    from metamodels.transformer import modelfile, trained
+    from metamodels.transformer import trained
 
-    model = modelfile.load_any(args.model)
+    model = _load_model(args.model)
     if isinstance(model, trained.TrainedModel):
         from metamodels.mapping import decompile as mapping
 
@@ -478,16 +502,19 @@ def _densify(args: argparse.Namespace) -> int:
 
 def _decompile(args: argparse.Namespace) -> int:
     from metamodels.decompilation import pipeline
-    from metamodels.transformer import modelfile, trained
+    from metamodels.transformer import trained
 
-    model = modelfile.load_any(args.model)
+    model = _load_model(args.model)
     if isinstance(model, trained.TrainedModel):
         from metamodels.mapping import decoding
         from metamodels.mapping import decompile as mapping
 
         config = options.config_from(args, pipeline.DecompileConfig)
         beam = 1 if config.greedy else decoding.BEAM if args.beam is None else config.beam  # a trained model's default
-        mapped = mapping.decompile(model, args.checkpoint, args.language, beam=beam)
+        longest = decoding.PROBE_LENGTH if args.max_length is None else args.max_length
+        if longest < 1:
+            raise MetamodelsError(f"--max-length must be at least 1, got {longest}")
+        mapped = mapping.decompile(model, args.checkpoint, args.language, beam=beam, longest=longest)
         print(json.dumps(mapped.to_json(), indent=1, default=str) if args.json else mapped.describe())
         return 0 if mapped.text is not None else 1
     if args.language != "rasp":
@@ -538,9 +565,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from metamodels.rasp import text
-    from metamodels.transformer import forward, modelfile, trained
+    from metamodels.transformer import forward, trained
 
-    model = modelfile.load_any(args.model)
+    model = _load_model(args.model)
     xs = forward.parse_tokens(model, args.tokens)
     print(" ".join(map(forward.show, forward.run(model, [xs])[0])))
     if args.program and isinstance(model, trained.TrainedModel) and "program_text" in model.metadata:

@@ -117,6 +117,10 @@ def test_screening_probes_are_short_and_counterexamples_are_the_shortest(zoo):
     model = stats.model_from_row(row)
     short = decoding.probe(model, 32, seed=0, longest=2)
     assert short.inputs and max(map(len, short.inputs)) <= 2
+    from metamodels.mapping import decompile
+
+    truth = data.parse_program(row["language"], row["program"])
+    assert decompile.agreement(truth, model, probes=32, longest=2).longest == 2
     probed = decoding.probe(model, 64, seed=0)
     wrong = data.parse_program(row["language"], next(r for r in build.read_zoo(zoo) if r["fingerprint"] !=
                                                      row["fingerprint"])["program"])  # fmt: skip

@@ -302,7 +302,7 @@ def _too_deep():
     return trained.TrainedModel(config, {n: np.zeros(s, np.float32) for n, s in config.shapes().items()})
 
 
-def test_decompile_reads_a_gpt2_checkpoint_with_a_150_token_vocabulary_and_context(tmp_path, capsys):
+def test_decompile_reads_a_gpt2_checkpoint_directory_with_a_150_token_vocabulary_and_context(tmp_path, capsys):
     """A GPT-2 (Hugging Face layout) over 150 tokens and 150 positions that outputs each token mod 3 (written by
     hand: blocks zero, one-hot embeddings, the head reading x's row into column x mod 3) decompiles with the shipped
     checkpoint to a program that computes x mod 3 on every probe."""
@@ -323,12 +323,12 @@ def test_decompile_reads_a_gpt2_checkpoint_with_a_150_token_vocabulary_and_conte
     save_file(state, str(directory / "model.safetensors"))
     (directory / "config.json").write_text(json.dumps({"model_type": "gpt2", "vocab_size": V, "n_positions": V,
                                                        "n_embd": D, "n_head": 4, "n_layer": 1}))  # fmt: skip
-    model_file = tmp_path / "gpt2.safetensors"
-    assert cli.main(["import", str(directory), "-o", str(model_file)]) == 0
-    capsys.readouterr()
-    assert cli.main(["decompile", str(model_file), "--json"]) == 0
+    assert cli.main(["decompile", str(directory), "--json"]) == 0  # the checkpoint directory itself, as `import` reads it
     result = json.loads(capsys.readouterr().out)
     assert result["agrees"] and result["agreement"]["rate"] == 1.0 and not result["agreement"]["counterexamples"]
+    assert result["agreement"]["longest"] == decoding.PROBE_LENGTH < V  # probed up to 128 of its 150 positions
     program = data.parse_program("rasp", result["text"])
     xs = list(range(0, V, 7))
     assert list(program.evaluate(xs)) == [x % 3 for x in xs]
+    assert cli.main(["decompile", str(directory), "--max-length", "0"]) == 2
+    assert capsys.readouterr().err.startswith("error: --max-length must be at least 1")

@@ -37,6 +37,7 @@ from metamodels.zoo import programs, tasks
 BEAM = 8  # candidates decoded for a trained model
 PROBES = 256  # random inputs an agreement check runs
 BAR = 0.95  # agreement rate that counts as agreeing (the zoo's training bar)
+PROBE_LENGTH = 128  # longest probe input (a GPT-2 with 1,024 positions is probed on lengths 1..128 unless told)
 
 
 class _Prefix(Protocol):
@@ -223,12 +224,11 @@ class Probes:
     seed: int
 
 
-def probe(model: TrainedModel, probes: int = PROBES, seed: int = 0, longest: int | None = None) -> Probes:
-    """``probes`` distinct random inputs of lengths 1..``max_seq_len`` (at most ``longest``) and the model's
-    outputs on them."""
+def probe(model: TrainedModel, probes: int = PROBES, seed: int = 0, longest: int = PROBE_LENGTH) -> Probes:
+    """``probes`` distinct random inputs of lengths 1..min(``max_seq_len``, ``longest``) and the model's outputs on
+    them."""
     cfg = model.config
-    length = cfg.max_seq_len if longest is None else min(longest, cfg.max_seq_len)
-    inputs = tasks.input_pool(cfg.input_vocab, length, probes, np.random.default_rng(seed))
+    inputs = tasks.input_pool(cfg.input_vocab, min(longest, cfg.max_seq_len), probes, np.random.default_rng(seed))
     return Probes(inputs, trained.run(model, inputs), seed)
 
 
@@ -268,6 +268,7 @@ def tally(program: Program | PyProgram, model: TrainedModel, probed: Probes) -> 
 SCREEN = 16  # probe inputs every candidate of a search runs first
 KEEP = 8  # candidates kept after screening (expanded to their neighbours, then checked on every probe)
 ROUNDS = 2  # times the kept candidates are expanded to their neighbours (a short hill climb)
+WIDEN = 4  # the screen's best KEEP * WIDEN are screened again on SCREEN * WIDEN probes before KEEP are kept
 SCREEN_LENGTH = 16  # longest screening input (a RASP Select costs length^2: a 150-token model screens on short inputs)
 ORIGINS = ("beam", "prior", "neighbour")
 
@@ -285,12 +286,15 @@ class Found:
 
 def search(beam: list[Decoded], prior: list[Program | PyProgram], model: TrainedModel, probes: int = PROBES,
            seed: int = 0, expand: bool = True, screen: int = SCREEN, keep: int = KEEP,
-           rounds: int = ROUNDS) -> list[Found]:  # fmt: skip
+           rounds: int = ROUNDS, widen: int = WIDEN, longest: int = PROBE_LENGTH) -> list[Found]:  # fmt: skip
     """Weights propose, behaviour decides: the ``beam``'s programs and a ``prior`` pool (e.g. the programs the
-    meta-model was trained on) run on ``screen`` probe inputs (at most ``SCREEN_LENGTH`` long) and the ``keep`` agreeing most are kept; with
+    meta-model was trained on) run on ``screen`` probe inputs (at most ``SCREEN_LENGTH`` long), the ``keep * widen``
+    agreeing most run again on ``screen * widen`` others (many candidates fit 16 inputs equally well; one screen
+    would keep the first ``keep`` of them in search order) and the ``keep`` agreeing most on both are kept; with
     ``expand``, ``rounds`` times, the kept ones' one-substitution neighbours (RASP: another library function or
     comparison; Python: an offset, bound or constant moved by one, or another comparison) are
-    screened the same way and compete for the places. The kept ones run on all ``probes``. Returns the survivors,
+    screened the same way and compete for the places. The kept ones run on all ``probes`` (at most ``longest``
+    long). Returns the survivors,
     best first (most agreeing pairs; ties: earlier in the search order). Empty only when there is nothing to search."""
     seen: dict[str, None] = {}
     pool: list[tuple[Program | PyProgram, str]] = []
@@ -305,11 +309,21 @@ def search(beam: list[Decoded], prior: list[Program | PyProgram], model: Trained
         add(d.program, "beam")
     for p in prior:
         add(p, "prior")
-    quick = probe(model, screen, seed, SCREEN_LENGTH)
+    short = min(SCREEN_LENGTH, longest)
+    quick = probe(model, screen, seed, short)
+    finer = probe(model, screen * widen, seed + 2, short)  # seed + 1 is decompile's fresh check
+    rights: list[dict[int, int]] = [{}, {}]  # per screen, candidate -> agreeing pairs (computed once)
+
+    def screened(i: int, stage: int) -> int:
+        if i not in rights[stage]:
+            rights[stage][i] = tally(pool[i][0], model, (quick, finer)[stage]).right
+        return rights[stage][i]
 
     def best(indices: list[int]) -> list[int]:
-        rights = {i: tally(pool[i][0], model, quick).right for i in indices}
-        return sorted(indices, key=lambda i: (-rights[i], i))[:keep]
+        first = sorted(indices, key=lambda i: (-screened(i, 0), i))[: keep * widen]
+        if widen == 1:
+            return first
+        return sorted(first, key=lambda i: (-screened(i, 0) - screened(i, 1), i))[:keep]
 
     top = best(list(range(len(pool))))
     expanded: set[int] = set()
@@ -322,7 +336,7 @@ def search(beam: list[Decoded], prior: list[Program | PyProgram], model: Trained
         if len(pool) == start:
             break
         top = best(top + list(range(start, len(pool))))
-    full = probe(model, probes, seed)
+    full = probe(model, probes, seed, longest)
     found = [Found(pool[i][0], pool[i][1], i, tally(pool[i][0], model, full)) for i in top]
     return sorted(found, key=lambda f: (-f.tally.right, f.order))
 

@@ -49,6 +49,7 @@ class Agreement:
     bar: float
     probes: int
     seed: int
+    longest: int  # the longest probe input (lengths are drawn up to the model's context, or decoding.PROBE_LENGTH)
 
     @property
     def agrees(self) -> bool:
@@ -56,7 +57,8 @@ class Agreement:
 
     def describe(self) -> str:
         lines = [f"agreement with the model: {self.rate:.3f} of {self.compared} (input, position) pairs on {self.probes} "
-                 f"random inputs (seed {self.seed}): {'at or above' if self.agrees else 'below'} the bar {self.bar}"]  # fmt: skip
+                 f"random inputs of lengths 1-{self.longest} (seed {self.seed}): "
+                 f"{'at or above' if self.agrees else 'below'} the bar {self.bar}"]  # fmt: skip
         for xs, want, got in self.counterexamples:
             lines.append(f"  input {_shown(xs)}: model {_shown(want)}, program {_shown(got)}")
         return "\n".join(lines)
@@ -73,13 +75,15 @@ def _shown(values: tuple) -> str:
 
 
 def _agreement(measured: decoding.Tally, probed: decoding.Probes, bar: float) -> Agreement:
-    return Agreement(measured.rate, measured.compared, measured.counterexamples, bar, len(probed.inputs), probed.seed)
+    return Agreement(measured.rate, measured.compared, measured.counterexamples, bar, len(probed.inputs), probed.seed,
+                     max(map(len, probed.inputs)))  # fmt: skip
 
 
 def agreement(program: Program | PyProgram, model: TrainedModel, probes: int = decoding.PROBES, seed: int = 0,
-              bar: float = decoding.BAR) -> Agreement:  # fmt: skip
-    """Run ``program`` and ``model`` on ``probes`` seeded random inputs of the model's vocabulary and compare."""
-    probed = decoding.probe(model, probes, seed)
+              bar: float = decoding.BAR, longest: int = decoding.PROBE_LENGTH) -> Agreement:  # fmt: skip
+    """Run ``program`` and ``model`` on ``probes`` seeded random inputs of the model's vocabulary (at most
+    ``longest`` long) and compare."""
+    probed = decoding.probe(model, probes, seed, longest)
     return _agreement(decoding.tally(program, model, probed), probed, bar)
 
 
@@ -129,11 +133,12 @@ class MappingResult:
 
 
 def decompile(model: TrainedModel, checkpoint: Path | None = None, language: str = "rasp", probes: int = decoding.PROBES,
-              seed: int = 0, bar: float = decoding.BAR, beam: int = decoding.BEAM) -> MappingResult:  # fmt: skip
+              seed: int = 0, bar: float = decoding.BAR, beam: int = decoding.BEAM,
+              longest: int = decoding.PROBE_LENGTH) -> MappingResult:  # fmt: skip
     """Decode ``beam`` programs for ``model`` with the mapping checkpoint (default: the shipped one for ``language``),
     search them, the checkpoint's prior programs and their neighbours by agreement with the model on probes drawn
     with ``seed`` (:func:`metamodels.mapping.decoding.search`), and return the first with its agreement on fresh
-    probes."""
+    probes (every probe at most ``longest`` long)."""
     if language not in LANGUAGES:
         raise MetamodelsError(f"unknown language {language!r} (rasp or python)")
     path = Path(checkpoint) if checkpoint is not None else default_checkpoint(language)
@@ -145,12 +150,12 @@ def decompile(model: TrainedModel, checkpoint: Path | None = None, language: str
     inputs, _ = training.collate(config, [example])
     candidates = decoding.beam_search(meta_model, inputs, vocab, meta["max_len"], beam)
     prior = [data.parse_program(language, t) for t in meta.get("prior", [])]
-    kept = decoding.search(candidates, prior, model, probes, seed)
+    kept = decoding.search(candidates, prior, model, probes, seed, longest=longest)
     if not kept:
         return MappingResult(language, (), None, None, str(path))
     program = kept[0].program
     shown = text.format_program(program) if isinstance(program, Program) else python_program.format_program(program)
-    fresh = decoding.probe(model, probes, seed + 1)
+    fresh = decoding.probe(model, probes, seed + 1, longest)
     return MappingResult(language, tuple(data.program_strings(program)[1:]), shown,
                          _agreement(decoding.tally(program, model, fresh), fresh, bar), str(path), kept[0].origin,
                          len(candidates), len(prior))  # fmt: skip

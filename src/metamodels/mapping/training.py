@@ -212,7 +212,7 @@ def score(vocab: data.Vocabulary, decoded: list[int], row: dict, target: Sequenc
 
 def evaluate(checkpoint: Path, zoo: Path, split: str = "test", blind: bool = False, limit: int | None = None,
              batch_size: int = 64, progress: bool = True, beam: int | None = None, probes: int = decoding.PROBES,
-             pool: int = 0, expand: bool = True, rank: int = 0) -> dict:  # fmt: skip
+             pool: int = 0, expand: bool = True, rank: int = 0, widen: int = decoding.WIDEN) -> dict:  # fmt: skip
     """Metrics of a checkpoint on a zoo split: overall, by program size and by base-model size (log10 params).
 
     ``beam=None``: paper 002's greedy, unconstrained decoding. ``beam=k``: k grammar-constrained candidates, with
@@ -223,11 +223,12 @@ def evaluate(checkpoint: Path, zoo: Path, split: str = "test", blind: bool = Fal
     ``any_functional`` (some kept candidate is: the ceiling of choosing) and ``from_beam`` / ``from_prior`` /
     ``from_neighbour`` (where the first came from). ``rank=k``: of the pool, only the k programs the meta-model finds
     most likely for each model's weights are searched (:func:`metamodels.mapping.decoding.most_likely`; 0: the whole
-    pool).
+    pool). ``widen``: the search's second screen (:func:`metamodels.mapping.decoding.search`; 1: none).
     """
-    if beam is not None and (beam < 0 or probes < 1 or beam == 0 and pool < 1) or rank < 0:
+    if beam is not None and (beam < 0 or probes < 1 or beam == 0 and pool < 1) or rank < 0 or widen < 1:
         raise MetamodelsError(f"--beam must be at least 0 (0 with a --pool), --probes at least 1; got --beam {beam}, "
-                              f"--probes {probes}, --pool {pool}; --rank at least 0, got {rank}")  # fmt: skip
+                              f"--probes {probes}, --pool {pool}; --rank at least 0, got {rank}; --widen at least "
+                              f"1, got {widen}")  # fmt: skip
     model, vocab, meta = load(checkpoint)
     config = MappingConfig(**meta["config"])
     manifest = store.read_manifest(Path(zoo))
@@ -259,7 +260,7 @@ def evaluate(checkpoint: Path, zoo: Path, split: str = "test", blind: bool = Fal
                 found = decoding.beam_search(model, one, vocab, meta["max_len"], beam) if beam else []
                 own = decoding.most_likely(model, one, vocab, prior, rank) if rank else prior
                 results.append({"id": r["id"], "size": r["size"], "n_params": r["n_params"],
-                                **_chosen(vocab, found, own, r, e.target, probes, expand)})  # fmt: skip
+                                **_chosen(vocab, found, own, r, e.target, probes, expand, widen)})  # fmt: skip
         rows.clear()
 
     with tqdm(desc=f"evaluating {split}", unit="model", disable=not progress) as bar:
@@ -277,14 +278,15 @@ def evaluate(checkpoint: Path, zoo: Path, split: str = "test", blind: bool = Fal
         raise MetamodelsError(f"{zoo}: no models in the {split} split")
     return summarize(results) | {"checkpoint": str(checkpoint), "zoo": str(zoo), "split": split, "blind": blind,
                                  "beam": beam, "probes": None if beam is None else probes, "pool": len(prior),
-                                 "rank": rank or None, "expand": None if beam is None else expand}  # fmt: skip
+                                 "rank": rank or None, "expand": None if beam is None else expand,
+                                 "widen": None if beam is None else widen}  # fmt: skip
 
 
 def _chosen(vocab: data.Vocabulary, found: list[decoding.Decoded], prior: list, row: dict, target: Sequence[int],
-            probes: int, expand: bool) -> dict:  # fmt: skip
+            probes: int, expand: bool, widen: int) -> dict:  # fmt: skip
     """The metrics of the program :func:`decoding.search` puts first, and the search metrics."""
     model = stats.model_from_row(row)
-    kept = decoding.search(found, prior, model, probes, expand=expand)
+    kept = decoding.search(found, prior, model, probes, expand=expand, widen=widen)
     if not kept:
         return score(vocab, [1], row, target) | dict.fromkeys(SEARCH_METRICS, False)
     ids = [vocab.ids[t] for t in data.program_strings(kept[0].program)]
