@@ -218,7 +218,8 @@ COMMANDS: dict[str, options.Command] = {
                "Exit status 0 only if the program verifies (the README states the rule), else 1. A trained transformer "
                "is only approximately a program: for one, the program (RASP, or Python starting with `def`) and the "
                "model run on 256 seeded random inputs and the agreement rate is reported; exit 0 only if it is at least "
-               "0.95 (the zoo's training bar). That is a measurement, not a proof.",
+               "0.95 (the zoo's training bar) and its balanced rate (the mean over the model's output values of the "
+               "share matched) at least 0.9. That is a measurement, not a proof.",
                [PROGRAM, MODEL, _config("decompilation.verification:VerifyConfig"), JSON]),
     "densify": ("make a model file's weights dense (PCA compression + random rotation)", "Compress the residual stream by "
                 "PCA to the smallest width keeping the decoded outputs unchanged on at least --fidelity of held-out "

@@ -124,10 +124,26 @@ def test_screening_probes_are_short_and_counterexamples_are_the_shortest(zoo):
     probed = decoding.probe(model, 64, seed=0)
     wrong = data.parse_program(row["language"], next(r for r in build.read_zoo(zoo) if r["fingerprint"] !=
                                                      row["fingerprint"])["program"])  # fmt: skip
-    counter = decoding.tally(wrong, model, probed).counterexamples
+    measured = decoding.tally(wrong, model, probed)
+    counter = measured.counterexamples
     disagreeing = [xs for xs, want in zip(probed.inputs, probed.outputs)
                    if any(g is not None and g != m for g, m in zip(_run(wrong, model, xs), want))]  # fmt: skip
     assert counter and [len(c[0]) for c in counter] == sorted(map(len, disagreeing))[: len(counter)]
+    # the balanced rate, counted here pair by pair: per model output value, the share the program matches
+    pairs = [(g, m) for xs, want in zip(probed.inputs, probed.outputs) for g, m in zip(_run(wrong, model, xs), want)
+             if g is not None]  # fmt: skip
+    values = {m for _, m in pairs}
+    recall = [sum(g == m for g, m in pairs if m == v) / sum(m == v for _, m in pairs) for v in values]
+    assert measured.balanced == pytest.approx(sum(recall) / len(recall))
+    assert measured.rate == pytest.approx(sum(g == m for g, m in pairs) / len(pairs))
+
+
+def test_agreeing_needs_the_rate_and_the_balanced_rate():
+    assert decoding.Tally(96, 100, (), 0.95).agrees()
+    assert not decoding.Tally(96, 100, (), 0.5).agrees()  # a constant on outputs 96% one value
+    assert not decoding.Tally(90, 100, (), 0.95).agrees()
+    assert not decoding.Tally(0, 0, (), 1.0).agrees()  # nothing compared
+    assert decoding.Tally(96, 100, (), 0.95).score > decoding.Tally(97, 100, (), 0.5).score
 
 
 def _run(program, model, xs):

@@ -8,7 +8,8 @@ finished candidate parses, and a beam keeps the ``beam`` most likely ones.
 
 :func:`search` then reads the model's *behaviour* to pick among what its *weights* suggested (and a prior pool of
 programs, and their one-substitution neighbours): each candidate and the model run on the same seeded probe inputs,
-and the candidate agreeing with the model on the most (input, position) pairs wins (ties: the more likely one). The
+and the candidate agreeing with the model most wins (:attr:`Tally.score`: the share of (input, position) pairs it
+matches plus its balanced share, the mean over the model's output values; ties: the more likely one). The
 probes are drawn from the model's own vocabulary and lengths, never from the true program, so searching needs
 nothing but the model file.
 """
@@ -37,6 +38,7 @@ from metamodels.zoo import programs, tasks
 BEAM = 8  # candidates decoded for a trained model
 PROBES = 256  # random inputs an agreement check runs
 BAR = 0.95  # agreement rate that counts as agreeing (the zoo's training bar)
+BALANCED_BAR = 0.9  # and the balanced rate it needs too (a near-constant program can match 95% of skewed outputs)
 PROBE_LENGTH = 128  # longest probe input (a GPT-2 with 1,024 positions is probed on lengths 1..128 unless told)
 
 
@@ -239,17 +241,27 @@ class Tally:
     right: int  # (input, position) pairs where the program is defined and equals the model
     compared: int  # pairs where the program is defined
     counterexamples: tuple[tuple[tuple, tuple, tuple], ...]  # the 3 shortest (input, model output, program output)
+    balanced: float = 0.0  # per output value of the model, the share of its pairs the program matches; their mean
 
     @property
     def rate(self) -> float:
         return self.right / max(1, self.compared)
+
+    @property
+    def score(self) -> float:
+        """What a search ranks by: the rate plus the balanced rate (where 95% of a model's outputs are one value, a
+        constant agrees on 95% of pairs, but on half of the balanced rate)."""
+        return self.rate + self.balanced
+
+    def agrees(self, bar: float = BAR, balanced_bar: float = BALANCED_BAR) -> bool:
+        return self.compared > 0 and self.rate >= bar and self.balanced >= balanced_bar
 
 
 def tally(program: Program | PyProgram, model: TrainedModel, probed: Probes) -> Tally:
     """Run ``program`` on the probe inputs under ``model``'s settings and compare with the model's outputs."""
     cfg = model.config
     made = programs.from_program(program, cfg.input_vocab, cfg.max_seq_len, cfg.causal)
-    right = compared = 0
+    per_value: dict[tuple[str, str], list[int]] = {}  # the model's output value -> [matched, compared]
     counter: list[tuple[tuple, tuple, tuple]] = []
     for xs, want in zip(probed.inputs, probed.outputs):
         try:
@@ -257,12 +269,16 @@ def tally(program: Program | PyProgram, model: TrainedModel, probed: Probes) -> 
         except Exception:  # noqa: BLE001 - a decoded program may fail on an input: every position disagrees
             got = ["<error>"] * len(xs)
         pairs = [(g, m) for g, m in zip(got, want) if g is not None]
-        compared += len(pairs)
-        right += sum(g == m for g, m in pairs)
+        for g, m in pairs:
+            seen = per_value.setdefault(trained.value_key(m), [0, 0])
+            seen[0] += g == m
+            seen[1] += 1
         if any(g != m for g, m in pairs):
             counter.append((tuple(xs), tuple(want), tuple(got)))
     shortest = sorted(counter, key=lambda c: len(c[0]))[:3]  # stable: probe order among equal lengths
-    return Tally(right, compared, tuple(shortest))
+    right, compared = sum(v[0] for v in per_value.values()), sum(v[1] for v in per_value.values())
+    balanced = sum(v[0] / v[1] for v in per_value.values()) / max(1, len(per_value))
+    return Tally(right, compared, tuple(shortest), balanced)
 
 
 SCREEN = 16  # probe inputs every candidate of a search runs first
@@ -295,7 +311,8 @@ def search(beam: list[Decoded], prior: list[Program | PyProgram], model: Trained
     comparison; Python: an offset, bound or constant moved by one, or another comparison) are
     screened the same way and compete for the places. The kept ones run on all ``probes`` (at most ``longest``
     long). Returns the survivors,
-    best first (most agreeing pairs; ties: earlier in the search order). Empty only when there is nothing to search."""
+    best first (highest :attr:`Tally.score`; ties: earlier in the search order). Empty only when there is nothing to
+    search."""
     seen: dict[str, None] = {}
     pool: list[tuple[Program | PyProgram, str]] = []
 
@@ -312,12 +329,12 @@ def search(beam: list[Decoded], prior: list[Program | PyProgram], model: Trained
     short = min(SCREEN_LENGTH, longest)
     quick = probe(model, screen, seed, short)
     finer = probe(model, screen * widen, seed + 2, short)  # seed + 1 is decompile's fresh check
-    rights: list[dict[int, int]] = [{}, {}]  # per screen, candidate -> agreeing pairs (computed once)
+    scores: list[dict[int, float]] = [{}, {}]  # per screen, candidate -> its tally's score (computed once)
 
-    def screened(i: int, stage: int) -> int:
-        if i not in rights[stage]:
-            rights[stage][i] = tally(pool[i][0], model, (quick, finer)[stage]).right
-        return rights[stage][i]
+    def screened(i: int, stage: int) -> float:
+        if i not in scores[stage]:
+            scores[stage][i] = tally(pool[i][0], model, (quick, finer)[stage]).score
+        return scores[stage][i]
 
     def best(indices: list[int]) -> list[int]:
         first = sorted(indices, key=lambda i: (-screened(i, 0), i))[: keep * widen]
@@ -338,7 +355,7 @@ def search(beam: list[Decoded], prior: list[Program | PyProgram], model: Trained
         top = best(top + list(range(start, len(pool))))
     full = probe(model, probes, seed, longest)
     found = [Found(pool[i][0], pool[i][1], i, tally(pool[i][0], model, full)) for i in top]
-    return sorted(found, key=lambda f: (-f.tally.right, f.order))
+    return sorted(found, key=lambda f: (-f.tally.score, f.order))
 
 
 def _text(program: Program | PyProgram) -> str | None:

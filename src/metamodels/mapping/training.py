@@ -292,7 +292,7 @@ def _chosen(vocab: data.Vocabulary, found: list[decoding.Decoded], prior: list, 
     ids = [vocab.ids[t] for t in data.program_strings(kept[0].program)]
     out = score(vocab, ids, row, target)
     fresh = decoding.tally(kept[0].program, model, decoding.probe(model, probes, seed=1))  # not the probes it won on
-    agrees = fresh.compared > 0 and fresh.rate >= decoding.BAR
+    agrees = fresh.agrees()
     any_functional = out["functional"] or any(
         score(vocab, [vocab.ids[t] for t in data.program_strings(k.program)], row, target)["functional"]
         for k in kept[1:]
