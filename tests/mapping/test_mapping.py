@@ -165,9 +165,12 @@ def test_training_fits_a_few_models_and_the_cli_evaluates(zoo, checkpoint, tmp_p
     assert "beam 3 and pool 0 searched" in capsys.readouterr().out
     assert cli.main(["mapping", "evaluate", str(checkpoint), str(zoo), "--beam", "0"]) == 2  # nothing to search
     assert capsys.readouterr().err.startswith("error: --beam")
+    assert cli.main(["mapping", "evaluate", str(checkpoint), str(zoo), "--beam", "2", "--widen", "0"]) == 2
+    assert "--widen at least 1" in capsys.readouterr().err
     # --beam 0 --pool N: the prior pool and its neighbours alone; what the first came from is counted
     assert cli.main(["mapping", "evaluate", str(checkpoint), str(zoo), "--beam", "0", "--pool", "5", "--probes", "32",
-                     "--limit", "4", "--json", str(report)]) == 0  # fmt: skip
+                     "--limit", "4", "--widen", "1", "--json", str(report)]) == 0  # fmt: skip
+    assert json.loads(report.read_text())["widen"] == 1
     overall = json.loads(report.read_text())["overall"]
     assert overall["from_beam"] == 0.0 and overall["from_prior"] + overall["from_neighbour"] == 1.0
 

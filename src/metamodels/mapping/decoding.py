@@ -8,8 +8,9 @@ finished candidate parses, and a beam keeps the ``beam`` most likely ones.
 
 :func:`search` then reads the model's *behaviour* to pick among what its *weights* suggested (and a prior pool of
 programs, and their one-substitution neighbours): each candidate and the model run on the same seeded probe inputs,
-and the candidate agreeing with the model most wins (:attr:`Tally.score`: the share of (input, position) pairs it
-matches plus its balanced share, the mean over the model's output values; ties: the more likely one). The
+and the candidate agreeing with the model on the most (input, position) pairs wins (ties: the more likely one;
+ranking by the balanced rate too was measured worse at stop 38: a model's rare spurious outputs weigh as much as
+its common ones). The
 probes are drawn from the model's own vocabulary and lengths, never from the true program, so searching needs
 nothing but the model file.
 """
@@ -247,12 +248,6 @@ class Tally:
     def rate(self) -> float:
         return self.right / max(1, self.compared)
 
-    @property
-    def score(self) -> float:
-        """What a search ranks by: the rate plus the balanced rate (where 95% of a model's outputs are one value, a
-        constant agrees on 95% of pairs, but on half of the balanced rate)."""
-        return self.rate + self.balanced
-
     def agrees(self, bar: float = BAR, balanced_bar: float = BALANCED_BAR) -> bool:
         return self.compared > 0 and self.rate >= bar and self.balanced >= balanced_bar
 
@@ -311,8 +306,7 @@ def search(beam: list[Decoded], prior: list[Program | PyProgram], model: Trained
     comparison; Python: an offset, bound or constant moved by one, or another comparison) are
     screened the same way and compete for the places. The kept ones run on all ``probes`` (at most ``longest``
     long). Returns the survivors,
-    best first (highest :attr:`Tally.score`; ties: earlier in the search order). Empty only when there is nothing to
-    search."""
+    best first (most agreeing pairs; ties: earlier in the search order). Empty only when there is nothing to search."""
     seen: dict[str, None] = {}
     pool: list[tuple[Program | PyProgram, str]] = []
 
@@ -329,12 +323,12 @@ def search(beam: list[Decoded], prior: list[Program | PyProgram], model: Trained
     short = min(SCREEN_LENGTH, longest)
     quick = probe(model, screen, seed, short)
     finer = probe(model, screen * widen, seed + 2, short)  # seed + 1 is decompile's fresh check
-    scores: list[dict[int, float]] = [{}, {}]  # per screen, candidate -> its tally's score (computed once)
+    rights: list[dict[int, int]] = [{}, {}]  # per screen, candidate -> agreeing pairs (computed once)
 
-    def screened(i: int, stage: int) -> float:
-        if i not in scores[stage]:
-            scores[stage][i] = tally(pool[i][0], model, (quick, finer)[stage]).score
-        return scores[stage][i]
+    def screened(i: int, stage: int) -> int:
+        if i not in rights[stage]:
+            rights[stage][i] = tally(pool[i][0], model, (quick, finer)[stage]).right
+        return rights[stage][i]
 
     def best(indices: list[int]) -> list[int]:
         first = sorted(indices, key=lambda i: (-screened(i, 0), i))[: keep * widen]
@@ -355,7 +349,7 @@ def search(beam: list[Decoded], prior: list[Program | PyProgram], model: Trained
         top = best(top + list(range(start, len(pool))))
     full = probe(model, probes, seed, longest)
     found = [Found(pool[i][0], pool[i][1], i, tally(pool[i][0], model, full)) for i in top]
-    return sorted(found, key=lambda f: (-f.tally.score, f.order))
+    return sorted(found, key=lambda f: (-f.tally.right, f.order))
 
 
 def _text(program: Program | PyProgram) -> str | None:
