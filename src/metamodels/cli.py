@@ -451,6 +451,9 @@ def _read_directory(directory: Path, vocab: Path | None = None) -> CompiledModel
         return huggingface.load_gpt2(directory, huggingface.read_vocab(vocab) if vocab else None)
     if vocab:
         raise MetamodelsError("--vocab applies to Hugging Face GPT-2 checkpoints; a TransformerLens export has its own")
+    if not (Path(directory) / lens.CONFIG).is_file():
+        raise MetamodelsError(f"{directory}: a directory without {lens.CONFIG}, so neither a Hugging Face GPT-2 "
+                              "checkpoint nor a TransformerLens export (or pass a model file)")  # fmt: skip
     return lens.read_export(directory)
 
 

@@ -336,3 +336,5 @@ def test_decompile_reads_a_gpt2_checkpoint_directory_with_a_150_token_vocabulary
     assert list(program.evaluate(xs)) == [x % 3 for x in xs]
     assert cli.main(["decompile", str(directory), "--max-length", "0"]) == 2
     assert capsys.readouterr().err.startswith("error: --max-length must be at least 1")
+    assert cli.main(["decompile", str(tmp_path)]) == 2  # a directory that holds no model
+    assert "neither a Hugging Face GPT-2 checkpoint nor a TransformerLens export" in capsys.readouterr().err
