@@ -7,8 +7,8 @@ and longer inputs (the shipped checkpoints were trained on 3-6 values and length
     python benchmarks/mapping_wide.py zoos/wide [--limit N] [--json wide.json]
 
 One model per program (its first view). Per model: whether the decompiled program is functionally the true one (on the model's held-out inputs, as
-``mapping evaluate`` scores it), whether it agrees with the model (>= 0.95 of (input, position) pairs on fresh
-probes, as ``decompile`` reports), whether the true program is among the checkpoint's prior programs (then the
+``mapping evaluate`` scores it: ``training.score``), whether it agrees with the model (as ``decompile`` reports it:
+rate and balanced rate at their bars on fresh probes), whether the true program is among the checkpoint's prior programs (then the
 search could pick it without reading anything new), and the seconds taken. Summaries by vocabulary size.
 """
 
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from metamodels.mapping import data, decompile, training
-from metamodels.zoo import build, programs, stats
+from metamodels.zoo import build, stats
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
     rows = [r for r in build.read_zoo(args.zoo) if r["view"] == 0][: args.limit]  # one model per program
     language = rows[0]["language"]
     checkpoint = args.checkpoint or decompile.default_checkpoint(language)
-    _, _, meta = training.load(checkpoint)
+    _, vocab, meta = training.load(checkpoint)
     prior = set(meta.get("prior", []))  # train programs' texts, as the zoo writes them
     records = []
     for i, row in enumerate(rows):
@@ -41,7 +41,7 @@ def main() -> None:
         start = time.perf_counter()
         result = decompile.decompile(model, checkpoint, language)
         seconds = time.perf_counter() - start
-        functional = result.text is not None and _functional(row, data.parse_program(language, result.text))
+        functional = result.text is not None and _functional(vocab, row, data.parse_program(language, result.text))
         records.append({"id": row["id"], "program": row["program"], "size": row["size"],
                         "vocab": len(json.loads(row["input_vocab"])), "max_seq_len": row["max_seq_len"],
                         "params": model.n_params, "norm": model.config.norm, "activation": model.config.activation,
@@ -56,15 +56,9 @@ def main() -> None:
         args.json.write_text(json.dumps(records, indent=1))
 
 
-def _functional(row: dict, program) -> bool:
-    vocab_in = json.loads(row["input_vocab"])
-    truth = programs.from_text(row["language"], row["program"], vocab_in, row["max_seq_len"], row["causal"])
-    guess = programs.from_program(program, vocab_in, row["max_seq_len"], row["causal"])
-    inputs = data.heldout_inputs(row)
-    try:
-        return [list(guess.evaluate(xs)) for xs in inputs] == [list(truth.evaluate(xs)) for xs in inputs]
-    except Exception:  # noqa: BLE001 - a decompiled program may fail on an input
-        return False
+def _functional(vocab: data.Vocabulary, row: dict, program) -> bool:
+    target = [vocab.ids[t] for t in data.target_strings(row["language"], row["program"])]
+    return training.score(vocab, [vocab.ids[t] for t in data.program_strings(program)], row, target)["functional"]
 
 
 def _summary(records: list[dict]) -> None:

@@ -249,7 +249,13 @@ class Tally:
         return self.right / max(1, self.compared)
 
     def agrees(self, bar: float = BAR, balanced_bar: float = BALANCED_BAR) -> bool:
-        return self.compared > 0 and self.rate >= bar and self.balanced >= balanced_bar
+        return agreeing(self.compared, self.rate, self.balanced, bar, balanced_bar)
+
+
+def agreeing(compared: int, rate: float, balanced: float, bar: float = BAR, balanced_bar: float = BALANCED_BAR) -> bool:
+    """The rule for a program agreeing with a trained model: something compared, the rate and the balanced rate at
+    their bars."""
+    return compared > 0 and rate >= bar and balanced >= balanced_bar
 
 
 def tally(program: Program | PyProgram, model: TrainedModel, probed: Probes) -> Tally:
@@ -322,7 +328,7 @@ def search(beam: list[Decoded], prior: list[Program | PyProgram], model: Trained
         add(p, "prior")
     short = min(SCREEN_LENGTH, longest)
     quick = probe(model, screen, seed, short)
-    finer = probe(model, screen * widen, seed + 2, short)  # seed + 1 is decompile's fresh check
+    finer = probe(model, screen * widen, seed + 2, short) if widen > 1 else quick  # seed + 1: decompile's fresh check
     rights: list[dict[int, int]] = [{}, {}]  # per screen, candidate -> agreeing pairs (computed once)
 
     def screened(i: int, stage: int) -> int:

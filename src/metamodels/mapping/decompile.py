@@ -60,7 +60,7 @@ class Agreement:
 
     @property
     def agrees(self) -> bool:
-        return self.compared > 0 and self.rate >= self.bar and self.balanced >= self.balanced_bar
+        return decoding.agreeing(self.compared, self.rate, self.balanced, self.bar, self.balanced_bar)
 
     def describe(self) -> str:
         lines = [f"agreement with the model: {self.rate:.3f} of {self.compared} (input, position) pairs on {self.probes} "
