@@ -9,7 +9,8 @@ zoo's training bar: a model counts as trained on a program when it matches it th
 0.9 (``decoding.BALANCED_BAR``): where 95% of a model's outputs are one value, a program that always writes it
 matches 95% of pairs but only half of the balanced rate. Measured at stop 38 on the true programs of 60 test models
 of each RASP zoo: balanced >= 0.9 for 59 of 60 of both; the bar turned away 4 of the 17 wrong programs that the
-rate alone accepted on 79 wider models (`benchmarks/mapping_wide.py`), and none of the 42 right ones.
+rate alone accepted on 79 wider models (`benchmarks/mapping_wide.py`), and none of the 42 right ones
+(`docs/mapping/balanced_check.py`).
 
 :func:`decompile` decodes a beam of programs and keeps the one agreeing with the model most on probes drawn with
 ``seed`` (:func:`metamodels.mapping.decoding.search`, which also tries the programs the meta-model was trained on,
