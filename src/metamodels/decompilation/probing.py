@@ -70,10 +70,11 @@ class Probe:
     outputs: tuple[Value, ...]
 
 
-def probe(model: CompiledModel, *, per_length: int = PER_LENGTH, seed: int = 0) -> Probe:
-    """Run ``model`` on its battery (``per_length`` random inputs per length, edge cases, seeded) and keep its
-    residual streams, position by position."""
-    inputs = probe_inputs(model, per_length=per_length, seed=seed)
+def probe(model: CompiledModel, *, per_length: int = PER_LENGTH, seed: int = 0,
+          extra: Sequence[Sequence[Value]] = ()) -> Probe:  # fmt: skip
+    """Run ``model`` on its battery (``per_length`` random inputs per length, edge cases, seeded; then ``extra``)
+    and keep its residual streams, position by position."""
+    inputs = list(dict.fromkeys(probe_inputs(model, per_length=per_length, seed=seed) + [tuple(xs) for xs in extra]))
     order, streams, bos, outputs = [], [], [], []
     for length in sorted({len(xs) for xs in inputs}):
         batch = [i for i, xs in enumerate(inputs) if len(xs) == length]
@@ -116,6 +117,44 @@ def read_tables(
             raise ReadoutError(f"the structure needs {layers.n_layers(program)} layers; the model has {model.n_layers}")
         sublayer = layers.assign_sublayers(program)
     probed = probed if probed is not None else probe(model)
+    read, values = _read_tables(program, model, probed, sublayer, {})
+    source = _labels_source(read)
+    if source is None:
+        return read
+    # The output carries an intermediate variable's canonical labels (through categorical Aggregates): named by
+    # what the model outputs where the output has each label, read again (readers of that variable key on names).
+    names = _names(values[read.output], probed.outputs)
+    return _read_tables(program, model, probed, sublayer, {source: names})[0] if names else read
+
+
+def _labels_source(program: Program) -> str | None:
+    """The categorical MLP op whose values reach the output through categorical Aggregates alone (the output not
+    itself an MLP op, whose values are read as the model's outputs), or None."""
+    name = program.output
+    while name in program.by_name and program.by_name[name].kind == "Aggregate":
+        op = program.by_name[name]
+        if op.encoding != "categorical":
+            return None
+        name = op.args[1]
+    op = program.by_name.get(name)
+    mlp = op is not None and op.kind in ("Map", "SequenceMap") and op.encoding == "categorical"
+    return name if mlp and name != program.output else None
+
+
+def _names(labels: list[Value], outputs: Sequence[Value]) -> dict[Value, Value] | None:
+    """{label: the model's most frequent output where the output variable has it}; None unless one to one."""
+    seen: dict[Value, list[Value]] = {}
+    for label, out in zip(labels, outputs):
+        if label is not None:
+            seen.setdefault(label, []).append(out)
+    names = {label: _model_value(outs) for label, outs in seen.items()}
+    return names if len(set(names.values())) == len(names) else None
+
+
+def _read_tables(program: Program, model: CompiledModel, probed: Probe, sublayer: dict[str, int],
+                 names: dict[str, dict[Value, Value]]) -> tuple[Program, dict[str, list[Value]]]:  # fmt: skip
+    """(:func:`read_tables`'s program, each variable's values on the probe); ``names``: {variable: {canonical
+    label: name}} for intermediate categorical variables whose values are to be named."""
     values: dict[str, list[Value]] = {
         "tokens": [probed.inputs[i][t] for i, t in probed.where],
         "indices": [t for _, t in probed.where],
@@ -134,9 +173,9 @@ def read_tables(
             ops[j] = dataclasses.replace(ops[j], predicate=named_table(ops[j], table))
         elif op.kind in ("Map", "SequenceMap", "LinearSequenceMap"):
             ops[i] = _mlp_op(op, model, probed, sublayer[op.name] // 2, [values[a] for a in op.args],
-                             op.name == program.output, claimed, directions)  # fmt: skip
+                             op.name == program.output, claimed, directions, names.get(op.name, {}))  # fmt: skip
         values[op.name] = _evaluate(Program(tuple(ops[: i + 1]), op.name), probed, model) if op.is_sop else []
-    return Program(tuple(ops), program.output)
+    return Program(tuple(ops), program.output), values
 
 
 def read_tables_or_none(program: Program, model: CompiledModel, probed: Probe | None = None) -> Program | None:
@@ -251,11 +290,12 @@ def _predicate(logits: np.ndarray, to_bos: np.ndarray, key_groups: list[list[int
 
 
 def _mlp_op(op: Op, model: CompiledModel, probed: Probe, layer: int, args: list[list[Value]], is_output: bool,
-            claimed: set[tuple], directions: dict[str, np.ndarray]) -> Op:  # fmt: skip
+            claimed: set[tuple], directions: dict[str, np.ndarray], names: dict[Value, Value]) -> Op:  # fmt: skip
     """``op`` with its table (or coefficients) read from the MLP of ``layer``: per argument value, the mean of
     what the op's units write there (a compressed model's activations carry a little of everything). A numerical
     op's units are those writing one direction (two numerical Maps of one argument share a layer's MLP): the
-    first such set not ``claimed`` by an earlier op; its direction goes to ``directions``."""
+    first such set not ``claimed`` by an earlier op; its direction goes to ``directions``. ``names``: a
+    categorical op's {canonical label: value}, where known."""
     keep = [p for p in range(len(probed.where)) if all(a[p] is not None for a in args)]
     if not keep:
         raise ReadoutError(f"{op.name}: its arguments take no value on the battery")
@@ -284,7 +324,7 @@ def _mlp_op(op: Op, model: CompiledModel, probed: Probe, layer: int, args: list[
     elif op.encoding == "numerical":
         out, directions[op.name] = coordinates(means)
     else:
-        out = labels(means)
+        out = [names.get(label, label) for label in labels(means)]
     if op.kind == "LinearSequenceMap":
         return dataclasses.replace(op, coeffs=_coefficients(op, keys, out))
     read = Table(tuple(zip(keys, out)), len(args))  # type: ignore[arg-type]

@@ -39,8 +39,8 @@ import numpy as np
 from metamodels.decompilation import probing
 from metamodels.decompilation.readout import ReadoutError
 from metamodels.rasp.program import Encoding, Op, Program
-from metamodels.rasp.tables import Table
-from metamodels.transformer import forward
+from metamodels.rasp.tables import NoEntry, Table
+from metamodels.transformer import battery, forward
 from metamodels.transformer.compiled import CompiledModel, Value
 
 EXPLAINED = 0.9  # a variable explains a reader when its values account for this much of the reader's variance
@@ -51,6 +51,9 @@ MIXED = object()  # a categorical Aggregate's value where the selected values di
 MIN_CLEAN = 0.25  # a categorical Aggregate is fitted where its selected values agree: on at least this share
 NO_INTERACTION = 0.99  # two variables' main effects explaining this much of a write: they do not interact
 QUIET = 1e-6  # relative size below which a head or a unit does nothing
+COVERAGE = 8  # tables are completed on a battery this many times the probe's inputs per length (every input
+EXHAUSTIVE = 20_000  # when there are at most this many), adding one input per table entry the probe missed ...
+COVERAGE_ROUNDS = 3  # ... this many times at most (an entry read anew can lead to others)
 OFF_BOS = 0.1  # a head whose values off BOS are this small beside its value at BOS counts (a SelectorWidth); not
 # zero: compression leaks a little of every direction into the others (seen: 1.5%; an Aggregate has 0 at BOS)
 
@@ -67,7 +70,35 @@ def read_program(model: CompiledModel, probed: probing.Probe | None = None) -> P
     """The model's whole program traced from its activations, tables read (ReadoutError if it cannot be)."""
     probed = probed if probed is not None else probing.probe(model)
     structure, sublayer = read_structure(model, probed)
-    return probing.read_tables(structure, model, probed, sublayer)
+    program = probing.read_tables(structure, model, probed, sublayer)
+    s = model.settings
+    wider = battery.make_battery(s.vocab, s.max_seq_len, per_length=COVERAGE * probing.PER_LENGTH, seed=1,
+                                 exhaustive_up_to=EXHAUSTIVE)  # fmt: skip
+    extra: list[tuple[Value, ...]] = []
+    for _ in range(COVERAGE_ROUNDS):  # the tables again, on the probe plus inputs reaching entries it missed
+        missed = _uncovered(program, wider, s.causal)
+        if not missed:
+            break
+        extra += missed
+        try:
+            program = probing.read_tables(structure, model, probing.probe(model, extra=extra), sublayer)
+        except ReadoutError:
+            break
+    return program
+
+
+def _uncovered(program: Program, inputs: list[tuple[Value, ...]], causal: bool) -> list[tuple[Value, ...]]:
+    """One input for each table entry ``program`` lacks that one of ``inputs`` reaches: a value combination the
+    probe's random inputs never met."""
+    out: dict[str, tuple[Value, ...]] = {}
+    for xs in inputs:
+        try:
+            program.evaluate(xs, causal=causal)
+        except NoEntry as e:
+            out.setdefault(str(e), xs)
+        except Exception:  # noqa: BLE001, S112 - undefined elsewhere (a None argument): verification judges it
+            continue
+    return list(out.values())
 
 
 def read_program_or_none(model: CompiledModel, probed: probing.Probe | None = None) -> Program | None:
@@ -192,18 +223,16 @@ def _best_select(model, probed, layer: int, head: int, known: dict[str, _Variabl
     """(keys, queries, {(key, query): selected}) of the pair of known categorical variables that explains the
     head's logits best (fewest values on a tie)."""
     candidates = [v for v in known.values() if v.encoding == "categorical" and v.count_of is None]
-    best = None
+    fits = []  # (unexplained, number of values, keys, queries, table)
     for k, q in itertools.product(candidates, repeat=2):
         fit = probing.head_predicate(model, probed, layer, head, k.values, q.values)
-        if fit is None:
-            continue
-        table, unexplained = fit
-        rank = (unexplained, _n_values(k) + _n_values(q))
-        if best is None or rank < best[0]:
-            best = (rank, k.name, q.name, table)
-    if best is None:
+        if fit is not None:
+            fits.append((fit[1], _n_values(k) + _n_values(q), k.name, q.name, fit[0]))
+    if not fits:
         raise ReadoutError(f"layer {layer} head {head}: no pair of known variables explains its attention")
-    return best[1], best[2], best[3]
+    least = min(f[0] for f in fits)
+    *_, keys, queries, table = min((f for f in fits if f[0] <= least + FIT_TIE), key=lambda f: (f[1], f[0]))
+    return keys, queries, table
 
 
 def _selected(probed, keys: list, queries: list, table: dict, causal: bool) -> list[list[int]]:
@@ -258,14 +287,9 @@ def _trace_mlp(model, probed, layer: int, known: dict[str, _Variable], ops: list
     live = np.ptp(hidden, axis=0) > 1e-5 * np.maximum(1.0, np.abs(hidden).max(axis=0))
     live &= np.linalg.norm(w2, axis=1) > QUIET * max(np.abs(w2).max(initial=0.0), 1e-12)
     readers = list(known.values())
-    by_args: dict[tuple[str, ...], list[int]] = {}
-    stray: list[int] = []
-    for unit in np.flatnonzero(live):
-        args = _explaining(hidden[:, unit : unit + 1], readers)
-        if args is None:
-            stray.append(int(unit))
-        else:
-            by_args.setdefault(args, []).append(int(unit))
+    explaining = {int(u): _explaining(hidden[:, u : u + 1], readers) for u in np.flatnonzero(live)}
+    stray = [u for u, fits in explaining.items() if not fits]
+    by_args = _fewest_ops({u: fits for u, fits in explaining.items() if fits})
     # A unit no variable explains fires on leftovers of an imperfect one-hot (a SequenceMap's unit for a pair that
     # cannot occur): it joins the op whose arguments explain it best; with no op in the layer, nothing fits.
     for leftover in stray:
@@ -274,7 +298,7 @@ def _trace_mlp(model, probed, layer: int, known: dict[str, _Variable], ops: list
         column = hidden[:, leftover : leftover + 1]
         best = max(by_args, key=lambda a: _explained(column, list(zip(*(known[n].values for n in a)))))
         by_args[best].append(leftover)
-    by_args = _merge_same_direction(_absorb_pairs(by_args, hidden, w2, known), hidden, w2)
+    by_args = _merge_same_direction(_absorb_pairs(_merge_lifted(by_args, known), hidden, w2, known), hidden, w2)
     for args, units in by_args.items():
         counted = [known[a] for a in args if known[a].count_of is not None]
         if counted:
@@ -284,6 +308,52 @@ def _trace_mlp(model, probed, layer: int, known: dict[str, _Variable], ops: list
             continue
         for group in _groups_by_write(units, hidden, w2):
             _add_mlp_op(args, group, hidden, w2, known, ops)
+
+
+def _merge_lifted(by_args: dict[tuple[str, ...], list[int]], known: dict[str, _Variable]
+                  ) -> dict[tuple[str, ...], list[int]]:  # fmt: skip
+    """Unit groups whose arguments differ in one variable each, both functions of one known variable, are one op
+    of that variable instead (the coarsest such); a group whose arguments are among another's joins it. Tracr
+    gives a Map or a SequenceMap a hidden unit per argument value (or pair): each unit alone is explained by an
+    indicator of its own value, which a function of the argument (such as one direction of a categorical Map
+    written in several) may be, or by one argument where that value fixes the other; together they are the op."""
+    merged = dict(by_args)
+    changed = True
+    while changed:
+        changed = False
+        for a, b in itertools.combinations(list(merged), 2):
+            lifted = _lift(a, b, known)
+            if lifted is not None:
+                units = merged.pop(a) + merged.pop(b)
+                merged[lifted] = merged.pop(lifted, []) + units
+                changed = True
+                break
+    return merged
+
+
+def _lift(a: tuple[str, ...], b: tuple[str, ...], known: dict[str, _Variable]) -> tuple[str, ...] | None:
+    """The arguments of one op covering groups ``a`` and ``b`` (see :func:`_merge_lifted`), or None."""
+    if any(known[n].count_of is not None for n in a + b):
+        return None
+    if len(a) != len(b):  # a unit per pair of values: where one value fixes the other, one argument explains it
+        shorter, longer = sorted((a, b), key=len)
+        return longer if set(shorter) <= set(longer) else None
+    shared = [n for n in a if n in b]
+    if len(shared) != len(a) - 1:
+        return None
+    (x,), (y,) = [n for n in a if n not in shared], [n for n in b if n not in shared]
+    covers = [v for v in known.values() if v.count_of is None and v.name not in shared
+              and _function_of(known[x], v) and _function_of(known[y], v)]  # fmt: skip
+    if not covers:
+        return None
+    cover = min(covers, key=lambda v: (_n_values(v), v.name not in (x, y)))
+    return tuple(sorted(shared + [cover.name], key=list(known).index))
+
+
+def _function_of(a: _Variable, b: _Variable) -> bool:
+    """Whether ``a``'s value is determined by ``b``'s at every probed position."""
+    seen: dict[object, object] = {}
+    return all(seen.setdefault(vb, va) == va for va, vb in zip(a.values, b.values))
 
 
 def _absorb_pairs(by_args: dict[tuple[str, ...], list[int]], hidden: np.ndarray, w2: np.ndarray,
@@ -334,23 +404,42 @@ def _merge_same_direction(by_args: dict[tuple[str, ...], list[int]], hidden: np.
     return merged
 
 
-def _explaining(column: np.ndarray, readers: list[_Variable]) -> tuple[str, ...] | None:
-    """The one variable (else pair) whose values explain a unit best, fewest values on a tie; None if none does."""
-    singles: list[tuple[float, int, tuple[str, ...]]] = [
+def _explaining(column: np.ndarray, readers: list[_Variable]) -> list[tuple[int, tuple[str, ...]]]:
+    """(-number of values, arguments) of every variable (else pair) whose values explain a unit as well as the best
+    one does, to FIT_TIE (a pair's values: the pairs seen); empty where none explains it."""
+    fits: list[tuple[float, int, tuple[str, ...]]] = [
         (_explained(column, v.values), -_n_values(v), (v.name,)) for v in readers
     ]
-    fit, _, names = max(singles)
-    if fit >= EXPLAINED:
-        return names
-    pairs: list[tuple[float, int, tuple[str, ...]]] = [
-        (_explained(column, list(zip(a.values, b.values))), -_n_values(a) * _n_values(b), (a.name, b.name))
-        for a, b in itertools.combinations(readers, 2)
-        if a.count_of is None and b.count_of is None
-    ]
-    if not pairs:
-        return None
-    fit, _, names = max(pairs)
-    return names if fit >= EXPLAINED else None
+    if max(fits)[0] < EXPLAINED:
+        fits = [
+            (_explained(column, pairs_of), -len(set(pairs_of)), (a.name, b.name))
+            for a, b in itertools.combinations(readers, 2)
+            if a.count_of is None and b.count_of is None
+            for pairs_of in [list(zip(a.values, b.values))]
+        ]
+    if not fits or max(fits)[0] < EXPLAINED:
+        return []
+    top = max(f[0] for f in fits)
+    return [(f[1], f[2]) for f in fits if f[0] >= top - FIT_TIE]
+
+
+def _fewest_ops(explaining: dict[int, list[tuple[int, tuple[str, ...]]]]) -> dict[tuple[str, ...], list[int]]:
+    """Units grouped by arguments explaining them, as few groups as a greedy cover gives: the arguments explaining
+    the most units first, the fewest values on a tie (a unit explained equally well by two pairs of variables, one
+    of them a function of the other, goes with the units of its op)."""
+    left = dict(explaining)
+    out: dict[tuple[str, ...], list[int]] = {}
+    while left:
+        count: dict[tuple[str, ...], int] = {}
+        size: dict[tuple[str, ...], int] = {}
+        for fits in left.values():
+            for n_values, args in fits:
+                count[args] = count.get(args, 0) + 1
+                size[args] = n_values
+        best = max(count, key=lambda a: (count[a], size[a]))
+        out[best] = [u for u, fits in left.items() if any(a == best for _, a in fits)]
+        left = {u: fits for u, fits in left.items() if u not in out[best]}
+    return out
 
 
 def _groups_by_write(units: list[int], hidden: np.ndarray, w2: np.ndarray) -> list[tuple[list[int], Encoding]]:
@@ -378,7 +467,20 @@ def _add_mlp_op(args, group, hidden, w2, known: dict[str, _Variable], ops: list[
         ops.append(Op(name, "LinearSequenceMap", tuple(args), encoding, coeffs=(1.0, 1.0)))
     else:
         ops.append(Op(name, "Map" if len(args) == 1 else "SequenceMap", tuple(args), encoding, fn=Table.unread(len(args))))  # type: ignore[arg-type]
-    known[name] = _Variable(name, encoding, _written_values(hidden[:, units] @ w2[units], encoding))
+    args_values = list(zip(*(known[a].values for a in args)))
+    known[name] = _Variable(name, encoding, _written_values(_group_means(hidden[:, units] @ w2[units], args_values), encoding))
+
+
+def _group_means(matrix: np.ndarray, values: list) -> np.ndarray:
+    """``matrix`` [P, n] with each row replaced by the mean of the rows sharing its ``values``: an op's output is a
+    function of its arguments, and a compressed model's activations carry a little of everything else."""
+    groups: dict[object, list[int]] = {}
+    for p, v in enumerate(values):
+        groups.setdefault(v, []).append(p)
+    out = np.empty_like(matrix)
+    for rows in groups.values():
+        out[rows] = matrix[rows].mean(axis=0)
+    return out
 
 
 def _add_width(count: _Variable, units, hidden, w2, known: dict[str, _Variable], ops: list[Op]) -> None:
