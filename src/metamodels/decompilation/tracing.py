@@ -50,10 +50,12 @@ OUTPUT_SLACK = 0.02  # share of positions where the output may differ from the f
 MIXED = object()  # a categorical Aggregate's value where the selected values differ (undefined in RASP)
 MIN_CLEAN = 0.25  # a categorical Aggregate is fitted where its selected values agree: on at least this share
 NO_INTERACTION = 0.99  # two variables' main effects explaining this much of a write: they do not interact
-QUIET = 1e-6  # relative size below which a head or a unit does nothing
+QUIET = 1e-6  # size below which a head does nothing
 COVERAGE = 8  # tables are completed on a battery this many times the probe's inputs per length (every input
 EXHAUSTIVE = 20_000  # when there are at most this many), adding one input per table entry the probe missed ...
 COVERAGE_ROUNDS = 3  # ... this many times at most (an entry read anew can lead to others)
+DEAD = 1e-3  # an MLP unit whose write varies less than this share of its layer's busiest (or of the residual
+# stream's size) does nothing
 OFF_BOS = 0.1  # a head whose values off BOS are this small beside its value at BOS counts (a SelectorWidth); not
 # zero: compression leaks a little of every direction into the others (seen: 1.5%; an Aggregate has 0 at BOS)
 
@@ -284,8 +286,11 @@ def _trace_mlp(model, probed, layer: int, known: dict[str, _Variable], ops: list
     x = probed.streams[2 * layer + 1]
     hidden = np.maximum(x @ model.layer(layer, "mlp/linear_1/w") + model.layer(layer, "mlp/linear_1/b"), 0)
     w2 = model.layer(layer, "mlp/linear_2/w")
-    live = np.ptp(hidden, axis=0) > 1e-5 * np.maximum(1.0, np.abs(hidden).max(axis=0))
-    live &= np.linalg.norm(w2, axis=1) > QUIET * max(np.abs(w2).max(initial=0.0), 1e-12)
+    # A unit is live where what it writes varies, beside the layer's busiest unit and the residual stream itself:
+    # one of Tracr's that never fires sits at a pre-activation of exactly 0 where it almost does, which a
+    # rotation's rounding lifts a little.
+    writes = np.ptp(hidden, axis=0) * np.linalg.norm(w2, axis=1)  # [M]
+    live = writes > DEAD * max(writes.max(initial=0.0), float(np.median(np.linalg.norm(x, axis=1))))
     readers = list(known.values())
     explaining = {int(u): _explaining(hidden[:, u : u + 1], readers) for u in np.flatnonzero(live)}
     stray = [u for u, fits in explaining.items() if not fits]
