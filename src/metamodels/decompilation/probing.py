@@ -50,6 +50,8 @@ TOLERANCE = 0.02  # a logit to BOS below this fraction of the largest logit coun
 EXPLAINED = 0.5  # a hidden unit is an op's when the op's argument values explain this much of its variance
 EXPLAINED_LOGITS = 0.9  # a head is a Select's when its keys' and queries' values explain this much of its logits
 NOISE = 0.05  # ... or its logits (relative to BOS's) vary less than this within each pair of values
+DEAD = 1e-3  # an MLP unit whose write varies less than this share of its layer's busiest (or of the residual
+# stream's size) does nothing
 NOTHING, SAME = 0.03, 0.3  # output vectors this short (of the longest) write no value; this close (of the longer
 # of the two), the same value
 
@@ -305,12 +307,12 @@ def _mlp_op(op: Op, model: CompiledModel, probed: Probe, layer: int, args: list[
     if not all(is_literal(k) for k in groups):
         raise ReadoutError(f"{op.name}: an argument value cannot key a table")
     keys = list(groups)
-    hidden = np.maximum(probed.streams[2 * layer + 1][keep] @ model.layer(layer, "mlp/linear_1/w")
-                        + model.layer(layer, "mlp/linear_1/b"), 0)  # fmt: skip
-    units = _units_of(hidden, list(groups.values()))
+    x = probed.streams[2 * layer + 1][keep]
+    hidden = np.maximum(x @ model.layer(layer, "mlp/linear_1/w") + model.layer(layer, "mlp/linear_1/b"), 0)
+    w2 = model.layer(layer, "mlp/linear_2/w")
+    units = _units_of(hidden, list(groups.values())) & live_units(hidden, w2, x)
     if not units.any():
         raise ReadoutError(f"{op.name}: no hidden unit of layer {layer} is a function of its arguments")
-    w2 = model.layer(layer, "mlp/linear_2/w")
     if op.encoding == "numerical" and not is_output:
         free = [u for u in by_direction(np.flatnonzero(units), w2) if (layer, tuple(u)) not in claimed]
         if not free:
@@ -339,6 +341,14 @@ def _model_value(decoded: list[Value]) -> Value:
     for v in decoded:
         counts[v] = counts.get(v, 0) + 1
     return max(counts, key=counts.__getitem__)
+
+
+def live_units(hidden: np.ndarray, w2: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """[M] bool: MLP units whose write varies, beside the layer's busiest unit and the residual stream's size (of
+    ``hidden`` [P, M] from stream ``x`` [P, D], written by ``w2`` [M, D]). One of Tracr's units that never fires
+    sits at a pre-activation of exactly 0 where it almost does, which a rotation's rounding lifts a little."""
+    writes = np.ptp(hidden, axis=0) * np.linalg.norm(w2, axis=1)  # [M]
+    return writes > DEAD * max(writes.max(initial=0.0), float(np.median(np.linalg.norm(x, axis=1))))
 
 
 def _units_of(hidden: np.ndarray, groups: list[list[int]]) -> np.ndarray:

@@ -24,8 +24,18 @@ Among variables that explain a reader equally well the one with the fewest value
 is taken (a function of a variable explains whatever the variable does; the
 coarser keeps tables small). Parallel Maps of one argument in one MLP come out as
 one categorical Map whose values are the pairs: equal in behaviour, not in text.
-The tables are then read by :func:`probing.read_tables`. ReadoutError where a
-reader is explained by no known variable (the model is not a compiled RASP program).
+A head, or a whole MLP, that no known variable explains is taken as unused:
+compression leaves noise where nothing downstream reads it (a program with a
+constant part), and what does read it then finds no variable to read.
+
+Units are grouped into as few ops as explain them (Tracr gives a Map or a
+SequenceMap one hidden unit per argument value or pair, and a unit alone may be
+explained by a coarser variable); an op's values are the means of what its units
+write per argument value (compression noise out). The tables are then read by
+:func:`probing.read_tables`, and completed on a wider battery where the probe's
+random inputs missed a value combination the program reaches. ReadoutError where
+a unit beside the layer's ops, or the output, is explained by no known variable
+(the model is not a compiled RASP program).
 """
 
 from __future__ import annotations
@@ -54,8 +64,6 @@ QUIET = 1e-6  # size below which a head does nothing
 COVERAGE = 8  # tables are completed on a battery this many times the probe's inputs per length (every input
 EXHAUSTIVE = 20_000  # when there are at most this many), adding one input per table entry the probe missed ...
 COVERAGE_ROUNDS = 3  # ... this many times at most (an entry read anew can lead to others)
-DEAD = 1e-3  # an MLP unit whose write varies less than this share of its layer's busiest (or of the residual
-# stream's size) does nothing
 OFF_BOS = 0.1  # a head whose values off BOS are this small beside its value at BOS counts (a SelectorWidth); not
 # zero: compression leaks a little of every direction into the others (seen: 1.5%; an Aggregate has 0 at BOS)
 
@@ -183,6 +191,8 @@ def _trace_head(model, probed, layer: int, head: int, known: dict[str, _Variable
     if scale <= QUIET:
         return  # an unused head
     select = _best_select(model, probed, layer, head, known)
+    if select is None:
+        return  # unexplained: taken as unused (what reads it, if anything, then finds no variable to read)
     keys, queries, table = select
     chosen = _selected(probed, known[keys].values, known[queries].values, table, model.settings.causal)
     sel = Op(_fresh("select", known, ops), "Select", (keys, queries), None, predicate=Table(tuple(table.items()), 2))
@@ -210,7 +220,7 @@ def _trace_head(model, probed, layer: int, head: int, known: dict[str, _Variable
         if fit >= EXPLAINED:
             fits.append((coverage, fit, _n_values(var), var.name, var.encoding, agg))
     if not fits:
-        raise ReadoutError(f"layer {layer} head {head}: no known variable explains what it aggregates")
+        return  # unexplained: taken as unused (compression leaves noise where nothing downstream reads a head)
     # Explained on more positions first (a fit on few is weaker); then, among fits as good within FIT_TIE, the fewest
     # values: a finer variable (tokens and indices together, say) always fits a little better, as it fits noise too.
     coverage = max(f[0] for f in fits)
@@ -221,9 +231,9 @@ def _trace_head(model, probed, layer: int, head: int, known: dict[str, _Variable
     known[name] = _Variable(name, encoding, agg)
 
 
-def _best_select(model, probed, layer: int, head: int, known: dict[str, _Variable]) -> tuple[str, str, dict]:
+def _best_select(model, probed, layer: int, head: int, known: dict[str, _Variable]) -> tuple[str, str, dict] | None:
     """(keys, queries, {(key, query): selected}) of the pair of known categorical variables that explains the
-    head's logits best (fewest values on a tie)."""
+    head's logits best (fewest values on a tie); None if none does."""
     candidates = [v for v in known.values() if v.encoding == "categorical" and v.count_of is None]
     fits = []  # (unexplained, number of values, keys, queries, table)
     for k, q in itertools.product(candidates, repeat=2):
@@ -231,7 +241,7 @@ def _best_select(model, probed, layer: int, head: int, known: dict[str, _Variabl
         if fit is not None:
             fits.append((fit[1], _n_values(k) + _n_values(q), k.name, q.name, fit[0]))
     if not fits:
-        raise ReadoutError(f"layer {layer} head {head}: no pair of known variables explains its attention")
+        return None
     least = min(f[0] for f in fits)
     *_, keys, queries, table = min((f for f in fits if f[0] <= least + FIT_TIE), key=lambda f: (f[1], f[0]))
     return keys, queries, table
@@ -286,20 +296,15 @@ def _trace_mlp(model, probed, layer: int, known: dict[str, _Variable], ops: list
     x = probed.streams[2 * layer + 1]
     hidden = np.maximum(x @ model.layer(layer, "mlp/linear_1/w") + model.layer(layer, "mlp/linear_1/b"), 0)
     w2 = model.layer(layer, "mlp/linear_2/w")
-    # A unit is live where what it writes varies, beside the layer's busiest unit and the residual stream itself:
-    # one of Tracr's that never fires sits at a pre-activation of exactly 0 where it almost does, which a
-    # rotation's rounding lifts a little.
-    writes = np.ptp(hidden, axis=0) * np.linalg.norm(w2, axis=1)  # [M]
-    live = writes > DEAD * max(writes.max(initial=0.0), float(np.median(np.linalg.norm(x, axis=1))))
+    live = probing.live_units(hidden, w2, x)
     readers = list(known.values())
     explaining = {int(u): _explaining(hidden[:, u : u + 1], readers) for u in np.flatnonzero(live)}
     stray = [u for u, fits in explaining.items() if not fits]
     by_args = _fewest_ops({u: fits for u, fits in explaining.items() if fits})
     # A unit no variable explains fires on leftovers of an imperfect one-hot (a SequenceMap's unit for a pair that
-    # cannot occur): it joins the op whose arguments explain it best; with no op in the layer, nothing fits.
-    for leftover in stray:
-        if not by_args:
-            raise ReadoutError(f"layer {layer}: a hidden unit no one or two known variables explain")
+    # cannot occur): it joins the op whose arguments explain it best. With no op in the layer, the layer is taken
+    # as unused (compression leaves noise where nothing downstream reads an MLP; what reads it finds no variable).
+    for leftover in stray if by_args else []:
         column = hidden[:, leftover : leftover + 1]
         best = max(by_args, key=lambda a: _explained(column, list(zip(*(known[n].values for n in a)))))
         by_args[best].append(leftover)
