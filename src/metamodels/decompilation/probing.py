@@ -50,6 +50,7 @@ TOLERANCE = 0.02  # a logit to BOS below this fraction of the largest logit coun
 EXPLAINED = 0.5  # a hidden unit is an op's when the op's argument values explain this much of its variance
 EXPLAINED_LOGITS = 0.9  # a head is a Select's when its keys' and queries' values explain this much of its logits
 NOISE = 0.05  # ... or its logits (relative to BOS's) vary less than this within each pair of values
+CLOSE = 1e-3  # numerical coordinates this close (of the largest) are one value
 DEAD = 1e-3  # an MLP unit whose write varies less than this share of its layer's busiest (or of the residual
 # stream's size) does nothing
 NOTHING, SAME = 0.03, 0.3  # output vectors this short (of the longest) write no value; this close (of the longer
@@ -398,7 +399,24 @@ def coordinates(means: np.ndarray) -> tuple[list[Value], np.ndarray]:
     direction = vt[0]
     if (means @ direction).sum() < 0:
         direction = -direction
-    return [_snap(float(c)) for c in means @ direction], direction
+    coords = means @ direction
+    return [_snap(c) for c in _merge_close(coords)], direction
+
+
+def _merge_close(coords: np.ndarray) -> list[float]:
+    """Coordinates within CLOSE of the largest of each other (in sorted runs) replaced by their run's mean: one
+    value written from different argument values differs by rounding, or a compressed model's leakage."""
+    order = np.argsort(coords)
+    tolerance = CLOSE * max(float(np.abs(coords).max(initial=0.0)), 1e-12)
+    out = np.array(coords, dtype=np.float64)
+    run: list[int] = []
+    for i in [*order, None]:
+        if i is not None and (not run or coords[i] - coords[run[-1]] <= tolerance):
+            run.append(int(i))
+            continue
+        out[run] = float(np.mean(coords[run]))
+        run = [int(i)] if i is not None else []
+    return [float(c) for c in out]
 
 
 def _snap(x: float) -> Value:

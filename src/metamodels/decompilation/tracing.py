@@ -64,6 +64,7 @@ QUIET = 1e-6  # size below which a head does nothing
 COVERAGE = 8  # tables are completed on a battery this many times the probe's inputs per length (every input
 EXHAUSTIVE = 20_000  # when there are at most this many), adding one input per table entry the probe missed ...
 COVERAGE_ROUNDS = 3  # ... this many times at most (an entry read anew can lead to others)
+ATTENDED = 0.25  # a head attends to a key whose weight is over this share of the query's largest
 OFF_BOS = 0.1  # a head whose values off BOS are this small beside its value at BOS counts (a SelectorWidth); not
 # zero: compression leaks a little of every direction into the others (seen: 1.5%; an Aggregate has 0 at BOS)
 
@@ -165,16 +166,23 @@ def _n_values(var: _Variable) -> int:
 # ----------------------------------------------------------------------------- attention
 
 
-def _head_outputs(
-    model: CompiledModel, probed: probing.Probe, layer: int, head: int
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """(what the head adds to the residual [P, D], its value vectors [P, K] at the real positions, the largest size
-    of its value vector at BOS)."""
+@dataclasses.dataclass
+class _Head:
+    out: np.ndarray  # [P, D] what the head adds to the residual at the real positions
+    values: np.ndarray  # [P, K] its value vectors there
+    at_bos: float  # the largest size of its value vector at BOS
+    attended: list[frozenset[int]]  # per position, the positions of its input it attends to (BOS left out)
+
+
+def _head_outputs(model: CompiledModel, probed: probing.Probe, layer: int, head: int) -> _Head:
+    """What one head does on the probe. A key is attended where its weight is over ATTENDED of the query's largest
+    (BOS's included: Tracr's head attends to BOS alone where it selects nothing)."""
     cols = slice(head * model.key_size, (head + 1) * model.key_size)
     w_o = model.layer(layer, "attn/linear/w")[cols]
     x, bos = probed.streams[2 * layer], probed.bos[2 * layer]
     out, values = np.zeros_like(x), np.zeros((len(x), model.key_size), dtype=x.dtype)
     at_bos = 0.0
+    attended: list[frozenset[int]] = []
     starts = [p for p, (_, t) in enumerate(probed.where) if t == 0]
     for start, end in zip(starts, starts[1:] + [len(probed.where)]):
         seq = np.concatenate([bos[start : start + 1], x[start:end]])[None]  # [1, T + 1, D], BOS first
@@ -182,15 +190,19 @@ def _head_outputs(
         out[start:end] = (weights[0, head] @ v[0, :, head])[1:] @ w_o
         values[start:end] = v[0, 1:, head]
         at_bos = max(at_bos, float(np.abs(v[0, 0, head]).max(initial=0.0)))
-    return out, values, at_bos
+        w = weights[0, head, 1:]  # [T, T + 1]
+        picked = w[:, 1:] > ATTENDED * w.max(axis=1, keepdims=True)
+        attended += [frozenset(start + np.flatnonzero(row)) for row in picked]
+    return _Head(out, values, at_bos, attended)
 
 
 def _trace_head(model, probed, layer: int, head: int, known: dict[str, _Variable], ops: list[Op]) -> None:
-    out, values, at_bos = _head_outputs(model, probed, layer, head)
+    seen = _head_outputs(model, probed, layer, head)
+    out, values, at_bos = seen.out, seen.values, seen.at_bos
     scale = np.abs(out).max(initial=0.0)
     if scale <= QUIET:
         return  # an unused head
-    select = _best_select(model, probed, layer, head, known)
+    select = _best_select(model, probed, layer, head, known, seen.attended)
     if select is None:
         return  # unexplained: taken as unused (what reads it, if anything, then finds no variable to read)
     keys, queries, table = select
@@ -231,9 +243,11 @@ def _trace_head(model, probed, layer: int, head: int, known: dict[str, _Variable
     known[name] = _Variable(name, encoding, agg)
 
 
-def _best_select(model, probed, layer: int, head: int, known: dict[str, _Variable]) -> tuple[str, str, dict] | None:
+def _best_select(model, probed, layer: int, head: int, known: dict[str, _Variable], attended: list[frozenset[int]]
+                 ) -> tuple[str, str, dict] | None:  # fmt: skip
     """(keys, queries, {(key, query): selected}) of the pair of known categorical variables that explains the
-    head's logits best (fewest values on a tie); None if none does."""
+    head's logits best; on a tie, the pair whose Select attends where the head does at the most positions (the
+    logits are fitted on a few representatives per value), then the fewest values. None if none does."""
     candidates = [v for v in known.values() if v.encoding == "categorical" and v.count_of is None]
     fits = []  # (unexplained, number of values, keys, queries, table)
     for k, q in itertools.product(candidates, repeat=2):
@@ -243,7 +257,16 @@ def _best_select(model, probed, layer: int, head: int, known: dict[str, _Variabl
     if not fits:
         return None
     least = min(f[0] for f in fits)
-    *_, keys, queries, table = min((f for f in fits if f[0] <= least + FIT_TIE), key=lambda f: (f[1], f[0]))
+    tied = [f for f in fits if f[0] <= least + FIT_TIE]
+
+    def misses(f: tuple) -> int:
+        chosen = _selected(probed, known[f[2]].values, known[f[3]].values, f[4], model.settings.causal)
+        return sum(frozenset(row) != seen for row, seen in zip(chosen, attended))
+
+    if len(tied) > 1:
+        missed = [misses(f) for f in tied]
+        tied = [f for f, m in zip(tied, missed) if m == min(missed)]
+    *_, keys, queries, table = min(tied, key=lambda f: (f[1], f[0]))
     return keys, queries, table
 
 
@@ -323,10 +346,11 @@ def _trace_mlp(model, probed, layer: int, known: dict[str, _Variable], ops: list
 def _merge_lifted(by_args: dict[tuple[str, ...], list[int]], known: dict[str, _Variable]
                   ) -> dict[tuple[str, ...], list[int]]:  # fmt: skip
     """Unit groups whose arguments differ in one variable each, both functions of one known variable, are one op
-    of that variable instead (the coarsest such); a group whose arguments are among another's joins it. Tracr
+    of that variable instead (the coarsest such); a group of one argument that is a function of another group's
+    two joins it. Tracr
     gives a Map or a SequenceMap a hidden unit per argument value (or pair): each unit alone is explained by an
     indicator of its own value, which a function of the argument (such as one direction of a categorical Map
-    written in several) may be, or by one argument where that value fixes the other; together they are the op."""
+    written in several) may be, or by a function of both arguments, or one; together they are the op."""
     merged = dict(by_args)
     changed = True
     while changed:
@@ -347,7 +371,8 @@ def _lift(a: tuple[str, ...], b: tuple[str, ...], known: dict[str, _Variable]) -
         return None
     if len(a) != len(b):  # a unit per pair of values: where one value fixes the other, one argument explains it
         shorter, longer = sorted((a, b), key=len)
-        return longer if set(shorter) <= set(longer) else None
+        joint = _Variable("joint", "categorical", list(zip(*(known[n].values for n in longer))))
+        return longer if _function_of(known[shorter[0]], joint) else None
     shared = [n for n in a if n in b]
     if len(shared) != len(a) - 1:
         return None
@@ -415,19 +440,18 @@ def _merge_same_direction(by_args: dict[tuple[str, ...], list[int]], hidden: np.
 
 
 def _explaining(column: np.ndarray, readers: list[_Variable]) -> list[tuple[int, tuple[str, ...]]]:
-    """(-number of values, arguments) of every variable (else pair) whose values explain a unit as well as the best
+    """(-number of values, arguments) of every variable or pair whose values explain a unit as well as the best
     one does, to FIT_TIE (a pair's values: the pairs seen); empty where none explains it."""
     fits: list[tuple[float, int, tuple[str, ...]]] = [
         (_explained(column, v.values), -_n_values(v), (v.name,)) for v in readers
     ]
+    fits += [  # pairs too: a unit of a SequenceMap can be a function of one variable that fixes both arguments
+        (_explained(column, pairs_of), -len(set(pairs_of)), (a.name, b.name))
+        for a, b in itertools.combinations(readers, 2)
+        if a.count_of is None and b.count_of is None
+        for pairs_of in [list(zip(a.values, b.values))]
+    ]
     if max(fits)[0] < EXPLAINED:
-        fits = [
-            (_explained(column, pairs_of), -len(set(pairs_of)), (a.name, b.name))
-            for a, b in itertools.combinations(readers, 2)
-            if a.count_of is None and b.count_of is None
-            for pairs_of in [list(zip(a.values, b.values))]
-        ]
-    if not fits or max(fits)[0] < EXPLAINED:
         return []
     top = max(f[0] for f in fits)
     return [(f[1], f[2]) for f in fits if f[0] >= top - FIT_TIE]
