@@ -163,3 +163,67 @@ def test_programs_reading_a_sorted_sequence_are_traced_from_a_compressed_model(n
     traced = tracing.read_program(dense)
     assert _same_behaviour(traced, program, vocab, n, causal)
     assert verification.verify(traced, dense, weights=False).holds()
+
+
+TRACED_CASES = {  # (source, how the model is shown): shapes the tracer once got wrong (measured at stop 39)
+    # a categorical Map written in several directions, read by a SequenceMap: one unit per pair, each unit alone
+    # explained by an indicator of one of the Map's values
+    "map_into_sequence_map": (
+        "sop_0 = Map(lambda x: x % 4, tokens)\nsop_1 = SequenceMap(lambda x, y: min(x, y), sop_0, indices)\n"
+        "return sop_1",
+        "rotate",
+    ),
+    # compression leaks the indices into the Map's units: its values must be its arguments' group means
+    "leaky_map_into_sequence_map": (
+        "sop_0 = Map(lambda x: x > 3, tokens)\nsop_1 = SequenceMap(lambda x, y: x > y, sop_0, indices)\n"
+        "return sop_1",
+        "dense",
+    ),
+    # the output is an Aggregate of an intermediate variable: its canonical labels are named by the model's outputs
+    "aggregate_of_an_intermediate": (
+        "sop_0 = SequenceMap(lambda x, y: (x + y) % 5, tokens, indices)\nsel_1 = Select(sop_0, sop_0, EQ)\n"
+        "sop_1 = Aggregate(sel_1, sop_0)\nreturn sop_1",
+        "rotate",
+    ),
+    # a SequenceMap of a variable and one it is a function of: units pinned by one argument alone join the op
+    "sequence_map_of_a_function_of_its_argument": (
+        "sop_0 = SequenceMap(lambda x, y: max(x, y), indices, tokens)\n"
+        "sop_1 = SequenceMap(lambda x, y: max(x, y), sop_0, tokens)\nsel_2 = Select(sop_1, sop_1, LT)\n"
+        "sop_2 = SelectorWidth(sel_2)\nreturn sop_2",
+        "rotate",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRACED_CASES))
+def test_shapes_once_traced_wrong_are_traced_right(name):
+    source, shown = TRACED_CASES[name]
+    program, vocab, n = parse_program(source), (1, 2, 3, 4, 5), 5
+    model = compiler.compile_program(program, vocab, n)
+    model = densification.rotate(model, seed=3) if shown == "rotate" else densification.densify(model, seed=1).model
+    traced = tracing.read_program(model)
+    inputs = battery.make_battery(vocab, n, exhaustive_up_to=5000)  # every input: a missed table entry shows
+    assert oracle.same_outputs(oracle.outputs_of(traced, inputs, False), oracle.outputs_of(program, inputs, False))
+
+
+def test_uncovered_inputs_are_one_per_missing_table_entry():
+    program = parse_program("sop_0 = Map({1: 0, 2: 1, 3: 1}, tokens)\nreturn sop_0")  # no entry for 4 or 5
+    inputs = battery.make_battery((1, 2, 3, 4, 5), 3, exhaustive_up_to=200)
+    missed = tracing._uncovered(program, inputs, causal=False)
+    assert sorted({v for xs in missed for v in xs} & {4, 5}) == [4, 5] and len(missed) == 2
+
+
+@pytest.mark.slow
+def test_sampled_programs_are_traced_from_compressed_models():
+    """No structure given: sampled programs (1-6 ops) traced from their densified models, judged on every input."""
+    config = sampling.SamplerConfig(vocab=(1, 2, 3, 4, 5), max_seq_len=5, min_ops=1, max_ops=6)
+    samples, _ = sampling.sample_unique(config, 30, seed=12)
+    inputs = battery.make_battery(config.vocab, 5, exhaustive_up_to=5000)
+    right = 0
+    for s in samples:
+        dense = densification.densify(compiler.compile_program(s.program, config.vocab, 5), seed=4).model
+        traced = tracing.read_program_or_none(dense)
+        right += traced is not None and oracle.same_outputs(
+            oracle.outputs_of(traced, inputs, False), oracle.outputs_of(s.program, inputs, False)
+        )
+    assert right >= 0.7 * len(samples)  # measured at stop 39: see docs/dense/probing.md
