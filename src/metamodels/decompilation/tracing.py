@@ -323,7 +323,8 @@ def _trace_mlp(model, probed, layer: int, known: dict[str, _Variable], ops: list
     readers = list(known.values())
     explaining = {int(u): _explaining(hidden[:, u : u + 1], readers) for u in np.flatnonzero(live)}
     stray = [u for u, fits in explaining.items() if not fits]
-    by_args = _fewest_ops({u: fits for u, fits in explaining.items() if fits})
+    counts = {n for n, v in known.items() if v.count_of is not None}
+    by_args = _fewest_ops({u: fits for u, fits in explaining.items() if fits}, counts)
     # A unit no variable explains fires on leftovers of an imperfect one-hot (a SequenceMap's unit for a pair that
     # cannot occur): it joins the op whose arguments explain it best. With no op in the layer, the layer is taken
     # as unused (compression leaves noise where nothing downstream reads an MLP; what reads it finds no variable).
@@ -339,18 +340,20 @@ def _trace_mlp(model, probed, layer: int, known: dict[str, _Variable], ops: list
                 raise ReadoutError(f"layer {layer}: units read a count and another variable")
             _add_width(known[args[0]], units, hidden, w2, known, ops)
             continue
-        for group in _groups_by_write(units, hidden, w2):
-            _add_mlp_op(args, group, hidden, w2, known, ops)
+        whole, *directions = _groups_by_write(units, hidden, w2)
+        labels = _add_mlp_op(args, whole, hidden, w2, known, ops, list(zip(*(known[a].values for a in args))))
+        for group in directions:  # each a function of the whole's values (what is written, noise out)
+            _add_mlp_op(args, group, hidden, w2, known, ops, labels)
 
 
 def _merge_lifted(by_args: dict[tuple[str, ...], list[int]], known: dict[str, _Variable]
                   ) -> dict[tuple[str, ...], list[int]]:  # fmt: skip
     """Unit groups whose arguments differ in one variable each, both functions of one known variable, are one op
     of that variable instead (the coarsest such); a group of one argument that is a function of another group's
-    two joins it. Tracr
-    gives a Map or a SequenceMap a hidden unit per argument value (or pair): each unit alone is explained by an
-    indicator of its own value, which a function of the argument (such as one direction of a categorical Map
-    written in several) may be, or by a function of both arguments, or one; together they are the op."""
+    two joins it. Tracr gives a Map or a SequenceMap a hidden unit per argument value (or pair): each unit alone
+    is explained by an indicator of its own value, which a function of the argument (such as one direction of a
+    categorical Map written in several) may be, or by a function of both arguments, or one; together they are
+    the op."""
     merged = dict(by_args)
     changed = True
     while changed:
@@ -457,11 +460,17 @@ def _explaining(column: np.ndarray, readers: list[_Variable]) -> list[tuple[int,
     return [(f[1], f[2]) for f in fits if f[0] >= top - FIT_TIE]
 
 
-def _fewest_ops(explaining: dict[int, list[tuple[int, tuple[str, ...]]]]) -> dict[tuple[str, ...], list[int]]:
-    """Units grouped by arguments explaining them, as few groups as a greedy cover gives: the arguments explaining
-    the most units first, the fewest values on a tie (a unit explained equally well by two pairs of variables, one
-    of them a function of the other, goes with the units of its op)."""
-    left = dict(explaining)
+def _fewest_ops(explaining: dict[int, list[tuple[int, tuple[str, ...]]]], counts: set[str]
+                ) -> dict[tuple[str, ...], list[int]]:  # fmt: skip
+    """Units grouped by arguments explaining them, as few groups as a greedy cover gives: a SelectorWidth's count
+    (in ``counts``) alone first (Tracr computes it in the MLP right after its attention), then the arguments
+    explaining the most units, the fewest values on a tie (a unit explained equally well by two pairs of
+    variables, one of them a function of the other, goes with the units of its op). A unit one variable explains
+    is covered by variables first; then a group of such units that a pair group's arguments explain as well
+    joins it (a SequenceMap's unit can be a function of one variable that fixes both arguments; parallel Maps of
+    two variables stay apart)."""
+    first = {u: [f for f in fits if len(f[1]) == min(len(a) for _, a in fits)] for u, fits in explaining.items()}
+    left = dict(first)
     out: dict[tuple[str, ...], list[int]] = {}
     while left:
         count: dict[tuple[str, ...], int] = {}
@@ -470,9 +479,14 @@ def _fewest_ops(explaining: dict[int, list[tuple[int, tuple[str, ...]]]]) -> dic
             for n_values, args in fits:
                 count[args] = count.get(args, 0) + 1
                 size[args] = n_values
-        best = max(count, key=lambda a: (count[a], size[a]))
+        best = max(count, key=lambda a: (len(a) == 1 and a[0] in counts, count[a], size[a]))
         out[best] = [u for u, fits in left.items() if any(a == best for _, a in fits)]
         left = {u: fits for u, fits in left.items() if u not in out[best]}
+    for single in [a for a in out if len(a) == 1 and a[0] not in counts]:
+        pair = next((p for p in out if len(p) == 2 and all(any(a == p for _, a in explaining[u]) for u in out[single])),
+                    None)  # fmt: skip
+        if pair is not None:
+            out[pair] += out.pop(single)
     return out
 
 
@@ -493,7 +507,9 @@ def _rank_one(written: np.ndarray) -> bool:
     return bool(s.size and s[0] > 0 and (s.size == 1 or s[1] <= 1e-3 * s[0]))
 
 
-def _add_mlp_op(args, group, hidden, w2, known: dict[str, _Variable], ops: list[Op]) -> None:
+def _add_mlp_op(args, group, hidden, w2, known: dict[str, _Variable], ops: list[Op], by: list) -> list[Value]:
+    """The op of ``group``'s units; its values (returned) are the means of what they write grouped ``by`` these
+    values (its arguments', or the values of the op all the layer's units of these arguments make)."""
     units, encoding = group
     name = _fresh("v", known, ops)
     numerical_args = all(known[a].encoding == "numerical" for a in args)
@@ -501,8 +517,8 @@ def _add_mlp_op(args, group, hidden, w2, known: dict[str, _Variable], ops: list[
         ops.append(Op(name, "LinearSequenceMap", tuple(args), encoding, coeffs=(1.0, 1.0)))
     else:
         ops.append(Op(name, "Map" if len(args) == 1 else "SequenceMap", tuple(args), encoding, fn=Table.unread(len(args))))  # type: ignore[arg-type]
-    args_values = list(zip(*(known[a].values for a in args)))
-    known[name] = _Variable(name, encoding, _written_values(_group_means(hidden[:, units] @ w2[units], args_values), encoding))
+    known[name] = _Variable(name, encoding, _written_values(_group_means(hidden[:, units] @ w2[units], by), encoding))
+    return known[name].values
 
 
 def _group_means(matrix: np.ndarray, values: list) -> np.ndarray:
