@@ -557,10 +557,15 @@ def _output(probed: probing.Probe, known: dict[str, _Variable], ops: list[Op]) -
     output; for a categorical one but for at most OUTPUT_SLACK of the positions (a compressed model decodes a few
     inputs unlike its source)."""
     outputs = list(probed.outputs)
+    by_name = {op.name: op for op in ops}
     for op in reversed(ops):
         if op.kind == "Select" or op.name not in known:
             continue
         pairs = [(v, o) for v, o in zip(known[op.name].values, outputs) if v is not None]
+        if not _relabelled(op.name, by_name):  # its values are what it outputs: the output must be they
+            if pairs and sum(not _close(v, o) for v, o in pairs) <= OUTPUT_SLACK * len(pairs):
+                return op.name
+            continue
         if any(isinstance(o, float) for _, o in pairs):
             mapping: dict[object, object] = {}
             if all(_close(mapping.setdefault(v, o), o) for v, o in pairs):
@@ -575,7 +580,17 @@ def _output(probed: probing.Probe, known: dict[str, _Variable], ops: list[Op]) -
     raise ReadoutError("no variable the program computes explains the model's output")
 
 
+def _relabelled(name: str, by_name: dict[str, Op]) -> bool:
+    """Whether reading the tables names the variable's values by the model's outputs, were it the output: an MLP
+    op's (probing reads an output MLP's values from the model's read-out), or an Aggregate's of one; not the
+    tokens', indices' or a SelectorWidth's (their values are what they are)."""
+    while name in by_name and by_name[name].kind == "Aggregate":
+        name = by_name[name].args[1]
+    return name in by_name and by_name[name].kind in ("Map", "SequenceMap", "LinearSequenceMap")
+
+
 def _close(a: object, b: object) -> bool:
-    if isinstance(a, float) and isinstance(b, float):
+    """Equal, or (a float among them) numbers within 1% of the larger or of 1."""
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and float in (type(a), type(b)):
         return abs(a - b) <= 1e-2 * max(1.0, abs(a))
     return a == b
