@@ -14,7 +14,7 @@ from metamodels.decompilation import verification
 from metamodels.rasp import functions, text
 from metamodels.rasp.program import INPUTS, Op, Program
 from metamodels.rasp.tables import Table
-from metamodels.transformer import battery, compiler, forward
+from metamodels.transformer import battery, compiler, densification, forward
 from tests import cases
 
 
@@ -344,3 +344,23 @@ def test_a_none_of_rasp_itself_is_undefined_on_a_model_without_labels_and_a_tabl
     emptied = Op("emptied", "Map", (program.output,), fn=Table(((True, True), (False, None))))  # False: no value
     wrong = Program((*program.ops, emptied), "emptied")
     assert verification.verify(wrong, model, weights=False).verdict == "refuted"
+
+
+def test_a_program_left_undefined_at_whole_lengths_by_a_select_that_selects_nothing_does_not_hold():
+    """Found at stop 39 (a densified test model, traced): the read Select selects nothing at lengths 1 and 2, so
+    the program is undefined there (RASP's own None) exactly where it would disagree with the model, and agreed
+    everywhere else. The source's output is length + 5."""
+    source = text.parse_program(
+        "sel_0 = Select(tokens, tokens, TRUE)\nsop_0 = SelectorWidth(sel_0)\n"
+        "sop_1 = Map({0: 5, 1: 6, 2: 7, 3: 8, 4: 9, 5: 10}, sop_0)\nreturn sop_1"
+    )
+    model = densification.rotate(compiler.compile_program(source, (1, 2, 3, 4, 5), 5), seed=3)
+    table = ", ".join(f"({k}, {q}): {k >= 3 or q >= 3}" for k in range(1, 6) for q in range(1, 6))
+    wrong = text.parse_program(
+        "sel_0 = Select(tokens, tokens, TRUE)\nn = SelectorWidth(sel_0)\n"
+        f"sel_1 = Select(n, n, {{{table}}})\nm = Aggregate(sel_1, n)\n"
+        "out = Map({3: 8, 4: 9, 5: 10}, m)\nreturn out"
+    )
+    report = verification.verify(wrong, model, weights=False)
+    assert not report.holds() and "undefined at every position of length 1, 2" in report.shortfall, report.describe()
+    assert verification.verify(source, model, weights=False).holds()

@@ -37,7 +37,7 @@ import collections
 import dataclasses
 import hashlib
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -210,6 +210,8 @@ def verify(
     wrong_lengths: list[int] = []  # ... and of every input with a disagreement
     filled = _with_filled_tables(program)
     per_length: dict[int, list[int]] = {}  # length -> [inputs checked, inputs inside the program's domain]
+    seen_defined: collections.Counter = collections.Counter()  # length -> positions the program defines
+    blind: collections.Counter = collections.Counter()  # length -> positions it leaves undefined, the model decides
     for xs in inputs:
         per_length.setdefault(len(xs), [0, 0])[0] += 1
     for xs, got, clean, decided in _run_in_chunks(model, inputs):
@@ -260,8 +262,10 @@ def verify(
                     wrong = True
                 else:
                     undefined += 1
+                    blind[len(xs)] += bool(decided[i])
                 continue
             defined[i] += 1
+            seen_defined[len(xs)] += 1
             compared_lengths.add(len(xs))
             if forward.outputs_match([got[i]], [w]):
                 agree[i] += 1
@@ -276,7 +280,9 @@ def verify(
     fidelity = compressed_fidelity(model)
     allowed = allowance_by_length(model, checked_lengths)
     refuting = disagreeing if _exceeds(allowed, wrong_lengths) else 0
-    verdict, shortfall = verdict_of(refuting, int(defined.sum()), undefined, per_length, len(compared_lengths))
+    blind_lengths = sorted(n for n, k in blind.items() if k and not seen_defined[n])
+    verdict, shortfall = verdict_of(refuting, int(defined.sum()), undefined, per_length, len(compared_lengths),
+                                    blind_lengths)  # fmt: skip
     if disagreeing and verdict in ("equivalent", "agrees_where_defined"):  # within the compressed model's allowance
         verdict = "agrees_at_fidelity"
     return VerificationReport(
@@ -379,7 +385,12 @@ def fidelity_allowance(rates: Mapping[int, float], lengths: Iterable[int]) -> di
 
 
 def verdict_of(
-    disagreeing: int, compared: int, undefined: int, per_length: dict[int, list[int]], compared_lengths: int
+    disagreeing: int,
+    compared: int,
+    undefined: int,
+    per_length: dict[int, list[int]],
+    compared_lengths: int,
+    blind_lengths: Sequence[int] = (),
 ) -> tuple[Verdict, str]:
     """(verdict, why it is inconclusive) from the counts of :func:`verify`.
 
@@ -388,10 +399,16 @@ def verdict_of(
     are inside the program's domain (a selector widened so that the program is invalid on almost every
     input leaves a few short inputs to agree on: that is not evidence); (2) the program is defined on at
     least ``MIN_DEFINED`` of the positions compared (a program undefined almost everywhere agrees
-    vacuously); (3) defined positions were compared at two input lengths at least (when two were checked).
+    vacuously); (3) defined positions were compared at two input lengths at least (when two were checked);
+    (4) no input length is ``blind``: one where the program defines no position and the model decides some
+    (a Select read as selecting nothing at some lengths leaves the program undefined, RASP's own None, exactly
+    where it would disagree).
     """
     if disagreeing:
         return "refuted", ""
+    if blind_lengths:
+        shown = ", ".join(map(str, blind_lengths))
+        return "inconclusive", f"the program is undefined at every position of length {shown}, where the model decides"
     thin = [
         f"length {n}: {inside} of {total} inputs"
         for n, (total, inside) in sorted(per_length.items())
