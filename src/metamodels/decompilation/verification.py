@@ -262,7 +262,7 @@ def verify(
                     wrong = True
                 else:
                     undefined += 1
-                    blind[len(xs)] += bool(decided[i])
+                    blind[len(xs)] += clean is None and bool(decided[i])  # labels show the model's own None
                 continue
             defined[i] += 1
             seen_defined[len(xs)] += 1
@@ -400,9 +400,11 @@ def verdict_of(
     input leaves a few short inputs to agree on: that is not evidence); (2) the program is defined on at
     least ``MIN_DEFINED`` of the positions compared (a program undefined almost everywhere agrees
     vacuously); (3) defined positions were compared at two input lengths at least (when two were checked);
-    (4) no input length is ``blind``: one where the program defines no position and the model decides some
-    (a Select read as selecting nothing at some lengths leaves the program undefined, RASP's own None, exactly
-    where it would disagree).
+    (4) no input length is ``blind``: one where the program defines no position and a model without residual
+    labels decides some (a Select read as selecting nothing at some lengths leaves the program undefined, RASP's
+    own None, exactly where it would disagree; with labels the model's own variables show whether it is defined
+    there). A true program undefined at a whole length (a "previous token" at length 1) is then inconclusive on
+    such a model: the price of not accepting the wrong one.
     """
     if disagreeing:
         return "refuted", ""
