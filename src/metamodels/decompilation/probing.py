@@ -139,8 +139,8 @@ def _labels_source(program: Program) -> str | None:
         if op.encoding != "categorical":
             return None
         name = op.args[1]
-    op = program.by_name.get(name)
-    mlp = op is not None and op.kind in ("Map", "SequenceMap") and op.encoding == "categorical"
+    source = program.by_name.get(name)
+    mlp = source is not None and source.kind in ("Map", "SequenceMap") and source.encoding == "categorical"
     return name if mlp and name != program.output else None
 
 
@@ -151,7 +151,7 @@ def _names(labels: list[Value], outputs: Sequence[Value]) -> dict[Value, Value] 
         if label is not None:
             seen.setdefault(label, []).append(out)
     names = {label: _model_value(outs) for label, outs in seen.items()}
-    return names if len({repr(v) for v in names.values()}) == len(names) else None
+    return names if len(set(names.values())) == len(names) else None
 
 
 def _read_tables(program: Program, model: CompiledModel, probed: Probe, sublayer: dict[str, int],
@@ -338,10 +338,15 @@ def _model_value(decoded: list[Value]) -> Value:
     """What the model outputs for one argument value: the most frequent decoded value (numerical: the mean)."""
     if isinstance(decoded[0], float):
         return _snap(float(np.mean(np.asarray(decoded, dtype=np.float64))))
-    counts: dict[str, list] = {}  # by repr: a decoded value may be a list (unhashable)
-    for v in decoded:
-        counts.setdefault(repr(v), [v, 0])[1] += 1
-    return max(counts.values(), key=lambda c: c[1])[0]
+    counts: dict[Value, int] = {}
+    for v in map(_as_value, decoded):
+        counts[v] = counts.get(v, 0) + 1
+    return max(counts, key=counts.__getitem__)
+
+
+def _as_value(decoded: object) -> Value:
+    """A decoded value as a table holds it: a tuple value decodes as a list."""
+    return tuple(map(_as_value, decoded)) if isinstance(decoded, list) else decoded  # type: ignore[return-value]
 
 
 def live_units(hidden: np.ndarray, w2: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -374,7 +374,7 @@ def _lift(a: tuple[str, ...], b: tuple[str, ...], known: dict[str, _Variable]) -
         return None
     if len(a) != len(b):  # a unit per pair of values: where one value fixes the other, one argument explains it
         shorter, longer = sorted((a, b), key=len)
-        joint = _Variable("joint", "categorical", list(zip(*(known[n].values for n in longer))))
+        joint = _Variable("joint", "categorical", list(zip(*(known[n].values for n in longer))))  # type: ignore[arg-type]
         return longer if _function_of(known[shorter[0]], joint) else None
     shared = [n for n in a if n in b]
     if len(shared) != len(a) - 1:
