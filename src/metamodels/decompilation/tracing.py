@@ -34,8 +34,8 @@ explained by a coarser variable); an op's values are the means of what its units
 write per argument value (compression noise out). The tables are then read by
 :func:`probing.read_tables`, and completed on a wider battery where the probe's
 random inputs missed a value combination the program reaches. ReadoutError where
-a unit beside the layer's ops, or the output, is explained by no known variable
-(the model is not a compiled RASP program).
+the output is explained by no traced variable, or a structure's tables cannot be
+read (the model is not a compiled RASP program, or not one this reads).
 """
 
 from __future__ import annotations
