@@ -152,11 +152,16 @@ def _explained(matrix: np.ndarray, values: list) -> float:
     total = float(((matrix - matrix.mean(axis=0)) ** 2).sum())
     if total <= 0:
         return 1.0
-    groups: dict[object, list[int]] = {}
-    for p, v in enumerate(values):
-        groups.setdefault(v, []).append(p)
-    within = sum(float(((matrix[r] - matrix[r].mean(axis=0)) ** 2).sum()) for r in groups.values())
+    within = sum(float(((matrix[r] - matrix[r].mean(axis=0)) ** 2).sum()) for r in _rows_by_value(values))
     return 1.0 - within / total
+
+
+def _rows_by_value(values: list) -> list[list[int]]:
+    """The positions of each distinct value in ``values``, in order of first appearance."""
+    rows: dict[object, list[int]] = {}
+    for p, v in enumerate(values):
+        rows.setdefault(v, []).append(p)
+    return list(rows.values())
 
 
 def _n_values(var: _Variable) -> int:
@@ -374,24 +379,24 @@ def _lift(a: tuple[str, ...], b: tuple[str, ...], known: dict[str, _Variable]) -
         return None
     if len(a) != len(b):  # a unit per pair of values: where one value fixes the other, one argument explains it
         shorter, longer = sorted((a, b), key=len)
-        joint = _Variable("joint", "categorical", list(zip(*(known[n].values for n in longer))))  # type: ignore[arg-type]
-        return longer if _function_of(known[shorter[0]], joint) else None
+        joint = list(zip(*(known[n].values for n in longer)))
+        return longer if _function_of(known[shorter[0]].values, joint) else None
     shared = [n for n in a if n in b]
     if len(shared) != len(a) - 1:
         return None
     (x,), (y,) = [n for n in a if n not in shared], [n for n in b if n not in shared]
     covers = [v for v in known.values() if v.count_of is None and v.name not in shared
-              and _function_of(known[x], v) and _function_of(known[y], v)]  # fmt: skip
+              and _function_of(known[x].values, v.values) and _function_of(known[y].values, v.values)]  # fmt: skip
     if not covers:
         return None
     cover = min(covers, key=lambda v: (_n_values(v), v.name not in (x, y)))
     return tuple(sorted(shared + [cover.name], key=list(known).index))
 
 
-def _function_of(a: _Variable, b: _Variable) -> bool:
-    """Whether ``a``'s value is determined by ``b``'s at every probed position."""
+def _function_of(a: list, b: list) -> bool:
+    """Whether the value in ``a`` is determined by the one in ``b`` at every probed position."""
     seen: dict[object, object] = {}
-    return all(seen.setdefault(vb, va) == va for va, vb in zip(a.values, b.values))
+    return all(seen.setdefault(vb, va) == va for va, vb in zip(a, b))
 
 
 def _absorb_pairs(by_args: dict[tuple[str, ...], list[int]], hidden: np.ndarray, w2: np.ndarray,
@@ -524,11 +529,8 @@ def _add_mlp_op(args, group, hidden, w2, known: dict[str, _Variable], ops: list[
 def _group_means(matrix: np.ndarray, values: list) -> np.ndarray:
     """``matrix`` [P, n] with each row replaced by the mean of the rows sharing its ``values``: an op's output is a
     function of its arguments, and a compressed model's activations carry a little of everything else."""
-    groups: dict[object, list[int]] = {}
-    for p, v in enumerate(values):
-        groups.setdefault(v, []).append(p)
     out = np.empty_like(matrix)
-    for rows in groups.values():
+    for rows in _rows_by_value(values):
         out[rows] = matrix[rows].mean(axis=0)
     return out
 

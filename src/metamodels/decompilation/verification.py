@@ -210,7 +210,6 @@ def verify(
     wrong_lengths: list[int] = []  # ... and of every input with a disagreement
     filled = _with_filled_tables(program)
     per_length: dict[int, list[int]] = {}  # length -> [inputs checked, inputs inside the program's domain]
-    seen_defined: collections.Counter = collections.Counter()  # length -> positions the program defines
     blind: collections.Counter = collections.Counter()  # length -> positions it leaves undefined, the model decides
     for xs in inputs:
         per_length.setdefault(len(xs), [0, 0])[0] += 1
@@ -265,7 +264,6 @@ def verify(
                     blind[len(xs)] += clean is None and bool(decided[i])  # labels show the model's own None
                 continue
             defined[i] += 1
-            seen_defined[len(xs)] += 1
             compared_lengths.add(len(xs))
             if forward.outputs_match([got[i]], [w]):
                 agree[i] += 1
@@ -280,7 +278,7 @@ def verify(
     fidelity = compressed_fidelity(model)
     allowed = allowance_by_length(model, checked_lengths)
     refuting = disagreeing if _exceeds(allowed, wrong_lengths) else 0
-    blind_lengths = sorted(n for n, k in blind.items() if k and not seen_defined[n] and n > 1)
+    blind_lengths = sorted(n for n, k in blind.items() if k and n not in compared_lengths and n > 1)
     verdict, shortfall = verdict_of(refuting, int(defined.sum()), undefined, per_length, len(compared_lengths),
                                     blind_lengths)  # fmt: skip
     if disagreeing and verdict in ("equivalent", "agrees_where_defined"):  # within the compressed model's allowance
